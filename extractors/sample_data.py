@@ -1,0 +1,134 @@
+"""A small dataset in the real MSR-VTT layout, made with ffmpeg, for demos and tests.
+
+Each video shows one synthetic "scene" (an ffmpeg test pattern of some colour, moving or
+still) and some carry a tone or noise track; captions describe the scene from templates,
+so captions and videos share content words (useful once real CLIP weights are used).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+# (lavfi source, what a caption calls it)
+SCENES = [
+    ("testsrc2=size={w}x{h}:rate={fps}", "a colourful test pattern with a moving counter"),
+    ("mandelbrot=size={w}x{h}:rate={fps}", "a zoom into a glowing fractal"),
+    ("life=size={w}x{h}:rate={fps}:seed=1:mold=10:ratio=0.1:death_color=#C83232:life_color=#00ff00", "cells of the game of life growing and dying"),
+    ("cellauto=size={w}x{h}:rate={fps}:rule=110:seed=1", "a cellular automaton drawing triangles"),
+    ("smptebars=size={w}x{h}:rate={fps}", "broadcast colour bars on a screen"),
+    ("rgbtestsrc=size={w}x{h}:rate={fps}", "red green and blue stripes"),
+    ("testsrc=size={w}x{h}:rate={fps}", "a test card with a ticking number"),
+    ("color=c=navy:size={w}x{h}:rate={fps}", "a still dark blue screen"),
+]
+SIZES = [(320, 240), (240, 320), (426, 240), (240, 426), (360, 200), (200, 360)]
+RATES = ["15", "24", "25", "30000/1001"]
+TEMPLATES = [
+    "{scene}",
+    "a video of {scene}",
+    "someone shows {scene}",
+    "this clip is about {scene} {sound}",
+    "{scene} while {sound_phrase}",
+]
+SOUNDS = [("sine", "a tone plays", "with a beeping tone"),
+          ("anoisesrc", "static hisses", "with hissing noise")]
+
+
+def require_ffmpeg() -> str:
+    exe = shutil.which("ffmpeg")
+    if exe is None or shutil.which("ffprobe") is None:
+        raise RuntimeError("ffmpeg/ffprobe not found on PATH: install the Debian package "
+                           "`ffmpeg` (make setup does this when run as root)")
+    return exe
+
+
+def _make_video(path: Path, scene: str, w: int, h: int, fps: str, dur: float,
+                audio: tuple[str, float] | None) -> None:
+    cmd = [require_ffmpeg(), "-v", "error", "-y", "-f", "lavfi", "-i", scene.format(w=w, h=h, fps=fps)]
+    if audio:
+        kind, freq = audio
+        src = (f"sine=frequency={freq:.0f}:sample_rate=44100" if kind == "sine"
+               else "anoisesrc=color=pink:amplitude=0.3:sample_rate=44100:seed=7")
+        cmd += ["-f", "lavfi", "-i", src]
+    cmd += ["-t", f"{dur:.2f}", "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+            "-g", "30", "-bf", "0"]
+    cmd += ["-c:a", "aac", "-b:a", "64k", "-ac", "1"] if audio else ["-an"]
+    cmd += ["-map_metadata", "-1", "-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact",
+            str(path)]
+    subprocess.run(cmd, check=True, stdin=subprocess.DEVNULL)
+
+
+def make_sample_dataset(out: str | os.PathLike, n_videos: int = 24, seed: int = 0,
+                        test_fraction: float = 0.25, captions_per_video: int = 5,
+                        progress: bool = False) -> Path:
+    """Write ``videos/all/videoN.mp4``, ``MSRVTT_data.json``, ``MSRVTT_train.9k.csv``,
+    ``MSRVTT_train.7k.csv`` and ``MSRVTT_JSFUSION_test.csv`` under ``out``.
+
+    Deterministic for a seed: the same annotation bytes, and the same videos (ffmpeg runs
+    in bit-exact mode). About 1 in 3 videos has no audio track, as the crawl wants.
+    """
+    if n_videos < 4:
+        raise ValueError("n_videos must be at least 4 (train, validation and test need videos)")
+    out = Path(out)
+    vdir = out / "videos" / "all"
+    vdir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    videos, sentences = [], []
+    it = range(n_videos)
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(it, desc="sample videos", unit="video")
+    for i in it:
+        vid = f"video{i}"
+        scene, scene_text = SCENES[int(rng.integers(len(SCENES)))]
+        w, h = SIZES[int(rng.integers(len(SIZES)))]
+        fps = RATES[int(rng.integers(len(RATES)))]
+        dur = float(np.round(rng.uniform(3, 15), 1))
+        has_audio = rng.random() > 0.35
+        kind, sound, sound_phrase = SOUNDS[int(rng.integers(len(SOUNDS)))]
+        freq = float(rng.integers(200, 2000))
+        start = float(np.round(rng.uniform(0, 200), 2))
+        target = vdir / f"{vid}.mp4"
+        if not target.exists():
+            tmp = vdir / f".{vid}.partial.mp4"
+            _make_video(tmp, scene, w, h, fps, dur, (kind, freq) if has_audio else None)
+            os.replace(tmp, target)
+        videos.append({"category": int(rng.integers(20)), "url": f"https://www.youtube.com/watch?v=vtrsample{i:04d}",
+                       "video_id": vid, "start time": start, "end time": round(start + dur, 2),
+                       "split": "train", "id": i})
+        order = rng.permutation(len(TEMPLATES))
+        for k in range(captions_per_video):
+            t = TEMPLATES[order[k % len(TEMPLATES)]]
+            snd = sound if has_audio else "in silence"
+            sp = sound_phrase if has_audio else "nothing can be heard"
+            sentences.append({"caption": t.format(scene=scene_text, sound=snd, sound_phrase=sp),
+                              "video_id": vid, "sen_id": len(sentences)})
+    n_test = max(1, int(round(n_videos * test_fraction)))
+    test_ids = [v["video_id"] for v in videos[-n_test:]]
+    train_ids = [v["video_id"] for v in videos[:-n_test]]
+    for v in videos:
+        if v["video_id"] in test_ids:
+            v["split"] = "test"
+    with open(out / "MSRVTT_data.json", "w", encoding="utf-8") as f:
+        json.dump({"info": {"description": "vtr sample data (synthetic)", "seed": seed},
+                   "videos": videos, "sentences": sentences}, f, indent=1)
+    for name, ids in (("MSRVTT_train.9k.csv", train_ids),
+                      ("MSRVTT_train.7k.csv", train_ids[: max(1, int(len(train_ids) * 0.78))])):
+        with open(out / name, "w", newline="", encoding="utf-8") as f:
+            wr = csv.writer(f)
+            wr.writerow(["video_id"])
+            wr.writerows([v] for v in ids)
+    first_caption = {}
+    for s in sentences:
+        first_caption.setdefault(s["video_id"], s["caption"])
+    with open(out / "MSRVTT_JSFUSION_test.csv", "w", newline="", encoding="utf-8") as f:
+        wr = csv.writer(f)
+        wr.writerow(["key", "vid_key", "video_id", "sentence"])
+        for k, vid in enumerate(test_ids):
+            wr.writerow([f"ret{k}", f"msr{vid[5:]}", vid, first_caption[vid]])
+    return out

@@ -1,0 +1,87 @@
+"""A store's summary: sizes, counts, step progress, provenance and failures."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from storage.provenance import is_random_init
+from storage.schema import DONE, FAILED, MISSING, STEPS
+from storage.store import open_group, read_attrs
+from storage.writers import failures
+
+
+def _disk_size(path: str) -> int | None:
+    if "://" in path:
+        return None
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            total += os.path.getsize(os.path.join(root, f))
+    return total
+
+
+def store_info(path: str | os.PathLike, storage_options: dict | None = None) -> dict:
+    path = str(path)
+    attrs = read_attrs(path, storage_options)
+    group = open_group(path, mode="r", storage_options=storage_options)
+    split = np.asarray(group["split"][:])
+    steps = {}
+    for step in STEPS:
+        s = np.asarray(group[f"{step}_state"][:])
+        steps[step] = {"done": int((s == DONE).sum()), "missing": int((s == MISSING).sum()),
+                       "failed": int((s == FAILED).sum())}
+    prov = attrs.get("provenance", {})
+    warnings = [f"{g}: features made with RANDOM-INIT weights (not meaningful)"
+                for g, rec in prov.items() if is_random_init(rec)]
+    return {
+        "path": path,
+        "dataset": attrs.get("dataset"),
+        "schema_version": attrs.get("vtr_schema_version"),
+        "created": attrs.get("created"),
+        "data_root": attrs.get("data_root"),
+        "bytes": _disk_size(path),
+        "videos": int(split.size),
+        "splits": {k: int((split == k).sum()) for k in ("train", "val", "test")},
+        "captions": int(group["caption_text"].shape[0]),
+        "layout": attrs.get("layout"),
+        "steps": steps,
+        "provenance": prov,
+        "warnings": warnings,
+        "failures": failures(path, storage_options),
+    }
+
+
+def format_info(info: dict, max_failures: int = 20) -> str:
+    size = info["bytes"]
+    size_s = "remote" if size is None else f"{size / 2**20:.1f} MiB"
+    lines = [
+        f"store     {info['path']}  ({size_s}, schema v{info['schema_version']}, created {info['created']})",
+        f"dataset   {info['dataset']}  data root: {info['data_root'] or '-'}",
+        f"videos    {info['videos']}  (train {info['splits']['train']}, val {info['splits']['val']}, "
+        f"test {info['splits']['test']})   captions {info['captions']}",
+        "",
+        f"{'step':<10}{'done':>8}{'missing':>9}{'failed':>8}",
+    ]
+    for step, c in info["steps"].items():
+        lines.append(f"{step:<10}{c['done']:>8}{c['missing']:>9}{c['failed']:>8}")
+    lines.append("")
+    if info["provenance"]:
+        lines.append("provenance")
+        for g, rec in info["provenance"].items():
+            sha = rec.get("weights_sha256", "?")
+            lines.append(f"  {g:<8} {rec.get('model', '?')}  weights {rec.get('weights', '?')}  "
+                         f"sha256 {sha[:16] if sha != 'RANDOM-INIT' else sha}")
+    else:
+        lines.append("provenance: no features written yet")
+    for w in info["warnings"]:
+        lines.append(f"WARNING: {w}")
+    fails = info["failures"]
+    if fails:
+        lines.append("")
+        lines.append(f"failures ({len(fails)})")
+        for f in fails[:max_failures]:
+            lines.append(f"  {f['step']:<9} {f['item']:<14} {f['error']}")
+        if len(fails) > max_failures:
+            lines.append(f"  ... and {len(fails) - max_failures} more (vtr store info --json)")
+    return "\n".join(lines)

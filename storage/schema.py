@@ -1,0 +1,157 @@
+"""The feature store's schema: every variable, its dimensions, dtype and chunking.
+
+The names here are a public contract (notebooks and the trainer read them), so a change
+that renames or re-types a variable must bump ``SCHEMA_VERSION``.
+
+Chunking is chosen for training reads and for ownership by writers:
+
+* every per-video array is chunked by ``video_chunk`` videos (256 by default), so a
+  "video block" of 256 videos is the unit a writer owns; ``frame_features`` then has
+  3 MiB chunks (256 x 12 x 512 x 2 bytes);
+* ``audio_tokens`` holds one video per chunk (1214 x 768 x 2 bytes = 1.8 MiB), which
+  divides the video block, so a block's owner also owns its audio chunks;
+* per-caption arrays are chunked by ``caption_chunk`` captions (256 by default):
+  ``caption_tokens`` chunks are 256 x 32 x 512 x 2 bytes = 8 MiB.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+SCHEMA_VERSION = 1
+FORMAT_NAME = "vtr-zarr"
+
+# Item states of every step (uint8 arrays named ``<step>_state``).
+MISSING, DONE, FAILED = 0, 1, 2
+STATE_NAMES = {MISSING: "missing", DONE: "done", FAILED: "failed"}
+
+
+@dataclass(frozen=True)
+class StoreLayout:
+    """Sizes of one store; fixed when the store is created."""
+
+    n_videos: int
+    n_captions: int
+    n_frames: int = 12
+    dim: int = 512
+    n_audio_tokens: int = 1214
+    audio_dim: int = 768
+    n_words: int = 32
+    n_tags: int = 30
+    video_chunk: int = 256
+    caption_chunk: int = 256
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "StoreLayout":
+        return cls(**{k: int(v) for k, v in d.items() if k in cls.__dataclass_fields__})
+
+    def dim_sizes(self) -> dict[str, int]:
+        return {
+            "video": self.n_videos,
+            "caption": self.n_captions,
+            "frame": self.n_frames,
+            "dim": self.dim,
+            "audio_token": self.n_audio_tokens,
+            "audio_dim": self.audio_dim,
+            "word": self.n_words,
+            "tag": self.n_tags,
+        }
+
+    def chunk_for(self, dim_name: str, override: dict[str, int] | None = None) -> int:
+        if override and dim_name in override:
+            return override[dim_name]
+        if dim_name == "video":
+            return self.video_chunk
+        if dim_name == "caption":
+            return self.caption_chunk
+        return self.dim_sizes()[dim_name]
+
+
+@dataclass(frozen=True)
+class VarSpec:
+    dims: tuple[str, ...]
+    dtype: str
+    step: str  # the step whose writer owns this variable ("manifest" = written at creation)
+    fill: object = 0
+    # per-dimension chunk overrides (audio_tokens: one video per chunk)
+    chunks: dict[str, int] = field(default_factory=dict)
+    doc: str = ""
+
+
+# Steps and the item dimension each one iterates over. Each has ``<step>_state`` and
+# ``<step>_error`` arrays along that dimension.
+STEPS: dict[str, str] = {
+    "probe": "video",
+    "crawl": "video",
+    "compress": "video",
+    "frames": "video",
+    "audio": "video",
+    "text": "caption",
+    "tags": "video",
+}
+
+VARIABLES: dict[str, VarSpec] = {
+    # written at creation from the annotations
+    "video": VarSpec(("video",), "str", "manifest", "", doc="video ids (the coordinate)"),
+    "split": VarSpec(("video",), "str", "manifest", "", doc="train | val | test"),
+    "video_path": VarSpec(("video",), "str", "manifest", "", doc="source file, relative to the data root"),
+    "url": VarSpec(("video",), "str", "manifest", "", doc="where the video came from (audio crawl)"),
+    "start_time": VarSpec(("video",), "float32", "manifest", float("nan"), doc="seconds, -1 if unknown"),
+    "end_time": VarSpec(("video",), "float32", "manifest", float("nan"), doc="seconds, -1 if unknown"),
+    "caption_text": VarSpec(("caption",), "str", "manifest", ""),
+    "caption_video": VarSpec(("caption",), "int32", "manifest", -1, doc="index into `video`"),
+    # probe
+    "duration": VarSpec(("video",), "float32", "probe", float("nan"), doc="seconds"),
+    "fps": VarSpec(("video",), "float32", "probe", float("nan")),
+    "width": VarSpec(("video",), "int32", "probe", 0, doc="display width (after rotation)"),
+    "height": VarSpec(("video",), "int32", "probe", 0, doc="display height (after rotation)"),
+    "rotation": VarSpec(("video",), "int16", "probe", 0, doc="degrees from the container's side data"),
+    "source_has_audio": VarSpec(("video",), "bool", "probe", False, doc="the original file has an audio stream"),
+    # crawl
+    "audio_source": VarSpec(("video",), "str", "crawl", "none", doc="original | crawled | none"),
+    "audio_path": VarSpec(("video",), "str", "crawl", "", doc="file the audio features were taken from"),
+    # compress
+    "compressed_path": VarSpec(("video",), "str", "compress", "", doc="3 fps / short side 224 copy"),
+    # frames
+    "frame_features": VarSpec(("video", "frame", "dim"), "float16", "frames", 0,
+                              doc="CLIP CLS after ln_post @ proj, one per sampled frame"),
+    "frame_mask": VarSpec(("video", "frame"), "bool", "frames", False, doc="True where a frame was sampled"),
+    # audio
+    "audio_tokens": VarSpec(("video", "audio_token", "audio_dim"), "float16", "audio", 0,
+                            chunks={"video": 1}, doc="AST last-layer tokens after the final LayerNorm"),
+    "has_audio": VarSpec(("video",), "bool", "audio", False, doc="audio_tokens hold real audio"),
+    # text
+    "caption_embedding": VarSpec(("caption", "dim"), "float16", "text", 0, doc="EOT after ln_final @ text_projection"),
+    "caption_tokens": VarSpec(("caption", "word", "dim"), "float16", "text", 0, doc="all token features, SOT..EOT"),
+    "caption_mask": VarSpec(("caption", "word"), "bool", "text", False),
+    # tags (the phrase table itself is created by the tags writer: its length is only
+    # known after mining)
+    "tag_index": VarSpec(("video", "tag"), "int32", "tags", -1, doc="top-K phrase indices per video"),
+    "tag_score": VarSpec(("video", "tag"), "float16", "tags", 0, doc="cosine of phrase vs mean frame"),
+}
+for _step, _item_dim in STEPS.items():
+    VARIABLES[f"{_step}_state"] = VarSpec((_item_dim,), "uint8", _step, MISSING,
+                                          doc="0 missing, 1 done, 2 failed")
+    VARIABLES[f"{_step}_error"] = VarSpec((_item_dim,), "str", _step, "", doc="why the item failed")
+
+# Variables the readers rely on; open_store refuses a store that lacks any of them.
+REQUIRED = (
+    "frame_features", "frame_mask", "audio_tokens", "has_audio", "audio_source",
+    "caption_text", "caption_video", "caption_embedding", "caption_tokens", "caption_mask",
+    "split",
+) + tuple(f"{s}_state" for s in STEPS)
+
+PHRASE_VARIABLES: dict[str, VarSpec] = {
+    "phrase_text": VarSpec(("phrase",), "str", "tags", ""),
+    "phrase_count": VarSpec(("phrase",), "int32", "tags", 0),
+    "phrase_embedding": VarSpec(("phrase", "dim"), "float16", "tags", 0,
+                                doc='EOT of "This is a video about {phrase}."'),
+}
+
+
+def step_variables(step: str) -> list[str]:
+    """Data variables a step writes (its state and error arrays excluded)."""
+    return [n for n, s in VARIABLES.items()
+            if s.step == step and n not in (f"{step}_state", f"{step}_error")]

@@ -1,0 +1,260 @@
+"""Creating and opening a vtr feature store (a Zarr v3 group that xarray opens as is)."""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+import zarr
+from zarr.codecs import BloscCodec
+
+from storage.schema import (
+    FORMAT_NAME,
+    PHRASE_VARIABLES,
+    REQUIRED,
+    SCHEMA_VERSION,
+    VARIABLES,
+    StoreLayout,
+    VarSpec,
+)
+
+
+class StoreError(Exception):
+    """A store that cannot be used; the message names the path and the cause."""
+
+
+# lz4 at level 1: float16 features barely compress, and reading speed is what matters
+# (zstd halves read throughput for a few percent of disk).
+COMPRESSOR = BloscCodec(cname="lz4", clevel=1, shuffle="shuffle")
+
+
+def _is_url(path: str) -> bool:
+    return "://" in str(path)
+
+
+def open_group(path: str | os.PathLike, mode: str = "r+",
+               storage_options: dict | None = None) -> zarr.Group:
+    """Open the store's root group; ``path`` may be a local folder or an fsspec URL."""
+    path = str(path)
+    if not _is_url(path) and mode in ("r", "r+") and not os.path.isdir(path):
+        raise StoreError(f"{path}: no such store (not a directory)")
+    try:
+        return zarr.open_group(path, mode=mode, zarr_format=3,
+                               storage_options=storage_options if _is_url(path) else None)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError) as e:
+        raise StoreError(f"{path}: not a Zarr v3 group ({e.__class__.__name__})") from None
+
+
+def consolidate(path: str | os.PathLike, storage_options: dict | None = None) -> None:
+    """Rewrite consolidated metadata so ``xarray.open_zarr(path)`` opens without warnings.
+
+    Any attribute or array creation drops it, so every metadata change ends here.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata")
+        zarr.consolidate_metadata(_store_like(str(path), storage_options), zarr_format=3)
+
+
+def _store_like(path: str, storage_options: dict | None):
+    if _is_url(path):
+        return zarr.storage.FsspecStore.from_url(path, storage_options=storage_options or {})
+    return path
+
+
+def _np_dtype(spec: VarSpec):
+    return str if spec.dtype == "str" else np.dtype(spec.dtype)
+
+
+def create_array(group: zarr.Group, name: str, spec: VarSpec, layout: StoreLayout,
+                 sizes: dict[str, int] | None = None) -> zarr.Array:
+    sizes = {**layout.dim_sizes(), **(sizes or {})}
+    shape = tuple(sizes[d] for d in spec.dims)
+    chunks = tuple(max(1, min(layout.chunk_for(d, spec.chunks) if d in layout.dim_sizes()
+                              else sizes[d], sizes[d])) for d in spec.dims)
+    kwargs: dict[str, Any] = {}
+    if spec.dtype not in ("str", "bool"):
+        kwargs["compressors"] = COMPRESSOR
+    arr = group.create_array(name, shape=shape, chunks=chunks, dtype=_np_dtype(spec),
+                             fill_value=spec.fill, dimension_names=spec.dims, **kwargs)
+    if spec.doc:
+        arr.attrs["description"] = spec.doc
+    return arr
+
+
+def create_store(
+    path: str | os.PathLike,
+    *,
+    dataset: str,
+    video_ids: Sequence[str],
+    splits: Sequence[str],
+    caption_text: Sequence[str],
+    caption_video: Sequence[int],
+    video_paths: Sequence[str] | None = None,
+    urls: Sequence[str] | None = None,
+    start_times: Sequence[float] | None = None,
+    end_times: Sequence[float] | None = None,
+    layout: StoreLayout | None = None,
+    data_root: str = "",
+    storage_options: dict | None = None,
+) -> StoreLayout:
+    """Write an empty store (all features missing) from a dataset's manifest.
+
+    Refuses to touch an existing path: nothing already written is ever overwritten.
+    """
+    path = str(path)
+    n_v, n_c = len(video_ids), len(caption_text)
+    if n_v == 0:
+        raise StoreError(f"{path}: cannot create a store with no videos")
+    if len(splits) != n_v or len(caption_video) != n_c:
+        raise StoreError(f"{path}: manifest lengths disagree (videos {n_v}, splits {len(splits)}, "
+                         f"captions {n_c}, caption_video {len(caption_video)})")
+    cv = np.asarray(caption_video, dtype=np.int64)
+    if n_c and (cv.min() < 0 or cv.max() >= n_v):
+        raise StoreError(f"{path}: caption_video holds indices outside 0..{n_v - 1}")
+    bad = sorted(set(splits) - {"train", "val", "test"})
+    if bad:
+        raise StoreError(f"{path}: unknown split names {bad} (expected train | val | test)")
+    if len(set(video_ids)) != n_v:
+        raise StoreError(f"{path}: video ids are not unique")
+    if not _is_url(path) and os.path.exists(path):
+        raise StoreError(f"{path}: already exists; open it to resume, or remove it first")
+    layout = layout or StoreLayout(n_videos=n_v, n_captions=n_c)
+    if (layout.n_videos, layout.n_captions) != (n_v, n_c):
+        raise StoreError(f"{path}: layout sizes {layout.n_videos}/{layout.n_captions} "
+                         f"do not match the manifest {n_v}/{n_c}")
+    if not _is_url(path):
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+            raise StoreError(f"{path}: cannot write into {parent} (read-only or missing)")
+    try:
+        group = zarr.open_group(path, mode="w-", zarr_format=3,
+                                storage_options=storage_options if _is_url(path) else None)
+    except (FileExistsError, zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError):
+        raise StoreError(f"{path}: already exists; open it to resume, or remove it first") from None
+    except OSError as e:
+        raise StoreError(f"{path}: cannot create the store ({e.strerror or e})") from None
+    for name, spec in VARIABLES.items():
+        create_array(group, name, spec, layout)
+    manifest = {
+        "video": np.asarray(video_ids, dtype=str),
+        "split": np.asarray(splits, dtype=str),
+        "caption_text": np.asarray(caption_text, dtype=str),
+        "caption_video": cv.astype(np.int32),
+    }
+    if video_paths is not None:
+        manifest["video_path"] = np.asarray(video_paths, dtype=str)
+    if urls is not None:
+        manifest["url"] = np.asarray(urls, dtype=str)
+    if start_times is not None:
+        manifest["start_time"] = np.asarray(start_times, dtype=np.float32)
+    if end_times is not None:
+        manifest["end_time"] = np.asarray(end_times, dtype=np.float32)
+    for name, values in manifest.items():
+        if len(values):
+            group[name][:] = values
+    group.attrs.update({
+        "vtr_schema_version": SCHEMA_VERSION,
+        "vtr_format": FORMAT_NAME,
+        "dataset": dataset,
+        "layout": layout.to_json(),
+        "data_root": str(data_root),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "provenance": {},
+    })
+    consolidate(path, storage_options)
+    return layout
+
+
+def read_attrs(path: str | os.PathLike, storage_options: dict | None = None) -> dict:
+    """The store's attributes after the format and version checks."""
+    group = open_group(path, mode="r", storage_options=storage_options)
+    attrs = dict(group.attrs)
+    _check_attrs(str(path), attrs)
+    return attrs
+
+
+def _check_attrs(path: str, attrs: dict) -> None:
+    if attrs.get("vtr_format") != FORMAT_NAME:
+        raise StoreError(f"{path}: not a vtr store (attribute vtr_format is "
+                         f"{attrs.get('vtr_format')!r}, expected {FORMAT_NAME!r})")
+    version = attrs.get("vtr_schema_version")
+    if version != SCHEMA_VERSION:
+        raise StoreError(f"{path}: schema version {version}, this vtr reads version {SCHEMA_VERSION}")
+
+
+def layout_of(path: str | os.PathLike, storage_options: dict | None = None) -> StoreLayout:
+    return StoreLayout.from_json(read_attrs(path, storage_options)["layout"])
+
+
+def open_store(path: str | os.PathLike, *, dataset: str | None = None,
+               storage_options: dict | None = None) -> xr.Dataset:
+    """Open a store as a lazy, labelled ``xarray.Dataset`` after schema checks.
+
+    ``dataset`` (optional) must match the name the store was created for.
+    """
+    path = str(path)
+    attrs = read_attrs(path, storage_options)
+    if dataset is not None and attrs.get("dataset") != dataset:
+        raise StoreError(f"{path}: a store of dataset {attrs.get('dataset')!r}, not {dataset!r}")
+    try:
+        ds = xr.open_zarr(path, zarr_format=3, consolidated=None,
+                          storage_options=storage_options if _is_url(path) else None)
+    except Exception as e:  # noqa: BLE001 - re-raised with the path
+        raise StoreError(f"{path}: xarray cannot open it ({e})") from None
+    missing = [v for v in REQUIRED if v not in ds.variables]
+    if missing:
+        raise StoreError(f"{path}: missing variable(s) {', '.join(missing)}")
+    layout = StoreLayout.from_json(attrs["layout"])
+    for name in REQUIRED:
+        want = VARIABLES[name].dims
+        if tuple(ds[name].dims) != want:
+            raise StoreError(f"{path}: variable {name} has dims {tuple(ds[name].dims)}, expected {want}")
+    sizes = layout.dim_sizes()
+    for d, n in ds.sizes.items():
+        if d in sizes and n != sizes[d]:
+            raise StoreError(f"{path}: dimension {d} has {n} entries, the layout says {sizes[d]}")
+    return ds
+
+
+def set_provenance(path: str | os.PathLike, group_name: str, record: dict,
+                   storage_options: dict | None = None) -> None:
+    """Record how one feature group was made (model, weights, preprocessing, versions)."""
+    group = open_group(path, mode="r+", storage_options=storage_options)
+    prov = dict(group.attrs.get("provenance", {}))
+    prov[group_name] = _jsonable(record)
+    group.attrs["provenance"] = prov
+    consolidate(path, storage_options)
+
+
+def create_phrase_table(path: str | os.PathLike, n_phrases: int,
+                        storage_options: dict | None = None) -> None:
+    """Create the phrase table arrays (their length is known only after mining)."""
+    group = open_group(path, mode="r+", storage_options=storage_options)
+    layout = StoreLayout.from_json(group.attrs["layout"])
+    for name, spec in PHRASE_VARIABLES.items():
+        if name in group:
+            if group[name].shape[0] != n_phrases:
+                raise StoreError(f"{path}: phrase table has {group[name].shape[0]} phrases, "
+                                 f"the new one {n_phrases}; remove tags to re-mine")
+            continue
+        create_array(group, name, spec, layout, sizes={"phrase": n_phrases})
+    consolidate(path, storage_options)
+
+
+def _jsonable(x: Any) -> Any:
+    """Plain JSON values only: one numpy scalar in attributes poisons later writes."""
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if x is None or isinstance(x, (str, int, float, bool)):
+        return x
+    return str(x)

@@ -1,0 +1,33 @@
+"""The `vtr` command: each package registers its own sub-commands here."""
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(help="vtr: feature cache and fast heads for audio-visual text-video retrieval.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+
+
+def _register() -> None:
+    import extractors.cli
+    import storage.cli
+    for mod in (storage.cli, extractors.cli):
+        mod.register(app)
+    for name in ("flows.cli", "training.cli", "vtr.demo"):
+        try:
+            mod = __import__(name, fromlist=["register"])
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+            continue
+        mod.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
