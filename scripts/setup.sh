@@ -26,6 +26,8 @@ fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 echo "setup: installing pinned dependencies into .venv (a few minutes the first time)"
-.venv/bin/python -m pip install -q -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+# compat mode puts the checkout on sys.path: a path-based import beats any folder named
+# like our packages (Dask workers keep a "storage" spill folder in their working dir)
+.venv/bin/python -m pip install -q -e ".[dev]" --config-settings editable_mode=compat 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -m pip check
 touch .venv/.vtr-installed

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import shutil
+import uuid
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -130,6 +132,9 @@ def create_store(
         parent = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
             raise StoreError(f"{path}: cannot write into {parent} (read-only or missing)")
+    # A local store is built under a temporary name and renamed when complete, so a crash
+    # during creation never leaves a half-made store at `path`.
+    final, path = path, path if _is_url(path) else f"{path}.creating-{uuid.uuid4().hex[:8]}"
     try:
         group = zarr.open_group(path, mode="w-", zarr_format=3,
                                 storage_options=storage_options if _is_url(path) else None)
@@ -166,6 +171,12 @@ def create_store(
         "provenance": {},
     })
     consolidate(path, storage_options)
+    if path != final:
+        try:
+            os.rename(path, final)
+        except OSError as e:
+            shutil.rmtree(path, ignore_errors=True)
+            raise StoreError(f"{final}: already exists or cannot be created ({e.strerror})") from None
     return layout
 
 
@@ -225,9 +236,20 @@ def set_provenance(path: str | os.PathLike, group_name: str, record: dict,
     """Record how one feature group was made (model, weights, preprocessing, versions)."""
     group = open_group(path, mode="r+", storage_options=storage_options)
     prov = dict(group.attrs.get("provenance", {}))
-    prov[group_name] = _jsonable(record)
+    record = _jsonable(record)
+    if _same_record(prov.get(group_name), record):
+        # workers of one step all call this: skipping identical records keeps them from
+        # rewriting (and racing on) the root metadata
+        return
+    prov[group_name] = record
     group.attrs["provenance"] = prov
     consolidate(path, storage_options)
+
+
+def _same_record(old: dict | None, new: dict) -> bool:
+    volatile = ("created",)
+    return old is not None and {k: v for k, v in old.items() if k not in volatile} == \
+        {k: v for k, v in new.items() if k not in volatile}
 
 
 def create_phrase_table(path: str | os.PathLike, n_phrases: int,
@@ -243,6 +265,18 @@ def create_phrase_table(path: str | os.PathLike, n_phrases: int,
             continue
         create_array(group, name, spec, layout, sizes={"phrase": n_phrases})
     consolidate(path, storage_options)
+
+
+def as_str(values: Any) -> np.ndarray:
+    """A fixed-width ``str`` array from a string variable.
+
+    Zarr 3 and xarray hand out numpy's variable-width ``StringDType``, which refuses
+    ``.astype(str)``; this is the one conversion every reader should use.
+    """
+    a = np.asarray(values)
+    if a.dtype.kind in ("U", "S"):
+        return a.astype(str)
+    return np.array(a.tolist(), dtype=str).reshape(a.shape) if a.size else np.zeros(a.shape, dtype=str)
 
 
 def _jsonable(x: Any) -> Any:

@@ -131,6 +131,18 @@ class StepWriter:
         _set_rows(self._error, idx, err)
         _set_rows(self._state, idx, np.where(ok, DONE, FAILED).astype(np.uint8))
 
+    def reset(self, indices: np.ndarray) -> None:
+        """Mark items missing again (their data is stale: an upstream step changed), so the
+        next run redoes them. Same one-block rule as ``write``."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if idx.size == 0:
+            return
+        if self.block_of(idx.min()) != self.block_of(idx.max()):
+            raise ValueError(f"{self.path}: a reset must stay inside one block")
+        idx = np.unique(idx)
+        _set_rows(self._state, idx, np.full(idx.size, MISSING, dtype=np.uint8))
+        _set_rows(self._error, idx, np.full(idx.size, "", dtype=str))
+
 
 def _set_rows(arr: zarr.Array, idx: np.ndarray, rows: np.ndarray) -> None:
     if idx[-1] - idx[0] + 1 == idx.size:  # contiguous: one slice write, far faster

@@ -1,0 +1,45 @@
+"""Waveform loading: any file ffmpeg reads -> 16 kHz mono float32 in [-1, 1]."""
+from __future__ import annotations
+
+import os
+import subprocess
+
+import numpy as np
+
+from extractors.errors import MediaError
+
+
+def load_audio(path: str | os.PathLike, sr: int = 16000, start: float | None = None,
+               end: float | None = None, timeout_s: float = 120.0) -> np.ndarray:
+    """Decode the first audio stream, resampled by ffmpeg and piped as f32le (no temporary
+    WAV). ``start``/``end`` in seconds cut a section. ``MediaError`` if there is no audio."""
+    import ffmpeg
+
+    from extractors.probe import ffmpeg_path, probe
+
+    p = os.fspath(path)
+    info = probe(p)
+    if not info.has_audio:
+        raise MediaError(p, "no audio stream")
+    in_kw = {}
+    if start is not None and start > 0:
+        in_kw["ss"] = float(start)
+    if end is not None:
+        in_kw["t"] = max(0.0, float(end) - float(start or 0.0))
+    stream = (ffmpeg.input(ffmpeg_path(p), **in_kw)
+              .output("pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=int(sr), map="0:a:0")
+              .global_args("-nostdin", "-v", "error"))
+    proc = stream.run_async(pipe_stdout=True, pipe_stderr=True)
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise MediaError(p, f"audio decode timed out after {timeout_s:g} s") from None
+    if proc.returncode != 0:
+        lines = err.decode("utf-8", "replace").strip().splitlines()
+        raise MediaError(p, f"ffmpeg audio decode: {lines[-1] if lines else 'failed'}")
+    wave = np.frombuffer(out, dtype=np.float32)
+    if wave.size == 0:
+        raise MediaError(p, "audio stream decodes to no samples")
+    return np.clip(wave, -1.0, 1.0)

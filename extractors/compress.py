@@ -1,0 +1,139 @@
+"""Re-encode videos the way CLIP4Clip's ``compress_video.py`` intends (3 fps, short side
+224, H.264 yuv420p) but keep the aspect ratio of portrait videos too (CLIP4Clip's scale
+expression squashes them) and keep or drop audio by option.
+
+Outputs are written under a temporary name and renamed only when ffmpeg succeeded and the
+result probes as video, so a crash or a failed encode never leaves a file at ``dst``.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+
+from extractors.errors import MediaError, one_line
+from extractors.probe import ffmpeg_path, probe
+
+
+@dataclass
+class CompressResult:
+    src: str
+    dst: str
+    status: str          # "compressed" | "skipped" (valid output existed) | "failed"
+    error: str = ""
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def scale_filter(short_side: int = 224) -> str:
+    # ffmpeg's autorotation runs before this filter, so iw/ih are the display size here;
+    # -2 keeps the aspect ratio and rounds to an even size (yuv420p needs it)
+    s = int(short_side)
+    return f"scale=w='if(gt(iw,ih),-2,{s})':h='if(gt(iw,ih),{s},-2)':flags=bicubic,setsar=1"
+
+
+def _valid_output(path: str) -> bool:
+    try:
+        info = probe(path)
+    except MediaError:
+        return False
+    return info.has_video and info.duration > 0 and info.n_frames > 0
+
+
+def compress_video(src: str | os.PathLike, dst: str | os.PathLike, *, fps: float = 3,
+                   short_side: int = 224, keep_audio: bool = False, crf: int = 23,
+                   preset: str = "veryfast", threads: int = 0,
+                   timeout_s: float = 1800.0) -> CompressResult:
+    """Returns "compressed" or "skipped" (a valid ``dst`` exists); raises ``MediaError``
+    when the source is unusable or ffmpeg fails (no file is left at ``dst`` then).
+    ``threads`` = 0 lets ffmpeg choose; pools pass 1 per worker."""
+    import ffmpeg
+
+    src, dst = os.fspath(src), os.fspath(dst)
+    t0 = time.perf_counter()
+    if os.path.abspath(src) == os.path.abspath(dst):
+        raise MediaError(src, "output path equals input path")
+    if os.path.exists(dst) and _valid_output(dst):
+        return CompressResult(src, dst, "skipped")
+    info = probe(src)
+    if not info.has_video:
+        raise MediaError(src, "no video stream")
+    os.makedirs(os.path.dirname(os.path.abspath(dst)) or ".", exist_ok=True)
+    d, base = os.path.split(os.path.abspath(dst))
+    tmp = os.path.join(d, f".{base}.{os.getpid()}.partial")
+    out_kw = dict(format="mp4", vcodec="libx264", pix_fmt="yuv420p", crf=crf, preset=preset,
+                  movflags="+faststart", threads=threads)
+    if keep_audio and info.has_audio:
+        out_kw.update(acodec="aac", audio_bitrate="128k")
+    else:
+        out_kw["an"] = None
+    cmd = (ffmpeg.input(ffmpeg_path(src))
+           .output(tmp, vf=f"fps={fps:g},{scale_filter(short_side)}", **out_kw)
+           .global_args("-nostdin", "-v", "error", "-y")
+           .compile())
+    try:
+        try:
+            res = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise MediaError(src, f"ffmpeg encode timed out after {timeout_s:g} s") from None
+        if res.returncode != 0:
+            lines = res.stderr.decode("utf-8", "replace").strip().splitlines()
+            raise MediaError(src, f"ffmpeg encode failed: {lines[-1] if lines else res.returncode}")
+        if not _valid_output(tmp):
+            raise MediaError(src, "encoded output does not probe as video")
+        os.replace(tmp, dst)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return CompressResult(src, dst, "compressed", seconds=time.perf_counter() - t0)
+
+
+def _job(args: tuple[str, str, dict]) -> CompressResult:
+    src, dst, kw = args
+    t0 = time.perf_counter()
+    try:
+        return compress_video(src, dst, **kw)
+    except MediaError as e:
+        return CompressResult(src, dst, "failed", str(e), time.perf_counter() - t0)
+    except Exception as e:  # noqa: BLE001 - one bad item must not stop the batch
+        return CompressResult(src, dst, "failed", one_line(f"{src}: {type(e).__name__}: {e}"),
+                              time.perf_counter() - t0)
+
+
+def compress_many(pairs, workers: int | None = None, progress: bool = True,
+                  **kw) -> list[CompressResult]:
+    """Compress ``(src, dst)`` pairs over a process pool; results in input order, failures
+    as ``status="failed"`` with the one-line cause. ffmpeg threads are split between
+    workers so the pool does not oversubscribe the cores."""
+    import multiprocessing as mp
+
+    from tqdm import tqdm
+
+    pairs = [(os.fspath(s), os.fspath(d)) for s, d in pairs]
+    cpus = os.cpu_count() or 1
+    workers = max(1, min(workers or cpus, len(pairs) or 1))
+    kw.setdefault("threads", max(1, cpus // workers))
+    jobs = [(s, d, kw) for s, d in pairs]
+    bar = tqdm(total=len(jobs), desc="compress", unit="video", disable=not progress)
+    results: list[CompressResult] = []
+    try:
+        if workers == 1:
+            for j in jobs:
+                results.append(_job(j))
+                bar.update()
+        else:
+            # daemonic processes (Dask, DataLoader workers) may not start children; each job
+            # is an ffmpeg subprocess anyway, so threads give the same parallelism there
+            pool = (ThreadPoolExecutor(workers) if mp.current_process().daemon
+                    else ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")))
+            with pool as ex:
+                for r in ex.map(_job, jobs):
+                    results.append(r)
+                    bar.update()
+    finally:
+        bar.close()
+    return results

@@ -1,0 +1,179 @@
+"""Missing-audio recovery: fetch the ``start``-``end`` section of a video URL, audio only,
+as 16 kHz mono WAV, with yt-dlp's Python API.
+
+Each attempt runs in a fresh interpreter (``python -m extractors.crawl``, arguments as JSON
+on stdin, never on a command line) in its own session with a wall-clock bound: yt-dlp hands
+section downloads to an ffmpeg child that has no read timeout of its own, so a stalled
+server would otherwise hang the run, and killing the session kills that child too. A
+subprocess rather than multiprocessing, so daemonic workers (Dask, DataLoader) can crawl.
+Permanent failures (HTTP 4xx, unsupported URL) are not retried.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from urllib.parse import urlparse
+
+from extractors.errors import one_line
+
+
+@dataclass
+class CrawlResult:
+    url: str
+    status: str           # "crawled" | "failed"
+    path: str = ""        # the WAV when crawled
+    error: str = ""       # one line when failed
+    attempts: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# client errors other than 408 (timeout) and 429 (rate limit) will not heal by retrying
+_PERMANENT = re.compile(r"HTTP Error 4(?!08|29)\d\d\b|Unsupported URL|is not a valid URL|"
+                        r"No video formats found|Unable to extract", re.I)
+
+
+class _Quiet:
+    """yt-dlp logger: keep the last error line, print nothing."""
+
+    def __init__(self):
+        self.errors: list[str] = []
+
+    def debug(self, msg):
+        pass
+
+    def info(self, msg):
+        pass
+
+    def warning(self, msg):
+        pass
+
+    def error(self, msg):
+        self.errors.append(str(msg))
+
+
+def _attempt(url: str, start: float | None, end: float | None, workdir: str,
+             allow_file_urls: bool, socket_timeout: float) -> tuple[str, str]:
+    """One yt-dlp download: ("ok", wav path) or ("err", message)."""
+    import yt_dlp
+    from yt_dlp.utils import download_range_func
+
+    log = _Quiet()
+    opts = {
+        "format": "bestaudio/best",  # the generic extractor offers one format of unknown codec
+        "outtmpl": os.path.join(workdir, "dl.%(ext)s"),
+        "postprocessors": [{"key": "FFmpegExtractAudio", "preferredcodec": "wav"}],
+        "postprocessor_args": {"extractaudio": ["-ar", "16000", "-ac", "1"]},
+        "socket_timeout": socket_timeout,
+        "retries": 0, "fragment_retries": 0, "extractor_retries": 0,
+        "noplaylist": True, "quiet": True, "no_warnings": True, "noprogress": True,
+        "logger": log, "enable_file_urls": allow_file_urls, "cachedir": False,
+    }
+    if start is not None and end is not None and end > start >= 0:
+        if url.lower().startswith("file:"):
+            # yt-dlp cannot fetch sections of file URLs: take the file, cut while converting
+            opts["postprocessor_args"]["extractaudio"] = [
+                "-ss", f"{float(start):.3f}", "-to", f"{float(end):.3f}", "-ar", "16000", "-ac", "1"]
+        else:
+            opts["download_ranges"] = download_range_func(None, [(float(start), float(end))])
+    try:
+        with yt_dlp.YoutubeDL(opts) as ydl:
+            ydl.download([url])
+        wavs = [f for f in os.listdir(workdir) if f.endswith(".wav")]
+        if not wavs:
+            raise RuntimeError("yt-dlp produced no WAV")
+        return "ok", os.path.join(workdir, wavs[0])
+    except BaseException as e:  # noqa: BLE001 - becomes the recorded error line
+        msg = str(e) or (log.errors[-1] if log.errors else type(e).__name__)
+        return "err", msg.replace("ERROR: ", "")
+
+
+def _run_attempt(job: dict, timeout_s: float) -> tuple[str, str]:
+    proc = subprocess.Popen([sys.executable, "-m", "extractors.crawl"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        out, _ = proc.communicate(json.dumps(job).encode(), timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.communicate()
+        return "err", f"timed out after {timeout_s:g} s"
+    try:
+        status, payload = json.loads(out.decode("utf-8", "replace").strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return "err", f"crawler process failed (exit code {proc.returncode})"
+    return status, payload
+
+
+def _check_url(url: str, allow_file_urls: bool) -> str | None:
+    scheme = urlparse(url).scheme.lower()
+    if scheme in ("http", "https"):
+        return None
+    if scheme == "file" and allow_file_urls:
+        return None
+    if scheme == "file":
+        return "file URLs are not crawled unless allow_file_urls is set"
+    return f"URL scheme {scheme or '(none)'!r} is not crawled (http/https only)"
+
+
+def _valid_wav(path: str) -> bool:
+    from extractors.errors import MediaError
+    from extractors.probe import probe
+
+    try:
+        info = probe(path)
+    except MediaError:
+        return False
+    return info.has_audio and info.duration > 0
+
+
+def crawl_audio(url: str, start: float | None, end: float | None, out_wav: str | os.PathLike, *,
+                allow_file_urls: bool = False, retries: int = 3, backoff_s: float = 2.0,
+                timeout_s: float = 120.0, socket_timeout_s: float = 20.0) -> CrawlResult:
+    """Up to ``1 + retries`` attempts, sleeping ``backoff_s * 2**k`` between them; each
+    attempt is killed after ``timeout_s``. The WAV is moved to ``out_wav`` only when it
+    probes as audio; an existing valid ``out_wav`` is kept and reported as crawled."""
+    out_wav = os.fspath(out_wav)
+    bad = _check_url(url, allow_file_urls) if url else "no URL"
+    if bad:
+        return CrawlResult(url, "failed", error=bad)
+    if os.path.exists(out_wav) and _valid_wav(out_wav):
+        return CrawlResult(url, "crawled", path=out_wav)
+    os.makedirs(os.path.dirname(os.path.abspath(out_wav)), exist_ok=True)
+    error = ""
+    attempts = 0
+    for k in range(1 + max(0, retries)):
+        if k:
+            time.sleep(backoff_s * 2 ** (k - 1))
+        attempts += 1
+        workdir = tempfile.mkdtemp(prefix=".crawl-", dir=os.path.dirname(os.path.abspath(out_wav)))
+        try:
+            job = {"url": url, "start": start, "end": end, "workdir": workdir,
+                   "allow_file_urls": allow_file_urls, "socket_timeout": socket_timeout_s}
+            status, payload = _run_attempt(job, timeout_s)
+            if status == "ok" and _valid_wav(payload):
+                os.replace(payload, out_wav)
+                return CrawlResult(url, "crawled", path=out_wav, attempts=attempts)
+            error = one_line(payload if status == "err" else "downloaded file is not audio")
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        if _PERMANENT.search(error):
+            break
+    return CrawlResult(url, "failed", error=error, attempts=attempts)
+
+
+if __name__ == "__main__":  # one attempt, for _run_attempt: JSON job on stdin, result on stdout
+    job = json.loads(sys.stdin.read())
+    print(json.dumps(_attempt(job["url"], job["start"], job["end"], job["workdir"],
+                              job["allow_file_urls"], job["socket_timeout"])), flush=True)

@@ -1,0 +1,26 @@
+"""The one error type of the media side: every decode/probe/encode failure becomes a
+``MediaError`` whose text is a single line ``PATH: cause`` (what the store records)."""
+from __future__ import annotations
+
+import os
+
+
+def one_line(text: object, limit: int = 300) -> str:
+    """Collapse tool output (ffmpeg stderr, tracebacks) to one short line."""
+    s = " ".join(str(text).split())
+    return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+class MediaError(Exception):
+    """A media file could not be used; ``str()`` is ``"PATH: cause"`` on one line."""
+
+    def __init__(self, path: str | os.PathLike, cause: object):
+        self.path = os.fspath(path)
+        text = one_line(cause)
+        for p in {self.path, os.path.abspath(self.path)}:  # ffmpeg repeats the path
+            text = text.replace(f"{p}: ", "")
+        self.cause = text or "unknown error"
+        super().__init__(f"{self.path}: {self.cause}")
+
+    def __reduce__(self):  # survive pickling across process pools
+        return (type(self), (self.path, self.cause))

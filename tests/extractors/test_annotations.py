@@ -1,0 +1,158 @@
+import csv
+import json
+
+import pytest
+
+from extractors.annotations import AnnotationError, read_manifest_file, read_msrvtt
+
+
+def _write_root(root, *, coco=False, n=30, test_ids=range(25, 30), extra_videos=()):
+    root.mkdir(parents=True, exist_ok=True)
+    videos = [{"video_id": f"video{i}", "url": f"https://www.youtube.com/watch?v=x{i}",
+               "start time": 1.5 * i, "end time": 1.5 * i + 10, "split": "train", "category": 1, "id": i}
+              for i in range(n)] + list(extra_videos)
+    caps = [(f"video{i}", f"caption {k} of video {i}") for i in range(n) for k in range(3)]
+    if coco:
+        data = {"videos": videos, "annotations": [{"image_id": v, "caption": c} for v, c in caps]}
+    else:
+        data = {"videos": videos, "sentences": [{"video_id": v, "caption": c, "sen_id": k}
+                                                 for k, (v, c) in enumerate(caps)]}
+    (root / "MSRVTT_data.json").write_text(json.dumps(data))
+    train = [f"video{i}" for i in range(n) if i not in test_ids]
+    for name, ids in (("9k", train), ("7k", train[:15])):
+        with open(root / f"MSRVTT_train.{name}.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["video_id"])
+            w.writerows([v] for v in ids)
+    with open(root / "MSRVTT_JSFUSION_test.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["key", "vid_key", "video_id", "sentence"])
+        for k, i in enumerate(test_ids):
+            w.writerow([f"ret{k}", f"msr{i}", f"video{i}", f"caption 2 of video {i}"])
+    return root
+
+
+@pytest.mark.parametrize("coco", [False, True])
+def test_msrvtt_both_json_layouts(tmp_path, coco):
+    m = read_msrvtt(_write_root(tmp_path / "r", coco=coco), n_val=500)
+    assert m.n_videos == 30 and len(m.caption_text) == 90
+    assert m.splits.count("test") == 5 and m.splits.count("val") == 2  # capped at a tenth of 25
+    i = m.video_ids.index("video26")
+    assert m.splits[i] == "test" and m.video_paths[i] == "videos/all/video26.mp4"
+    assert m.urls[i].endswith("x26") and m.start_times[i] == 39.0 and m.end_times[i] == 49.0
+    first = m.caption_video.index(i)
+    assert m.caption_text[first] == "caption 2 of video 26"  # the 1k-A sentence comes first
+    assert max(m.caption_video) == m.n_videos - 1
+
+
+def test_validation_holdout_is_seeded_and_from_train(tmp_path):
+    root = _write_root(tmp_path / "r")
+    a, b, c = read_msrvtt(root, seed=1), read_msrvtt(root, seed=1), read_msrvtt(root, seed=2)
+    val = lambda m: {v for v, s in zip(m.video_ids, m.splits) if s == "val"}  # noqa: E731
+    assert val(a) == val(b) and val(a) != val(c)
+    assert all(int(v[5:]) < 25 for v in val(a))
+
+
+def test_train_7k_list(tmp_path):
+    m = read_msrvtt(_write_root(tmp_path / "r"), train_list="7k", n_val=0)
+    assert m.n_videos == 20 and m.splits.count("train") == 15
+    with pytest.raises(AnnotationError, match="train_list"):
+        read_msrvtt(tmp_path / "r", train_list="8k")
+
+
+@pytest.mark.parametrize("bad", ["../etc/passwd", "-rf", "a/b", "..", "x\x00y"])
+def test_unsafe_ids_rejected(tmp_path, bad):
+    root = _write_root(tmp_path / "r", extra_videos=[{"video_id": bad, "url": "", "start time": 0,
+                                                       "end time": 1}])
+    with pytest.raises(AnnotationError, match=r"MSRVTT_data.json: videos\[30\]: field 'video_id'.*rejected"):
+        read_msrvtt(root)
+
+
+def test_unsafe_id_in_csv_names_line(tmp_path):
+    root = _write_root(tmp_path / "r")
+    with open(root / "MSRVTT_train.9k.csv", "a") as f:
+        f.write("--output=/tmp/x\n")
+    with pytest.raises(AnnotationError, match=r"MSRVTT_train.9k.csv: line 27: .*rejected"):
+        read_msrvtt(root)
+
+
+def test_malformed_json_names_line(tmp_path):
+    root = _write_root(tmp_path / "r")
+    (root / "MSRVTT_data.json").write_text('{"videos": [\n{"video_id": "video1",}\n]}')
+    with pytest.raises(AnnotationError, match=r"MSRVTT_data.json: malformed JSON at line 2"):
+        read_msrvtt(root)
+
+
+def test_caption_not_a_string_names_field(tmp_path):
+    root = _write_root(tmp_path / "r")
+    data = json.loads((root / "MSRVTT_data.json").read_text())
+    data["sentences"][4]["caption"] = None
+    (root / "MSRVTT_data.json").write_text(json.dumps(data))
+    with pytest.raises(AnnotationError, match=r"sentences\[4\]: field 'caption'"):
+        read_msrvtt(root)
+
+
+def test_malformed_csv_names_line_and_column(tmp_path):
+    root = _write_root(tmp_path / "r")
+    with open(root / "MSRVTT_JSFUSION_test.csv", "a") as f:
+        f.write('ret9,msr9,video9,"unterminated\n')
+    with pytest.raises(AnnotationError, match=r"MSRVTT_JSFUSION_test.csv: line \d+"):
+        read_msrvtt(root)
+    (root / "MSRVTT_train.9k.csv").write_text("vid\nvideo1\n")
+    with pytest.raises(AnnotationError, match=r"MSRVTT_train.9k.csv: line 1: no column 'video_id'"):
+        read_msrvtt(root)
+
+
+def test_generic_csv_manifest(tmp_path):
+    p = tmp_path / "m.csv"
+    p.write_text("video_id,path,caption,split\n"
+                 "a,clips/a.mp4,a dog runs,train\n"
+                 "a,clips/a.mp4,the dog is running,train\n"
+                 "b,clips/b c.mp4,a cat sleeps,validate\n"
+                 "c,clips/c.mp4,rain on a window,test\n", encoding="utf-8")
+    m = read_manifest_file(p)
+    assert m.video_ids == ["a", "b", "c"] and m.splits == ["train", "val", "test"]
+    assert m.video_paths == ["clips/a.mp4", "clips/b c.mp4", "clips/c.mp4"]
+    assert m.caption_video == [0, 0, 1, 2] and m.root == str(tmp_path) and m.dataset == "m"
+
+
+def test_generic_jsonl_manifest_with_holdout(tmp_path):
+    p = tmp_path / "m.jsonl"
+    rows = [{"video_id": f"v{i}", "path": f"v{i}.mp4", "caption": f"clip {i}", "url": f"https://h/{i}",
+             "start_time": i, "end_time": i + 5} for i in range(40)]
+    p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    m = read_manifest_file(p, root=tmp_path / "data", seed=3)
+    assert m.splits.count("val") == 4 and m.splits.count("train") == 36
+    assert m.urls[7] == "https://h/7" and m.start_times[7] == 7.0 and m.end_times[7] == 12.0
+
+
+@pytest.mark.parametrize("line,match", [
+    ('{"video_id": "a", "path": "a.mp4"}', r"line 2: field 'caption' missing"),
+    ('{"video_id": "a", "path": "a.mp4", "caption": "x"', r"line 2: malformed JSON"),
+    ('{"video_id": "../a", "path": "a.mp4", "caption": "x"}', r"line 2: field 'video_id'.*rejected"),
+    ('{"video_id": "a", "path": "../../etc/passwd", "caption": "x"}', r"line 2: field 'path'.*leaves the data root"),
+    ('{"video_id": "a", "path": "-i.mp4", "caption": "x"}', r"line 2: field 'path'.*'-'"),
+    ('{"video_id": "a", "path": "a.mp4", "caption": "x", "split": "dev"}', r"line 2: field 'split'"),
+])
+def test_generic_manifest_errors_name_line_and_field(tmp_path, line, match):
+    p = tmp_path / "m.jsonl"
+    p.write_text('{"video_id": "z", "path": "z.mp4", "caption": "ok"}\n' + line + "\n")
+    with pytest.raises(AnnotationError, match=str(p).replace(".", r"\.") + ": " + match):
+        read_manifest_file(p)
+
+
+def test_generic_csv_extra_field_names_line(tmp_path):
+    p = tmp_path / "m.csv"
+    p.write_text("video_id,path,caption\na,a.mp4,fine\nb,b.mp4,too,many\n")
+    with pytest.raises(AnnotationError, match=r"m.csv: line 3: 4 fields, header has 3"):
+        read_manifest_file(p)
+
+
+def test_manifest_is_written_through_storage(tmp_path):
+    from storage import create_store, open_store
+    m = read_msrvtt(_write_root(tmp_path / "r"))
+    create_store(tmp_path / "s.zarr", **m.store_kwargs())
+    ds = open_store(tmp_path / "s.zarr")
+    assert list(ds["video"].values) == m.video_ids and list(ds["split"].values) == m.splits
+    assert ds["caption_text"].values.tolist() == m.caption_text
+    assert float(ds["start_time"].values[3]) == 4.5 and ds["url"].values[3].endswith("x3")

@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+import torch
+
+from extractors.audio import load_audio
+from extractors.errors import MediaError
+from extractors.fbank import FbankConfig, compute_fbank, frame_shift_ms, load_fbank
+
+
+def test_load_audio_from_video_and_wavs(media):
+    w = load_audio(media.cfr)
+    assert w.dtype == np.float32 and w.ndim == 1 and np.abs(w).max() <= 1.0
+    assert len(w) == pytest.approx(4.2 * 16000, rel=0.02)
+    # the 440 Hz tone survives decoding and resampling
+    spec = np.abs(np.fft.rfft(w[:16000]))
+    assert abs(np.argmax(spec) - 440) <= 1
+    assert len(load_audio(media.noise)) == pytest.approx(2.5 * 16000, rel=0.01)
+    assert len(load_audio(media.tone, start=1.0, end=2.5)) == pytest.approx(1.5 * 16000, rel=0.01)
+    assert len(load_audio(media.speech, sr=8000)) == pytest.approx(probe_s(media.speech) * 8000, rel=0.01)
+
+
+def probe_s(path):
+    from extractors.probe import probe
+    return probe(path).duration
+
+
+@pytest.mark.parametrize("name", ["noaudio", "zero", "text"])
+def test_load_audio_errors(media, name):
+    path = getattr(media, name)
+    with pytest.raises(MediaError) as e:
+        load_audio(path)
+    assert str(e.value).startswith(f"{path}: ") and "\n" not in str(e.value)
+    if name == "noaudio":
+        assert "no audio stream" in str(e.value)
+
+
+def _reference(wave: np.ndarray, cfg: FbankConfig) -> np.ndarray:
+    """AST's front end with torchaudio's Kaldi fbank (the reference, test-time only)."""
+    import torchaudio
+    w = torch.from_numpy(wave.astype(np.float32))[None]
+    w = w - w.mean()
+    fb = torchaudio.compliance.kaldi.fbank(
+        w, htk_compat=True, sample_frequency=16000, use_energy=False, window_type="hanning",
+        num_mel_bins=cfg.num_mel_bins, dither=0.0, frame_shift=frame_shift_ms(wave.size, 16000, cfg))
+    n = fb.shape[0]
+    fb = torch.nn.functional.pad(fb, (0, 0, 0, max(0, cfg.target_frames - n)))[: cfg.target_frames]
+    return ((fb - cfg.mean) / (cfg.std * 2)).numpy()
+
+
+@pytest.mark.parametrize("shift", ["fixed-10ms", "fit-1024"])
+@pytest.mark.parametrize("name", ["tone", "noise", "speech", "cfr", "short"])
+def test_fbank_agrees_with_torchaudio_kaldi(media, name, shift):
+    cfg = FbankConfig(shift=shift)
+    wave = load_audio(getattr(media, name))
+    ours = compute_fbank(wave, 16000, cfg)
+    ref = _reference(wave, cfg)
+    assert ours.shape == (1024, 128) and ours.dtype == np.float32
+    assert np.abs(ours - ref).max() <= 1e-3
+    n_frames = 1 + (len(wave) - 400) // int(16000 * frame_shift_ms(len(wave), 16000, cfg) * 0.001)
+    if shift == "fit-1024":
+        assert n_frames >= 0.9 * 1024  # stretched over ~1024 frames (integer-sample shift)
+    elif n_frames < 1024:  # zero-padded frames normalise to -mean / (2 std)
+        assert np.allclose(ours[n_frames:], 4.2677393 / (2 * 4.5689974))
+
+
+def test_fbank_crops_long_audio_and_uses_release_stats():
+    wave = np.random.default_rng(0).normal(0, 0.1, 16000 * 12).astype(np.float32)
+    cfg = FbankConfig(mean=-5.118, std=3.2527153)
+    a = compute_fbank(wave, config=cfg)
+    b = _reference(wave, cfg)
+    assert a.shape == (1024, 128) and np.abs(a - b).max() <= 1e-3
+
+
+def test_fbank_shorter_than_one_window_is_all_padding():
+    out = compute_fbank(np.zeros(100, np.float32))
+    assert out.shape == (1024, 128) and np.allclose(out, 4.2677393 / (2 * 4.5689974))
+
+
+def test_fbank_config_validation():
+    with pytest.raises(ValueError, match="unknown fbank shift"):
+        FbankConfig(shift="fit-2048")
+
+
+def test_load_fbank(media):
+    x = load_fbank(media.speech, FbankConfig(shift="fit-1024"))
+    assert x.shape == (1024, 128) and x.std() > 0.1
+    with pytest.raises(MediaError, match="no audio stream"):
+        load_fbank(media.noaudio)

@@ -1,0 +1,76 @@
+"""The crawl against real HTTP servers on 127.0.0.1 (never anything else)."""
+import shutil
+import time
+
+import pytest
+
+from extractors.audio import load_audio
+from extractors.crawl import crawl_audio
+from extractors.probe import probe
+
+FAST = dict(retries=1, backoff_s=0.1, socket_timeout_s=1.0, timeout_s=20.0)
+
+
+@pytest.fixture(scope="module")
+def served(media, http_server):
+    shutil.copy(media.cfr, http_server.dir / "clip.mp4")
+    shutil.copy(media.cfr, http_server.dir / "my clip é.mp4")
+    (http_server.dir / "notes.mp4").write_text("plain text, not media\n" * 50)
+    return http_server
+
+
+def test_crawl_fetches_section_as_16k_mono_wav(served, tmp_path):
+    out = tmp_path / "wav" / "video1.wav"
+    r = crawl_audio(f"{served.url}/clip.mp4", 1.0, 3.0, out, **FAST)
+    assert r.status == "crawled" and r.path == str(out) and r.attempts == 1 and not r.error
+    p = probe(out)
+    assert p.has_audio and not p.has_video and p.duration == pytest.approx(2.0, abs=0.15)
+    import ffmpeg
+    a = ffmpeg.probe(str(out))["streams"][0]
+    assert (a["codec_name"], a["sample_rate"], a["channels"]) == ("pcm_s16le", "16000", 1)
+    assert abs(load_audio(out)).max() > 0.1
+    assert sorted(x.name for x in out.parent.iterdir()) == ["video1.wav"]  # no leftovers
+    again = crawl_audio(f"{served.url}/clip.mp4", 1.0, 3.0, out, **FAST)
+    assert again.status == "crawled" and again.attempts == 0  # existing valid WAV kept
+
+
+def test_crawl_url_with_quoted_name(served, tmp_path):
+    r = crawl_audio(f"{served.url}/my%20clip%20%C3%A9.mp4", 0.0, 1.0, tmp_path / "v.wav", **FAST)
+    assert r.status == "crawled"
+
+
+def test_404_fails_without_retry(served, tmp_path):
+    r = crawl_audio(f"{served.url}/missing.mp4", 0, 2, tmp_path / "x.wav", **FAST)
+    assert r.status == "failed" and "404" in r.error and r.attempts == 1 and "\n" not in r.error
+    assert not (tmp_path / "x.wav").exists()
+
+
+def test_server_errors_are_retried(served, tmp_path):
+    r = crawl_audio(f"{served.url}/fail500/clip.mp4", 0, 2, tmp_path / "x.wav", **FAST)
+    assert r.status == "failed" and "500" in r.error and r.attempts == 2
+
+
+def test_stalling_server_times_out_with_retries(served, tmp_path):
+    t = time.perf_counter()
+    r = crawl_audio(f"{served.url}/stall/clip.mp4", 0, 2, tmp_path / "x.wav", **FAST)
+    assert r.status == "failed" and "timed out" in r.error.lower() and r.attempts == 2
+    assert time.perf_counter() - t < 15
+    # the wall-clock bound kills an attempt even when the socket timeout is longer
+    r = crawl_audio(f"{served.url}/stall/clip.mp4", 0, 2, tmp_path / "x.wav", retries=0,
+                    socket_timeout_s=20, timeout_s=1.5)
+    assert r.status == "failed" and r.error == "timed out after 1.5 s"
+
+
+def test_text_served_as_media_fails(served, tmp_path):
+    r = crawl_audio(f"{served.url}/notes.mp4", 0, 2, tmp_path / "x.wav", **FAST)
+    assert r.status == "failed" and r.error and not (tmp_path / "x.wav").exists()
+
+
+def test_schemes(media, tmp_path):
+    url = media.cfr.as_uri()
+    r = crawl_audio(url, 0, 1, tmp_path / "x.wav", **FAST)
+    assert r.status == "failed" and "file URLs" in r.error and r.attempts == 0
+    r = crawl_audio(url, 0.5, 2.0, tmp_path / "x.wav", allow_file_urls=True, **FAST)
+    assert r.status == "crawled" and probe(r.path).duration == pytest.approx(1.5, abs=0.1)
+    for bad in ("ftp://127.0.0.1/x.mp4", "", "javascript:alert(1)"):
+        assert crawl_audio(bad, 0, 1, tmp_path / "y.wav").status == "failed"

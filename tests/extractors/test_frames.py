@@ -1,0 +1,172 @@
+import os
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from extractors import frames as F
+from extractors.errors import MediaError
+from extractors.frames import (CLIP_MEAN, CLIP_STD, load_clip_frames, normalize_for_clip, read_frames,
+                               resize_center_crop, sample_positions)
+
+
+def test_sample_positions_pads_and_masks():
+    idx, mask = sample_positions(105, 25.0)
+    assert idx.tolist() == [0, 25, 50, 75, 100] + [0] * 7 and mask.sum() == 5 and not mask[5:].any()
+
+
+def test_sample_positions_thins_with_linspace():
+    idx, mask = sample_positions(200, 10.0)  # 20 one-per-second positions
+    pos = np.arange(20) * 10
+    assert mask.all() and idx.tolist() == pos[np.linspace(0, 19, 12).astype(int)].tolist()
+
+
+def test_sample_positions_rounding_and_edges():
+    idx, mask = sample_positions(100, 29.97, n=4)
+    assert idx.tolist() == [0, 30, 60, 90] and mask.all()
+    assert sample_positions(1, 25.0)[1].sum() == 1
+    assert not sample_positions(0, 25.0)[1].any()
+    with pytest.raises(ValueError):
+        sample_positions(10, 0.0)
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_read_frames_shapes(media, backend):
+    x, mask = read_frames(media.cfr, backend=backend)
+    assert x.shape == (12, 120, 160, 3) and x.dtype == np.uint8
+    assert mask.sum() == 5 and (x[~mask] == 0).all() and x[mask].std() > 10
+
+
+@pytest.mark.parametrize("name", ["cfr", "long", "portrait", "noaudio"])
+def test_backends_agree_on_constant_rate_files(media, name):
+    path = getattr(media, name)
+    a, ma = read_frames(path, backend="decord", timeout_s=None)
+    b, mb = read_frames(path, backend="pyav", timeout_s=None)
+    assert (ma == mb).all() and a.shape == b.shape
+    # same frames: tiny colour-conversion differences at most, while neighbouring frames of
+    # the moving test pattern differ far more
+    diff = np.abs(a.astype(int) - b.astype(int)).mean(axis=(1, 2, 3))
+    assert diff.max() < 2.0
+    if name == "long":
+        assert ma.all() and np.abs(a[1].astype(int) - a[2].astype(int)).mean() > 5 * max(diff.max(), 0.1)
+
+
+def test_rotated_phone_video_is_upright(media):
+    import subprocess
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(media.rotated), "-frames:v", "1", "-f", "rawvideo",
+                          "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+    ref = np.frombuffer(raw, np.uint8).reshape(160, 120, 3).astype(int)  # ffmpeg autorotates
+    for backend in ("decord", "pyav"):
+        x, mask = read_frames(media.rotated, backend=backend)
+        assert x.shape[1:] == (160, 120, 3)
+        assert np.abs(x[0].astype(int) - ref).mean() < 2.0
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_short_long_vfr_and_odd_names(media, backend):
+    assert read_frames(media.short, backend=backend)[1].sum() == 1
+    x, m = read_frames(media.tenmin, backend=backend)
+    assert m.all() and x.shape == (12, 32, 32, 3)
+    x, m = read_frames(media.vfr, backend=backend)
+    assert m.sum() >= 1 and x[m].std() > 0
+    assert read_frames(media.odd_name, backend=backend)[1].sum() == 5
+    assert read_frames(media.dash_name, backend=backend)[1].sum() == 3
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+@pytest.mark.parametrize("name", ["zero", "text", "truncated", "audio_only"])
+def test_bad_files_raise_media_error(media, backend, name):
+    path = getattr(media, name)
+    with pytest.raises(MediaError) as e:
+        read_frames(path, backend=backend)
+    assert str(e.value).startswith(f"{path}: ") and "\n" not in str(e.value)
+
+
+def _sleepy(path, n):
+    time.sleep(30)
+
+
+@pytest.fixture
+def fresh_worker():
+    F.shutdown_decode_workers()  # the next decode child forks with the patched BACKENDS
+    yield
+    F.shutdown_decode_workers()
+
+
+def test_hanging_decoder_is_killed_and_replaced(media, monkeypatch, fresh_worker):
+    monkeypatch.setitem(F.BACKENDS, "sleepy", _sleepy)
+    assert read_frames(media.cfr, backend="pyav", timeout_s=10)[1].sum() == 5
+    old = F._local.worker.proc.pid
+    t = time.perf_counter()
+    with pytest.raises(MediaError, match="timed out after 1 s"):
+        read_frames(media.cfr, backend="sleepy", timeout_s=1.0)
+    assert time.perf_counter() - t < 10
+    assert read_frames(media.cfr, backend="decord", timeout_s=10)[1].sum() == 5
+    assert F._local.worker.proc.pid != old
+    with pytest.raises(ProcessLookupError):
+        os.kill(old, 0)
+
+
+def test_thread_bound_used_in_daemonic_workers(media, monkeypatch):
+    monkeypatch.setitem(F.BACKENDS, "sleepy", _sleepy)
+    with pytest.raises(MediaError, match="timed out"):
+        F._run_bounded_thread("sleepy", str(media.cfr), 12, 0.5)
+    x, m = F._run_bounded_thread("pyav", os.fspath(media.cfr), 12, 30)
+    assert m.sum() == 5
+
+
+def test_decoder_crash_is_reported(media, monkeypatch, fresh_worker):
+    monkeypatch.setitem(F.BACKENDS, "crash", lambda p, n: os._exit(3))
+    with pytest.raises(MediaError, match="crashed"):
+        read_frames(media.cfr, backend="crash", timeout_s=10)
+
+
+def test_unknown_backend():
+    with pytest.raises(ValueError, match="unknown backend"):
+        read_frames("x.mp4", backend="opencv")
+
+
+def test_resize_center_crop_matches_torchvision():
+    from PIL import Image
+    from torchvision import transforms as T
+    rng = np.random.default_rng(0)
+    tf = T.Compose([T.Resize(224, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(224)])
+    for h, w in [(240, 320), (320, 240), (101, 333), (224, 224), (90, 60)]:
+        x = rng.integers(0, 256, (2, h, w, 3), dtype=np.uint8)
+        got = resize_center_crop(x, 224)
+        assert got.shape == (2, 224, 224, 3)
+        for i in range(2):
+            assert (got[i] == np.asarray(tf(Image.fromarray(x[i])))).all()
+
+
+def test_load_clip_frames_and_normalize(media):
+    x, mask = load_clip_frames(media.portrait, backend="pyav")
+    assert x.shape == (12, 224, 224, 3) and x.dtype == np.uint8 and mask.sum() == 3
+    assert (x[~mask] == 0).all()
+    t = torch.from_numpy(x)
+    y = normalize_for_clip(t)
+    assert y.shape == (12, 3, 224, 224) and y.dtype == torch.float32
+    ref = (t.permute(0, 3, 1, 2).float() / 255 - torch.tensor(CLIP_MEAN).view(3, 1, 1)) \
+        / torch.tensor(CLIP_STD).view(3, 1, 1)
+    assert torch.allclose(y, ref, atol=1e-6)
+    assert normalize_for_clip(t[None]).shape == (1, 12, 3, 224, 224)
+    with pytest.raises(TypeError):
+        normalize_for_clip(t.float())
+
+
+def _frames_in_daemon(path, q):
+    try:
+        q.put(int(read_frames(path, backend="decord", timeout_s=30)[1].sum()))
+    except Exception as e:  # noqa: BLE001
+        q.put(repr(e))
+
+
+def test_read_frames_inside_a_daemonic_worker(media):
+    import multiprocessing as mp
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_frames_in_daemon, args=(str(media.cfr), q), daemon=True)
+    p.start()
+    assert q.get(timeout=60) == 5
+    p.join(10)
