@@ -8,6 +8,8 @@ import os
 def one_line(text: object, limit: int = 300) -> str:
     """Collapse tool output (ffmpeg stderr, tracebacks) to one short line."""
     s = " ".join(str(text).split())
+    # urllib3/yt-dlp append the whole exception chain: the first cause is the message
+    s = s.split(" (caused by ")[0]
     return s if len(s) <= limit else s[: limit - 3] + "..."
 
 

@@ -1,0 +1,81 @@
+"""The flow in Prefect's ephemeral mode, in process: a complete store, failures recorded."""
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from flows.extract import extract_msrvtt
+from storage import DONE, FAILED, check_store, open_store, store_info
+from storage.synthetic import create_synthetic_store
+from vtr.cli import app
+
+from .conftest import TINY
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def extracted(tiny_data, tmp_path_factory):
+    store = str(tmp_path_factory.mktemp("local") / "s.zarr")
+    result = extract_msrvtt(data_root=str(tiny_data), store=store, random_init=True, ast_size="tiny",
+                            crawl_retries=0, workers=1, tag_min_count=2)
+    return store, result
+
+
+def test_flow_completes_and_records_the_corrupt_video(extracted):
+    store, result = extracted
+    ds = open_store(store)
+    ids = list(ds.video.values)
+    bad = ids.index("video2")
+    good = [i for i in range(len(ids)) if i != bad]
+    assert ds.probe_state.values[bad] == FAILED and "video2.mp4" in str(ds.probe_error.values[bad])
+    assert ds.frames_state.values[bad] == FAILED and ds.frames_error.values[bad]
+    assert (ds.frames_state.values[good] == DONE).all()
+    assert (ds.text_state.values == DONE).all()
+    assert (ds.audio_state.values[good] == DONE).all()
+    # audio comes from the original track where there is one; the rest have none
+    src = ds.audio_source.values[good]
+    assert set(src) <= {"original", "none"} and "original" in set(src)
+    assert (ds.has_audio.values[good] == (src == "original")).all()
+    assert ds.frame_mask.values[good].any(axis=1).all()
+    assert (ds.tags_state.values[good] == DONE).all() and ds.sizes["phrase"] > 0
+    assert check_store(store) == []
+    assert result["failures"] >= 1 and result["steps"]["validate"]["problems"] == 0
+    prov = ds.attrs["provenance"]
+    assert prov["frames"]["weights_sha256"] == "RANDOM-INIT" and prov["audio"]["weights_sha256"] == "RANDOM-INIT"
+    assert any("RANDOM-INIT" in w for w in store_info(store)["warnings"])
+
+
+def test_rerun_redoes_nothing_finished(extracted, tiny_data):
+    store, _ = extracted
+    before = open_store(store).frame_features.values.copy()
+    result = extract_msrvtt(data_root=str(tiny_data), store=store, random_init=True, ast_size="tiny",
+                            crawl_retries=0, workers=1, tag_min_count=2,
+                            steps=["probe", "compress", "frames", "audio", "text"])
+    for step in ("frames", "audio", "text"):
+        assert result["steps"][step]["done"] == 0, step
+    np.testing.assert_array_equal(open_store(store).frame_features.values, before)
+
+
+def _cli(*args):
+    r = runner.invoke(app, ["extract", *map(str, args)])
+    return r.exit_code, r.output.strip()
+
+
+def test_fail_fast_on_bad_input(tmp_path, tiny_data):
+    code, out = _cli("--data-root", tmp_path / "missing", "--store", tmp_path / "a.zarr", *TINY)
+    assert code == 1 and "data root does not exist" in out and out.count("\n") == 0
+    (tmp_path / "empty").mkdir()
+    code, out = _cli("--data-root", tmp_path / "empty", "--store", tmp_path / "a.zarr", *TINY)
+    assert code == 1 and "no MSRVTT_data.json" in out
+    (tmp_path / "file").write_text("x")
+    code, out = _cli("--data-root", tiny_data, "--store", tmp_path / "file" / "a.zarr", *TINY)
+    assert code == 1 and "cannot" in out and str(tmp_path / "file") in out
+    other = tmp_path / "other.zarr"
+    create_synthetic_store(other, 6, 1)
+    code, out = _cli("--data-root", tiny_data, "--store", other, *TINY)
+    assert code == 1 and "dataset 'synthetic', not 'msrvtt'" in out
+    code, out = _cli("--data-root", tiny_data, "--store", tmp_path / "b.zarr", "--ast-size", "tiny")
+    assert code == 1 and "--clip-weights" in out and "--random-init" in out
+    assert not (tmp_path / "b.zarr").exists()
+    code, out = _cli("--data-root", tiny_data, "--store", tmp_path / "c.zarr", "--steps", "probe,bogus", *TINY)
+    assert code == 2 and "bogus" in out
