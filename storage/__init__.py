@@ -3,7 +3,7 @@ from storage.check import assert_consistent, check_store
 from storage.export import export_h5
 from storage.info import format_info, store_info
 from storage.provenance import RANDOM_INIT, provenance_record, sha256_file
-from storage.readers import open_any
+from storage.readers import load_variable, open_any
 from storage.schema import DONE, FAILED, MISSING, SCHEMA_VERSION, STEPS, VARIABLES, StoreLayout
 from storage.store import (StoreError, as_str, create_phrase_table, create_store, layout_of, open_group,
                            open_store, read_attrs, set_provenance)
@@ -13,6 +13,6 @@ __all__ = [
     "DONE", "FAILED", "MISSING", "RANDOM_INIT", "SCHEMA_VERSION", "STEPS", "VARIABLES",
     "StepWriter", "StoreError", "as_str", "StoreLayout", "assert_consistent", "check_store",
     "create_phrase_table", "create_store", "export_h5", "failures", "format_info",
-    "get_writer", "layout_of", "open_any", "open_group", "open_store", "provenance_record",
+    "get_writer", "layout_of", "load_variable", "open_any", "open_group", "open_store", "provenance_record",
     "read_attrs", "set_provenance", "sha256_file", "store_info",
 ]

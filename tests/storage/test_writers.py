@@ -77,3 +77,15 @@ def test_sparse_writes_inside_a_block(small_store):
     ds = open_store(small_store)
     assert ds.caption_mask.values[[5, 9, 200]].sum() == 12 and ds.caption_mask.values.sum() == 12
     assert (np.flatnonzero(ds.text_state.values == DONE) == idx).all()
+
+
+def test_load_variable_equals_zarr_for_raw_and_compressed_arrays(small_store):
+    from storage import load_variable
+    import zarr
+    w = StepWriter(small_store, "frames")
+    for block in list(w.pending_blocks())[:2]:  # the last block stays unwritten: fill value
+        w.write(block, _frames(block))
+    g = zarr.open_group(small_store, mode="r")
+    for name in ("frame_features", "frame_mask", "frames_state", "caption_video", "audio_tokens"):
+        np.testing.assert_array_equal(load_variable(small_store, name), np.asarray(g[name][:]), err_msg=name)
+    assert load_variable(small_store, "frame_features")[555].sum() == 0
