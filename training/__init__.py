@@ -1,0 +1,65 @@
+"""Retrieval heads trained on cached features: heads, losses, metrics, the loop, the CLI.
+
+Reads features only through ``storage`` (``open_store``); nothing here touches media.
+
+Heads (``training.heads``)
+    A head is an ``nn.Module`` built from a dataclass config and registered by name::
+
+        @register_head("mine")
+        class MyHead(Head):
+            Config = MyConfig                      # dataclass; fields named dim, audio_dim,
+                                                   # max_frames are filled from the store
+            text_fields = ("text",)                # batch keys read by encode_text
+            video_fields = ("frames", "frame_mask")  # ... by encode_video
+            def encode_text(self, batch): ...      # -> tensor or dict of tensors, one row per caption
+            def encode_video(self, batch): ...     # once per video, never sees text
+            def similarity(self, text_repr, video_repr): ...  # -> [n_text, n_video] logits
+            def loss(self, sim, batch, text_repr, video_repr): ...  # default: symmetric InfoNCE
+            def param_groups(self, lr, weight_decay): ...  # optional: per-group learning rates
+            def extra_metrics(self): ...           # optional: scalars logged per epoch
+
+    Batch keys (``training.data.FIELDS``): ``text`` [B, D] caption embedding,
+    ``text_tokens`` [B, W, D] and ``text_mask`` [B, W], ``frames`` [B, N, D] and
+    ``frame_mask`` [B, N], ``audio`` [B, P, Da] pooled AST tokens, ``has_audio`` [B].
+    During training row i of the text fields is a caption of the video in row i of
+    the video fields, and no batch holds two captions of one video. Evaluation
+    encodes every video once and every caption once, then calls ``similarity`` on
+    blocks of 1024 x 1024. Representations may be tensors or dicts of tensors
+    (rows along dim 0).
+    Registered: ``meanpool`` (CLIP4Clip's mean pooling; untrained it is zero-shot
+    CLIP), ``avigate`` (audio resampler + gated fusion, AVIGATE, CVPR 2025).
+
+Audio as the heads consume it
+    The store keeps all 1214 AST tokens (2 special + 12 x 101 patches, 768 wide) in
+    float16: 1.8 MiB per video, 18 GB for MSR-VTT, too much to hold in RAM. The trainer
+    pools them once per run (``TrainConfig.audio_tokens``, default 32; the value is in
+    the run's config.json) into ``RUN/audio_pool{P}.npy``, memory-mapped: one token that
+    averages the two special tokens, then the patches averaged over frequency and over
+    P - 1 equal time windows (``training.data.pool_audio``). Stores with P or fewer
+    tokens are used as they are. Videos whose audio step is not done, or that have no
+    audio, get ``has_audio`` False: AVIGATE masks them (``audio_zero_fill`` feeds their
+    zero tokens instead, as the release did).
+
+Losses (``training.losses``)
+    ``info_nce`` (symmetric), ``adaptive_margins`` + ``adaptive_margin_loss`` (AVIGATE:
+    lambda 0.2, delta 0.1, margins from frozen text / frame similarities, no gradient).
+
+Trainer (``training.trainer``)
+    ``train(store, head, out, overrides, TrainConfig(...), resume=False)``: AdamW with
+    the head's parameter groups, linear warm-up then cosine, gradient clipping, fp16
+    autocast and pinned memory on CUDA (same code path, disabled, on CPU), seeded and
+    deterministic on CPU (the batch order depends on (seed, epoch) only, so a resumed
+    run repeats an uninterrupted one exactly). Features are loaded into memory, or
+    streamed in shards through dask when a split exceeds half the available RAM
+    (``stream``). Selects the epoch on val (multi-caption text->video R@1+R@5+R@10),
+    evaluates test once at the end. Run folder: see ``training.trainer``.
+
+Metrics (``training.metrics``)
+    ``retrieval_metrics(sim, caption_video=None, direction="t2v")`` ->
+    ``{R1, R5, R10, MdR, MnR}``: CLIP4Clip's conventions, ties pessimistic,
+    single- and multi-caption protocols.
+
+CLI (``training.cli``)
+    ``vtr train --store S --head H --out RUN [--epochs --batch-size --lr --set k=v ...]``
+    and ``vtr eval --store S --run RUN [--split test]``.
+"""

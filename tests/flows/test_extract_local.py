@@ -74,6 +74,10 @@ def test_fail_fast_on_bad_input(tmp_path, tiny_data):
     create_synthetic_store(other, 6, 1)
     code, out = _cli("--data-root", tiny_data, "--store", other, *TINY)
     assert code == 1 and "dataset 'synthetic', not 'msrvtt'" in out
+    import zarr
+    zarr.open_group(other, mode="r+").attrs["vtr_schema_version"] = 99
+    code, out = _cli("--data-root", tiny_data, "--store", other, *TINY)
+    assert code == 1 and "schema version 99" in out and str(other) in out
     code, out = _cli("--data-root", tiny_data, "--store", tmp_path / "b.zarr", "--ast-size", "tiny")
     assert code == 1 and "--clip-weights" in out and "--random-init" in out
     assert not (tmp_path / "b.zarr").exists()

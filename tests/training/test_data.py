@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+
+from training.data import EmptySplitError, distinct_video_batches, pool_audio, select_split
+from training.planted import write_planted_store
+
+
+def test_batches_never_repeat_a_video_and_cover_almost_all():
+    rng = np.random.default_rng(0)
+    cv = np.repeat(np.arange(50), rng.integers(1, 8, 50))
+    batches = distinct_video_batches(cv, 16, rng)
+    seen = np.concatenate(batches)
+    assert len(set(seen.tolist())) == seen.size  # each caption at most once
+    assert all(len(set(cv[b].tolist())) == b.size for b in batches)
+    assert seen.size >= cv.size - 8  # only leftovers of one video may be dropped
+    one, two = (distinct_video_batches(cv, 16, np.random.default_rng(5)) for _ in range(2))
+    assert len(one) == len(two) and all((a == b).all() for a, b in zip(one, two))  # seeded
+
+
+def test_pool_audio_ast_layout():
+    n, d = 2, 4
+    special = np.stack([np.full((n, d), 1.0), np.full((n, d), 3.0)], 1)
+    # patches: value = time index, constant over frequency
+    grid = np.broadcast_to(np.arange(101, dtype=np.float32)[None, None, :, None], (n, 12, 101, d))
+    tokens = np.concatenate([special, grid.reshape(n, 1212, d)], 1).astype(np.float16)
+    out = pool_audio(tokens, 5)
+    assert out.shape == (n, 5, d) and out.dtype == np.float16
+    assert np.allclose(out[:, 0], 2.0)  # mean of the two special tokens
+    assert np.all(np.diff(out[0, 1:, 0].astype(np.float32)) > 0)  # time order kept
+    assert pool_audio(tokens[:, :16], 32).shape == (n, 16, d)  # short layouts are kept
+    assert pool_audio(np.ones((1, 64, d), np.float16), 8).shape == (1, 8, d)
+
+
+def test_empty_split_is_a_clear_error(tmp_path):
+    path = str(tmp_path / "s.zarr")
+    write_planted_store(path, 6, 2, splits=(4, 0, 2))
+    assert select_split(path, "test").n_videos == 2
+    with pytest.raises(EmptySplitError, match="split 'val' is empty"):
+        select_split(path, "val")
+
+
+def test_streamed_epochs_cover_the_split_like_memory(tmp_path):
+    import torch
+
+    from training.data import TrainLoader
+    path = str(tmp_path / "s.zarr")
+    write_planted_store(path, 300, 3, splits=(280, 10, 10))
+    data = select_split(path, "train")
+    fields = ("text", "frames", "frame_mask", "has_audio")
+    seen = {}
+    for stream in ("memory", "dask"):
+        loader = TrainLoader(path, data, fields, 32, torch.device("cpu"), stream=stream, shard_videos=64)
+        assert loader.stream == stream and len(loader.shards) == (1 if stream == "memory" else 5)
+        batches = list(loader.epoch(seed=0, epoch=0))
+        assert all(b["frames"].dtype == torch.float32 and b["frames"].shape[1:] == (12, 64) for b in batches)
+        texts = torch.cat([b["text"] for b in batches])
+        assert texts.shape[0] >= data.n_captions - 10
+        seen[stream] = {tuple(r) for r in texts[:, :4].tolist()}
+    assert len(seen["memory"] & seen["dask"]) >= data.n_captions - 20  # the same captions

@@ -1,0 +1,94 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from training.heads import HEADS, create_head, head_config
+
+from .conftest import TINY_AVIGATE
+
+
+def batch(b=6, n=12, d=64, t=8, da=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.ones(b, n, dtype=torch.bool)
+    mask[0, 5:] = False
+    mask[1, 1:] = False
+    return {"text": torch.randn(b, d, generator=g), "frames": torch.randn(b, n, d, generator=g) * mask[..., None],
+            "frame_mask": mask, "audio": torch.randn(b, t, da, generator=g),
+            "has_audio": torch.tensor([True, False, True, True, False, True][:b])}
+
+
+def scores(head, b):
+    head.eval()
+    with torch.no_grad():
+        return head.similarity(head.encode_text(b), head.encode_video(b))
+
+
+def test_registry_and_config_errors():
+    assert {"meanpool", "avigate"} <= set(HEADS)
+    assert head_config("avigate", {"fusion_layers": 2}, dim=64).fusion_layers == 2
+    with pytest.raises(KeyError, match="no option"):
+        head_config("avigate", {"nope": 1})
+    with pytest.raises(KeyError, match="unknown head"):
+        create_head("nope")
+
+
+def test_untrained_meanpool_is_zero_shot_clip():
+    b = batch()
+    head = create_head("meanpool", dim=64)
+    f = F.normalize(b["frames"], dim=-1)
+    m = b["frame_mask"].float()[..., None]
+    v = F.normalize((f * m).sum(1) / m.sum(1), dim=-1)
+    want = 100 * F.normalize(b["text"], dim=-1) @ v.t()
+    assert torch.allclose(scores(head, b), want, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["meanpool", "avigate"])
+def test_padded_frames_do_not_count(name):
+    torch.manual_seed(0)
+    head = create_head(name, TINY_AVIGATE if name == "avigate" else None, dim=64, audio_dim=32)
+    b = batch()
+    garbage = dict(b, frames=b["frames"] + 50 * torch.randn_like(b["frames"]) * ~b["frame_mask"][..., None])
+    assert torch.allclose(scores(head, b), scores(head, garbage), atol=1e-4)
+
+
+def test_avigate_video_side_never_sees_text_and_silence_is_safe():
+    torch.manual_seed(0)
+    head = create_head("avigate", TINY_AVIGATE, dim=64, audio_dim=32)
+    for layer in head.fusion:  # open the gates so audio actually flows
+        torch.nn.init.normal_(layer.gate_mha.w2.weight, std=1.0)
+    b = batch()
+    head.eval()
+    with torch.no_grad():
+        v1 = head.encode_video(b)
+        v2 = head.encode_video(dict(b, text=torch.randn_like(b["text"])))
+        assert all(torch.equal(v1[k], v2[k]) for k in v1)
+        # a silent video ignores its tokens entirely (masked), unless zero-fill is asked for
+        noisy = dict(b, audio=b["audio"] + 10 * torch.randn_like(b["audio"]))
+        v3 = head.encode_video(noisy)
+        silent = ~b["has_audio"]
+        assert torch.allclose(v1["frames"][silent], v3["frames"][silent])
+        assert not torch.allclose(v1["frames"][~silent], v3["frames"][~silent])
+        all_silent = dict(b, has_audio=torch.zeros(6, dtype=torch.bool), audio=torch.zeros(6, 8, 32))
+        s = head.similarity(head.encode_text(b), head.encode_video(all_silent))
+        assert torch.isfinite(s).all()
+    zf = create_head("avigate", dict(TINY_AVIGATE, audio_zero_fill=True), dim=64, audio_dim=32)
+    zf.load_state_dict(head.state_dict())
+    zf.eval()
+    with torch.no_grad():
+        assert not torch.allclose(zf.encode_video(noisy)["frames"][silent], v3["frames"][silent])
+
+
+def test_avigate_loss_and_gradients_are_finite():
+    torch.manual_seed(0)
+    head = create_head("avigate", TINY_AVIGATE, dim=64, audio_dim=32)
+    b = batch()
+    t, v = head.encode_text(b), head.encode_video(b)
+    sim = head.similarity(t, v)
+    loss = head.loss(sim, b, t, v)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in head.parameters() if p.grad is not None)
+    groups = {g["group"]: g for g in head.param_groups(1e-4, 0.2)}
+    assert groups["queries"]["lr"] == pytest.approx(1e-3) and groups["no_decay"]["weight_decay"] == 0.0
+    n_params = sum(p.numel() for g in groups.values() for p in g["params"])
+    assert n_params == sum(p.numel() for p in head.parameters())

@@ -1,0 +1,327 @@
+"""Features from a store into batches: splits, audio pooling, no-duplicate batching.
+
+Reads only through ``storage`` (``open_store`` gives lazy dask-backed arrays). A split
+is loaded into memory when it fits (``stream="auto"`` compares its size with half the
+available RAM); otherwise training streams it: each epoch walks chunk-aligned shards of
+videos in random order, loading the next shard in a background thread while the current
+one trains. Evaluation splits are always loaded (they are small). Floating features are
+held as float32 (twice the store's float16) so that building a batch is a plain gather.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from storage import DONE, StoreError, layout_of, open_store, read_attrs
+
+# batch key -> (store variable, item dimension). "audio" comes from the pooled cache.
+FIELDS: dict[str, tuple[str, str]] = {
+    "text": ("caption_embedding", "caption"),
+    "text_tokens": ("caption_tokens", "caption"),
+    "text_mask": ("caption_mask", "caption"),
+    "frames": ("frame_features", "video"),
+    "frame_mask": ("frame_mask", "video"),
+    "has_audio": ("has_audio", "video"),
+}
+AST_GRID = (12, 101)  # AST on a 1024 x 128 fbank, 16x16 patches, stride 10: freq x time
+
+
+class EmptySplitError(StoreError):
+    """A split with no usable video or caption."""
+
+
+def store_identity(path: str) -> dict:
+    """What a run records about its store, so evaluating on another store fails clearly."""
+    attrs = read_attrs(path)
+    lay = layout_of(path)
+    return {"path": os.path.abspath(path) if "://" not in str(path) else str(path),
+            "dataset": attrs.get("dataset"), "created": attrs.get("created"),
+            "n_videos": lay.n_videos, "n_captions": lay.n_captions}
+
+
+# --- audio ------------------------------------------------------------------------------
+def pool_audio(tokens: np.ndarray, n_out: int) -> np.ndarray:
+    """[n, T, Da] tokens -> [n, n_out, Da] (float16), averaged along time.
+
+    AST layouts (T = 1214: CLS, distillation, 12 x 101 patches; T = 1213: the release's
+    merged special token) keep one special token (the mean of the two) and average the
+    patches over frequency, then over time windows to ``n_out - 1`` tokens. Other
+    layouts are average-pooled along the token axis; ``n_out <= 0`` or ``T <= n_out``
+    keeps the tokens as they are.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(tokens)).float()
+    n, t, d = x.shape
+    if n_out <= 0 or t <= n_out:
+        return tokens.astype(np.float16, copy=False)
+    n_special = {1214: 2, 1213: 1}.get(t)
+    if n_special is not None and n_out >= 2:
+        special = x[:, :n_special].mean(1, keepdim=True)
+        grid = x[:, n_special:].reshape(n, *AST_GRID, d).mean(1)  # [n, time, d]
+        timed = torch.nn.functional.adaptive_avg_pool1d(grid.transpose(1, 2), n_out - 1).transpose(1, 2)
+        out = torch.cat([special, timed], dim=1)
+    else:
+        out = torch.nn.functional.adaptive_avg_pool1d(x.transpose(1, 2), n_out).transpose(1, 2)
+    return out.numpy().astype(np.float16)
+
+
+def pooled_audio(store: str, cache: str, n_out: int, progress: bool = True) -> np.ndarray:
+    """Pooled audio of every video of the store, computed once into ``cache`` (.npy,
+    memory-mapped on later calls). Videos whose audio step is not done are zeros."""
+    if os.path.exists(cache):
+        return np.load(cache, mmap_mode="r")
+    ds = open_store(store)
+    state = ds["audio_state"].values
+    n_v = ds.sizes["video"]
+    probe = pool_audio(np.zeros((1, ds.sizes["audio_token"], ds.sizes["audio_dim"]), np.float16), n_out)
+    tmp = cache + ".partial.npy"
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n_v, *probe.shape[1:]))
+    step = 64  # 64 x 1.8 MiB of raw AST tokens per read
+    tokens = ds["audio_tokens"].data
+    for a in tqdm(range(0, n_v, step), desc="pooling audio", unit="block", disable=not progress):
+        b = min(a + step, n_v)
+        done = state[a:b] == DONE
+        if done.any():
+            out[a:b] = pool_audio(np.asarray(tokens[a:b].compute()), n_out) * done[:, None, None]
+    out.flush()
+    del out
+    os.replace(tmp, cache)  # only a complete cache ever carries the final name
+    return np.load(cache, mmap_mode="r")
+
+
+# --- splits -----------------------------------------------------------------------------
+@dataclass
+class SplitData:
+    """One split's items (store indices) and, once loaded, its arrays.
+
+    ``caption_video`` indexes the split's own video list, not the store.
+    """
+
+    name: str
+    videos: np.ndarray
+    captions: np.ndarray
+    caption_video: np.ndarray
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def n_videos(self) -> int:
+        return int(self.videos.size)
+
+    @property
+    def n_captions(self) -> int:
+        return int(self.captions.size)
+
+    def first_captions(self) -> np.ndarray:
+        """Row of each video's first caption (lowest store index): the 1k-A style query."""
+        first = np.full(self.n_videos, -1, dtype=np.int64)
+        for row in range(self.n_captions - 1, -1, -1):
+            first[self.caption_video[row]] = row
+        return first
+
+
+def select_split(store: str, split: str) -> SplitData:
+    """Videos of ``split`` whose frames are done, and their captions whose text is done."""
+    ds = open_store(store)
+    splits = np.array([str(s) for s in ds["split"].values])
+    names = sorted(set(splits.tolist()))
+    if split not in ("train", "val", "test"):
+        raise StoreError(f"{store}: unknown split {split!r} (train | val | test)")
+    in_split = splits == split
+    ok = in_split & (ds["frames_state"].values == DONE)
+    videos = np.flatnonzero(ok)
+    cv = ds["caption_video"].values.astype(np.int64)
+    cap_ok = (ds["text_state"].values == DONE) & ok[cv]
+    captions = np.flatnonzero(cap_ok)
+    if videos.size == 0 or captions.size == 0:
+        raise EmptySplitError(
+            f"{store}: split {split!r} is empty ({int(in_split.sum())} videos in it, "
+            f"{videos.size} with frames done, {captions.size} captions with text done; "
+            f"splits present: {', '.join(names)})")
+    has_cap = np.zeros(ds.sizes["video"], bool)
+    has_cap[cv[captions]] = True
+    videos = videos[has_cap[videos]]  # a video without a caption cannot be ranked
+    local = np.full(ds.sizes["video"], -1, dtype=np.int64)
+    local[videos] = np.arange(videos.size)
+    return SplitData(split, videos, captions, local[cv[captions]])
+
+
+def split_nbytes(store: str, data: SplitData, fields: tuple[str, ...], audio: np.ndarray | None) -> int:
+    ds = open_store(store)
+    total = 0
+    for f in fields:
+        if f == "audio":
+            total += data.n_videos * int(np.prod(audio.shape[1:])) * 4
+            continue
+        var, dim = FIELDS[f]
+        itemsize = 4 if ds[var].dtype.kind == "f" else ds[var].dtype.itemsize  # held as float32
+        row = int(np.prod([ds.sizes[d] for d in ds[var].dims[1:]])) * itemsize
+        total += row * (data.n_videos if dim == "video" else data.n_captions)
+    return total
+
+
+def available_ram() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def load_arrays(store: str, data: SplitData, fields: tuple[str, ...], audio: np.ndarray | None,
+                videos: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Arrays for ``fields`` of the split's videos (or the subset ``videos``, local rows)
+    and of their captions; also ``caption_video`` (local to the returned rows)."""
+    ds = open_store(store)
+    vrows = np.arange(data.n_videos) if videos is None else np.asarray(videos)
+    crows = np.flatnonzero(np.isin(data.caption_video, vrows))
+    remap = np.full(data.n_videos, -1, dtype=np.int64)
+    remap[vrows] = np.arange(vrows.size)
+    out = {"caption_video": remap[data.caption_video[crows]]}
+    ds_state = ds["audio_state"].values if "has_audio" in fields else None
+    for f in fields:
+        if f == "audio":
+            out[f] = np.asarray(audio[data.videos[vrows]])
+        else:
+            var, dim = FIELDS[f]
+            idx = data.videos[vrows] if dim == "video" else data.captions[crows]
+            out[f] = np.asarray(ds[var].data[idx].compute())
+            if f == "has_audio":  # only audio that was extracted counts
+                out[f] = out[f] & (ds_state[idx] == DONE)
+        if out[f].dtype.kind == "f":
+            # float32 once here, so building a batch is a plain gather: the cheap heads
+            # take ~10 ms a step on a CPU, and a cast per batch would show
+            out[f] = out[f].astype(np.float32)
+    return out
+
+
+# --- batches ----------------------------------------------------------------------------
+def distinct_video_batches(caption_video: np.ndarray, batch_size: int,
+                           rng: np.random.Generator) -> list[np.ndarray]:
+    """A random order of all captions cut into batches that never hold two captions of one
+    video (they would be false negatives). A caption whose video is already in the
+    current batch waits for a later batch. Batches of fewer than two are dropped."""
+    order = rng.permutation(caption_video.size)
+    batches: list[np.ndarray] = []
+    cur: list[int] = []
+    seen: set[int] = set()
+    waiting: deque[int] = deque()
+
+    def flush():
+        nonlocal cur, seen
+        if len(cur) >= 2:
+            batches.append(np.asarray(cur, dtype=np.int64))
+        cur, seen = [], set()
+        for _ in range(len(waiting)):  # one pass over the waiting captions
+            c = waiting.popleft()
+            v = int(caption_video[c])
+            if v in seen or len(cur) >= batch_size:
+                waiting.append(c)
+            else:
+                cur.append(c)
+                seen.add(v)
+
+    for c in order:
+        v = int(caption_video[c])
+        if v in seen:
+            waiting.append(int(c))
+            continue
+        cur.append(int(c))
+        seen.add(v)
+        if len(cur) == batch_size:
+            flush()
+    while cur or waiting:  # every flush starts a batch from the waiting captions
+        flush()
+    return batches
+
+
+def to_batch(arrays: dict[str, np.ndarray], caption_rows: np.ndarray | None, video_rows: np.ndarray | None,
+             fields: tuple[str, ...], device: torch.device) -> dict[str, torch.Tensor]:
+    """Tensors for the given caption rows (text fields) and video rows (video fields);
+    floating features become float32. Pinned memory and non-blocking copies on CUDA."""
+    out = {}
+    for f in fields:
+        dim = "video" if f == "audio" else FIELDS[f][1]
+        rows = video_rows if dim == "video" else caption_rows
+        if rows is None:
+            continue
+        # numpy, not torch: its gather and cast run in this thread alone (releasing the
+        # GIL), while a torch op here would start its own OpenMP team that competes with
+        # the training thread for the cores
+        x = np.take(arrays[f], np.asarray(rows, dtype=np.int64), axis=0)
+        if x.dtype.kind == "f" and x.dtype != np.float32:
+            x = x.astype(np.float32)
+        t = torch.from_numpy(x)
+        if device.type == "cuda":
+            t = t.pin_memory().to(device, non_blocking=True)
+        out[f] = t
+    return out
+
+
+class TrainLoader:
+    """Epochs of (caption, video) pair batches for one split, in memory or streamed."""
+
+    def __init__(self, store: str, data: SplitData, fields: tuple[str, ...], batch_size: int,
+                 device: torch.device, audio: np.ndarray | None = None, stream: str = "auto",
+                 shard_videos: int = 2048, prefetch: int = 4):
+        self.store, self.data, self.fields, self.batch_size = store, data, fields, batch_size
+        self.device, self.audio, self.prefetch = device, audio, prefetch
+        if stream == "auto":
+            stream = "dask" if split_nbytes(store, data, fields, audio) > available_ram() // 2 else "memory"
+        if stream not in ("memory", "dask"):
+            raise ValueError(f"stream must be auto, memory or dask, not {stream!r}")
+        self.stream = stream
+        # shards of consecutive videos (store order, so reads follow the chunks)
+        n = data.n_videos
+        self.shards = ([np.arange(n)] if stream == "memory" else
+                       [np.arange(a, min(a + shard_videos, n)) for a in range(0, n, shard_videos)])
+        self._memory = load_arrays(store, data, fields, audio) if stream == "memory" else None
+
+    def __len__(self) -> int:
+        return max(1, self.data.n_captions // self.batch_size)
+
+    def _shard(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        return self._memory if self._memory is not None else load_arrays(
+            self.store, self.data, self.fields, self.audio, rows)
+
+    def _produce(self, epoch_seed: list[int], q: queue.Queue, stop: threading.Event) -> None:
+        try:
+            rng = np.random.default_rng(epoch_seed)
+            for s in rng.permutation(len(self.shards)):
+                arrays = self._shard(self.shards[s])
+                for caps in distinct_video_batches(arrays["caption_video"], self.batch_size, rng):
+                    if stop.is_set():
+                        return
+                    q.put(to_batch(arrays, caps, arrays["caption_video"][caps], self.fields, self.device))
+            q.put(None)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer thread
+            q.put(e)
+
+    def epoch(self, seed: int, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+        """Batches of one epoch; the order depends only on (seed, epoch), so a resumed
+        run sees the same batches as an uninterrupted one."""
+        q: queue.Queue = queue.Queue(maxsize=self.prefetch)
+        stop = threading.Event()
+        t = threading.Thread(target=self._produce, args=([seed, epoch], q, stop), daemon=True)
+        t.start()
+        try:
+            while (item := q.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            while t.is_alive():  # unblock a producer waiting on a full queue
+                try:
+                    q.get_nowait()
+                except queue.Empty:
+                    t.join(0.05)

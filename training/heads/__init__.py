@@ -1,0 +1,11 @@
+"""Retrieval heads on cached features, registered by name with a dataclass config.
+
+``create_head("avigate", {"layers": 2})`` builds a head; ``HEADS`` lists them. See the
+package docstring (``training/__init__.py``) for the interface every head implements.
+"""
+from __future__ import annotations
+
+from training.heads.base import HEADS, Head, create_head, head_config, register_head
+from training.heads import avigate, meanpool  # noqa: F401,E402 - registers the heads
+
+__all__ = ["HEADS", "Head", "create_head", "head_config", "register_head"]

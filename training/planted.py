@@ -1,0 +1,89 @@
+"""Synthetic stores with planted structure (tests, benchmarks), written through ``storage``.
+
+Every video gets a hidden code ``c`` (``code_dim`` Gaussian numbers). Its captions see
+the whole code through one random linear map; its frames see the first part of the
+code through the same map bent by ``misalign`` (a partly aligned joint space, like
+CLIP's: zero-shot works a little, learning helps), and its audio tokens see the rest
+through a third map (``audio_share`` = the fraction of code dimensions only audio
+carries). Each view adds its own noise; with ``audio_share > 0`` only a head that uses
+audio can recover the whole code.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from storage import StepWriter, StoreLayout, create_store
+
+
+def write_planted_store(path: str | os.PathLike, n_videos: int, captions_per_video: int = 2, *,
+                        splits: tuple[int, int, int] | None = None, code_dim: int = 16,
+                        audio_share: float = 0.0, no_audio_fraction: float = 0.0,
+                        noise: float = 0.5, caption_noise: float = 0.3, dim: int = 64,
+                        audio_dim: int = 32, n_frames: int = 12, n_audio_tokens: int = 16,
+                        n_words: int = 8, padded_fraction: float = 0.3, misalign: float = 0.5, seed: int = 0,
+                        dataset: str = "planted") -> dict:
+    """Write the store; returns the codes and sizes (``splits`` = train/val/test video
+    counts, default 80/10/10 %). Videos are shuffled across splits in store order."""
+    rng = np.random.default_rng(seed)
+    if splits is None:
+        n_test = n_val = max(1, n_videos // 10)
+        splits = (n_videos - n_val - n_test, n_val, n_test)
+    if sum(splits) != n_videos:
+        raise ValueError(f"splits {splits} do not add up to {n_videos} videos")
+    split = np.array(["train"] * splits[0] + ["val"] * splits[1] + ["test"] * splits[2])
+    rng.shuffle(split)
+    cap_video = np.repeat(np.arange(n_videos), captions_per_video)
+    ids = [f"video{i}" for i in range(n_videos)]
+    layout = StoreLayout(n_videos=n_videos, n_captions=cap_video.size, n_frames=n_frames, dim=dim,
+                         n_audio_tokens=n_audio_tokens, audio_dim=audio_dim, n_words=n_words)
+    create_store(path, dataset=dataset, video_ids=ids, splits=split.tolist(),
+                 caption_text=[f"caption {k} of video {v}" for k, v in enumerate(cap_video)],
+                 caption_video=cap_video, layout=layout,
+                 video_paths=[f"videos/all/{i}.mp4" for i in ids])
+
+    n_audio_code = int(round(audio_share * code_dim))
+    n_frame_code = code_dim - n_audio_code
+    code = rng.standard_normal((n_videos, code_dim)).astype(np.float32)
+    w_text = rng.standard_normal((code_dim, dim)).astype(np.float32) / np.sqrt(code_dim)
+    # frames live in the caption space (as CLIP's towers do), bent by ``misalign``
+    w_frame = ((1 - misalign) * w_text[:max(1, n_frame_code)]
+               + misalign * rng.standard_normal((max(1, n_frame_code), dim)).astype(np.float32) / np.sqrt(code_dim))
+    w_audio = rng.standard_normal((max(1, n_audio_code), audio_dim)).astype(np.float32) / np.sqrt(code_dim)
+    has_audio = rng.random(n_videos) >= no_audio_fraction
+
+    w = StepWriter(path, "frames")
+    for idx in w.pending_blocks():
+        n = idx.size
+        base = code[idx, :n_frame_code] @ w_frame[:n_frame_code]
+        f = base[:, None, :] + noise * rng.standard_normal((n, n_frames, dim), dtype=np.float32) / np.sqrt(dim) \
+            * np.sqrt(dim / code_dim)
+        n_valid = np.where(rng.random(n) < padded_fraction, rng.integers(1, n_frames + 1, n), n_frames)
+        mask = np.arange(n_frames)[None, :] < n_valid[:, None]
+        w.write(idx, {"frame_features": f * mask[..., None], "frame_mask": mask})
+
+    w = StepWriter(path, "audio")
+    for idx in w.pending_blocks():
+        n = idx.size
+        if n_audio_code:
+            base = code[idx, n_frame_code:] @ w_audio[:n_audio_code]
+        else:
+            base = np.zeros((n, audio_dim), np.float32)
+        a = base[:, None, :] + noise * rng.standard_normal((n, n_audio_tokens, audio_dim), dtype=np.float32) \
+            / np.sqrt(code_dim)
+        a = a / a.std(axis=-1, keepdims=True)  # AST tokens come after a LayerNorm
+        w.write(idx, {"audio_tokens": a * has_audio[idx, None, None], "has_audio": has_audio[idx]})
+
+    w = StepWriter(path, "text")
+    for idx in w.pending_blocks():
+        n = idx.size
+        c = code[cap_video[idx]] + caption_noise * rng.standard_normal((n, code_dim), dtype=np.float32)
+        emb = c @ w_text + noise * rng.standard_normal((n, dim), dtype=np.float32) / np.sqrt(code_dim)
+        lengths = rng.integers(2, n_words + 1, n)
+        mask = np.arange(n_words)[None, :] < lengths[:, None]
+        tokens = np.zeros((n, n_words, dim), np.float32)
+        tokens[np.arange(n), lengths - 1] = emb  # the EOT token carries the sentence
+        w.write(idx, {"caption_embedding": emb, "caption_tokens": tokens, "caption_mask": mask})
+    return {"layout": layout, "code": code, "has_audio": has_audio, "split": split,
+            "n_audio_code": n_audio_code}
