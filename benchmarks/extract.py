@@ -110,7 +110,7 @@ def main() -> None:
     spec = EncoderSpec(random_init=True, ast_size=args.ast_size, device="cpu")
     enc = encoder_only_seconds(spec, n_images, n_clips, captions)
     enc_s = sum(enc.values())
-    print(f"\nflow result: {result['steps']}")
+    print("\nflow steps: " + ", ".join(f"{k} {v['seconds']:.1f} s" for k, v in result["steps"].items()))
     print(f"\nwork: {n_images} frames, {n_clips} audio clips (AST {args.ast_size}), {len(captions)} captions")
     print(f"  encoders alone on ready tensors   {enc_s:8.1f} s  "
           + ", ".join(f"{k} {v:.1f} s" for k, v in enc.items()))

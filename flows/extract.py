@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from typing import Literal
 
 import numpy as np
@@ -155,6 +156,7 @@ def run_extraction(manifest, store: str, *, spec: EncoderSpec, opts: StepOptions
              len(manifest.caption_text), ", ".join(steps))
     summary: dict[str, dict] = {}
     for step in [s for s in ALL_STEPS if s in steps]:
+        t0 = time.perf_counter()
         if step == "tags":
             fut = tags_step.submit(store, spec, opts)
             summary[step] = fut.result()
@@ -163,6 +165,7 @@ def run_extraction(manifest, store: str, *, spec: EncoderSpec, opts: StepOptions
             summary[step] = {"problems": len(problems)}
         else:
             summary[step] = _run_step(step, store, spec, opts, gpu_resources)
+        summary[step]["seconds"] = round(time.perf_counter() - t0, 2)
         log.info("%s: %s", step, summary[step])
     fails = failures(store, opts.storage_options)
     _failure_artifact(store, summary, fails)
@@ -172,9 +175,10 @@ def run_extraction(manifest, store: str, *, spec: EncoderSpec, opts: StepOptions
 
 
 def _failure_artifact(store: str, summary: dict, fails: list[dict]) -> None:
-    lines = [f"# Extraction summary: `{store}`", "", "| step | done | failed |", "|---|---|---|"]
+    lines = [f"# Extraction summary: `{store}`", "", "| step | done | failed | seconds |", "|---|---|---|---|"]
     for step, s in summary.items():
-        lines.append(f"| {step} | {s.get('done', '-')} | {s.get('failed', s.get('problems', '-'))} |")
+        lines.append(f"| {step} | {s.get('done', '-')} | {s.get('failed', s.get('problems', '-'))} "
+                     f"| {s.get('seconds', '-')} |")
     lines += ["", f"## Failed items ({len(fails)})", ""]
     if fails:
         lines += ["| step | item | error |", "|---|---|---|"]

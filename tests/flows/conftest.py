@@ -27,6 +27,14 @@ def vtr_env(**extra) -> dict:
     return env
 
 
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def vtr_cmd(*args) -> list[str]:
     return [sys.executable, "-m", "vtr.cli", *map(str, args)]
 
@@ -67,9 +75,5 @@ def prefect_server(tmp_path_factory):
             time.sleep(0.5)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
         log.close()

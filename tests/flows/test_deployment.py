@@ -11,7 +11,7 @@ import pytest
 
 from storage import DONE, FAILED, check_store, open_store
 
-from .conftest import TINY, vtr_cmd, vtr_env
+from .conftest import TINY, stop, vtr_cmd, vtr_env
 
 pytestmark = pytest.mark.slow
 
@@ -52,11 +52,7 @@ def test_serve_and_run_deployment(prefect_server, tiny_data, tmp_path):
         assert r.returncode != 0 and "workers" in (r.stdout + r.stderr)
         assert not (tmp_path / "x.zarr").exists()
     finally:
-        serve.terminate()
-        try:
-            serve.wait(20)
-        except subprocess.TimeoutExpired:
-            serve.kill()
+        stop(serve)
         log.close()
 
 
