@@ -24,10 +24,21 @@ if ! "$PY" -c 'import sys; sys.exit(not ((3, 11) <= sys.version_info[:2] < (3, 1
   exit 1
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
-echo "setup: installing pinned dependencies into .venv (a few minutes the first time)"
+echo "setup: installing pinned dependencies into .venv (a few minutes the first time; log: .venv/setup.log)"
 # compat mode puts the checkout on sys.path: a path-based import beats any folder named
 # like our packages (Dask workers keep a "storage" spill folder in their working dir)
-.venv/bin/python -m pip install -q -e ".[dev]" --config-settings editable_mode=compat 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -m pip check
+if ! .venv/bin/python -m pip install -e ".[dev]" --config-settings editable_mode=compat >.venv/setup.log 2>&1; then
+  grep -v "^WARNING: Location" .venv/setup.log | tail -30 >&2
+  echo "setup: pip install failed (full log: .venv/setup.log)" >&2
+  exit 1
+fi
+# newer pips also report wheels whose platform tag they do not recognise (decord's);
+# only real dependency conflicts stop the set-up
+if ! out=$(.venv/bin/python -m pip check 2>&1); then
+  conflicts=$(printf '%s\n' "$out" | grep -v "is not supported on this platform" || true)
+  if [ -n "$conflicts" ]; then
+    printf '%s\n' "$conflicts" >&2
+    exit 1
+  fi
+fi
 touch .venv/.vtr-installed

@@ -27,15 +27,16 @@ def test_kill_midway_and_resume_equals_uninterrupted(tiny_data, tmp_path):
                    check=True, capture_output=True)
 
     store = str(tmp_path / "killed.zarr")
+    # its own session: the kill takes the whole run down, Prefect's temporary server included
     proc = subprocess.Popen(vtr_cmd("extract", "--data-root", tiny_data, "--store", store, *ARGS), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if os.path.exists(store) and (StepWriter(store, "frames").states() == DONE).sum() >= 2:
             break
         time.sleep(0.05)
     assert proc.poll() is None, "the flow finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
 
     frames = StepWriter(store, "frames").states()
