@@ -96,6 +96,19 @@ def eval_cmd(
     typer.echo(f"wrote {path}")
 
 
+def report_cmd(run: str = typer.Argument(..., help="run folder written by vtr train"),
+               out: str = typer.Option("", "--out", help="HTML file (default RUN/report.html)")) -> None:
+    """One HTML page from a run: test metrics, last epoch, loss / R@1 / R@K / gate plots."""
+    from training.report import render_report
+
+    try:
+        path = render_report(run, out or None)
+    except FileNotFoundError as e:
+        _fail(e)
+    typer.echo(f"wrote {path}")
+
+
 def register(root: typer.Typer) -> None:
     root.command("train")(train_cmd)
     root.command("eval")(eval_cmd)
+    root.command("report")(report_cmd)

@@ -4,7 +4,8 @@ clipping, AMP on CUDA; model selection on val, test once at the end.
 A run folder holds ``config.json`` (head, head config, trainer config, store identity),
 ``head.safetensors`` (best on val), ``last.safetensors`` + ``last_state.pt`` (optimiser,
 schedule, epoch: what ``resume`` continues from), ``metrics.csv``, ``tb/`` (TensorBoard),
-``test_metrics.json`` and the pooled-audio cache.
+``test_metrics.json``, the pooled-audio cache, and from ``training.plots``: ``ranks.npz``,
+``gates.npz`` (heads with gates) and ``plots/*.png``.
 """
 from __future__ import annotations
 
@@ -316,7 +317,9 @@ def train(store: str, head_name: str, out: str, head_overrides: dict | None = No
             if k not in ("epoch", "step"):
                 tb.add_scalar(f"epoch/{k}", v, step)
         _append_csv(os.path.join(out, "metrics.csv"), row)
-        if score > best_score:
+        # ties go to the later epoch: a small val split saturates (one val video scores
+        # R@1 100 from epoch 1 on) and the later head has trained longer
+        if score >= best_score:
             best_score, best_epoch = score, epoch
             save_head(head, os.path.join(out, "head.safetensors"))
         # the commit point of an epoch: resume starts after the last one that got here
@@ -334,6 +337,9 @@ def train(store: str, head_name: str, out: str, head_overrides: dict | None = No
     tb.close()
 
     best, _ = load_run(out, device)
+    from training.plots import record_eval_details, write_plots
+    record_eval_details(best, store, out, audio, device, c.eval_batch_size, c.amp)  # ranks, gates
+    write_plots(out)
     result = {"best_epoch": best_epoch, "val": None, "test": None}
     if val_data is not None:
         result["val"] = evaluate_split(best, store, val_data, audio, device, c.eval_batch_size, c.amp)

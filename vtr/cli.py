@@ -18,7 +18,7 @@ def _register() -> None:
     import storage.cli
     for mod in (storage.cli, extractors.cli):
         mod.register(app)
-    for name in ("flows.cli", "training.cli", "vtr.demo"):
+    for name in ("flows.cli", "training.cli", "vtr.demo", "vtr.search"):
         try:
             mod = __import__(name, fromlist=["register"])
         except ModuleNotFoundError as e:
