@@ -3,7 +3,7 @@
 ``extract-msrvtt`` reads MSR-VTT's annotations, ``extract-dataset`` a generic CSV/JSONL
 manifest; both run the same steps, each step as one Prefect task per owned store block
 (so parallel workers never write one chunk), in order:
-probe -> crawl -> compress -> frames -> audio -> text -> tags -> validate.
+probe -> crawl -> compress -> frames -> audio -> text -> tags -> style -> validate.
 Steps run one after the other; the blocks of a step run in parallel on the task runner.
 """
 from __future__ import annotations
@@ -19,11 +19,11 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.steps import (ALL_STEPS, BLOCK_TASKS, MODEL_STEPS, EncoderSpec, StepOptions,
-                         ast_config, tags_step, validate_store)
+                         ast_config, style_step, tags_step, validate_store)
 from storage import (StepWriter, StoreError, StoreLayout, as_str, create_store, failures,
                      read_attrs)
 
-Step = Literal["probe", "crawl", "compress", "frames", "audio", "text", "tags", "validate"]
+Step = Literal["probe", "crawl", "compress", "frames", "audio", "text", "tags", "style", "validate"]
 Device = Literal["auto", "cpu", "cuda"]
 
 
@@ -141,7 +141,7 @@ def run_extraction(manifest, store: str, *, spec: EncoderSpec, opts: StepOptions
     unknown = [s for s in steps if s not in ALL_STEPS]
     if unknown:
         raise ExtractError(f"unknown step(s) {unknown} (steps: {', '.join(ALL_STEPS)})")
-    if set(steps) & {"frames", "text", "tags"}:
+    if set(steps) & {"frames", "text", "tags", "style"}:
         _check_weights(spec.clip_weights, "CLIP", "--clip-weights", spec.random_init)
     if "audio" in steps:
         _check_weights(spec.ast_weights, "AST", "--ast-weights", spec.random_init)
@@ -158,8 +158,9 @@ def run_extraction(manifest, store: str, *, spec: EncoderSpec, opts: StepOptions
     for step in [s for s in ALL_STEPS if s in steps]:
         t0 = time.perf_counter()
         if step == "tags":
-            fut = tags_step.submit(store, spec, opts)
-            summary[step] = fut.result()
+            summary[step] = tags_step.submit(store, spec, opts).result()
+        elif step == "style":
+            summary[step] = style_step.submit(store, spec, opts).result()
         elif step == "validate":
             problems = validate_store.submit(store, opts).result()
             summary[step] = {"problems": len(problems)}

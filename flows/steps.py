@@ -18,7 +18,7 @@ from prefect import get_run_logger, task
 from storage import DONE, StepWriter, open_group, read_attrs
 
 MEDIA_STEPS = ("probe", "crawl", "compress")
-MODEL_STEPS = ("frames", "audio", "text", "tags")
+MODEL_STEPS = ("frames", "audio", "text", "tags", "style")
 ALL_STEPS = MEDIA_STEPS + MODEL_STEPS + ("validate",)
 
 
@@ -234,6 +234,15 @@ def tags_step(store: str, spec: EncoderSpec, opts: StepOptions) -> dict:
     from extractors.tags import write_tags
     return write_tags(store, clip_encoder(spec), min_count=opts.tag_min_count,
                       storage_options=opts.storage_options)
+
+
+@task(name="style")
+def style_step(store: str, spec: EncoderSpec, opts: StepOptions) -> dict:
+    """Writing-style rewrites of each test video's first caption, encoded by the store's CLIP
+    (a few rows per test video: one task over the store)."""
+    from extractors.style import write_style
+    return write_style(store, clip_encoder(spec), batch_size=opts.text_batch_size,
+                       storage_options=opts.storage_options)
 
 
 @task(name="validate")

@@ -32,7 +32,20 @@ def check_store(path: str | os.PathLike, storage_options: dict | None = None) ->
     if "phrase_text" in g:
         n_p = g["phrase_text"].shape[0]
         problems += _check_blocks(g, "tags", "video", lambda g, sl, done: _check_tags(g, sl, done, n_p))
+    if "style_caption_source" in g:
+        problems += [f"style: {m}" for m in _check_style(g, cv.size)]
     return problems
+
+
+def _check_style(g, n_captions: int) -> list[str]:
+    src = np.asarray(g["style_caption_source"][:])
+    written = src >= 0  # -1: a row a crash left unwritten (the next run fills it)
+    msgs = []
+    if (src[written] >= n_captions).any():
+        msgs.append(f"style_caption_source outside 0..{n_captions - 1}")
+    if written.any() and _nan_rows(np.asarray(g["style_caption_embedding"][:])[written]).any():
+        msgs.append("NaN in style_caption_embedding")
+    return msgs
 
 
 def _check_blocks(g, step: str, dim: str, fn) -> list[str]:

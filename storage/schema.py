@@ -151,6 +151,22 @@ PHRASE_VARIABLES: dict[str, VarSpec] = {
 }
 
 
+# The style step: each planned (caption, writing style) row, encoded by the store's CLIP
+# text tower, along its own dimension (its length is known only once the rewrites are
+# planned, like the phrase table's). ``style_caption_source`` is written last and is -1
+# until then, so a row is complete exactly when its source is >= 0.
+STYLE_VARIABLES: dict[str, VarSpec] = {
+    "style_caption_source": VarSpec(("style_caption",), "int32", "style", -1,
+                                    doc="index into `caption` of the rewritten caption"),
+    "style_caption_style": VarSpec(("style_caption",), "str", "style", "", doc="rewrite name"),
+    "style_caption_text": VarSpec(("style_caption",), "str", "style", ""),
+    "style_caption_embedding": VarSpec(("style_caption", "dim"), "float16", "style", 0,
+                                       doc="as caption_embedding, of the rewritten text"),
+    "style_caption_tokens": VarSpec(("style_caption", "word", "dim"), "float16", "style", 0),
+    "style_caption_mask": VarSpec(("style_caption", "word"), "bool", "style", False),
+}
+
+
 def step_variables(step: str) -> list[str]:
     """Data variables a step writes (its state and error arrays excluded)."""
     return [n for n, s in VARIABLES.items()

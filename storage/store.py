@@ -17,6 +17,7 @@ from zarr.codecs import BloscCodec
 from storage.schema import (
     FORMAT_NAME,
     PHRASE_VARIABLES,
+    STYLE_VARIABLES,
     REQUIRED,
     SCHEMA_VERSION,
     VARIABLES,
@@ -267,6 +268,37 @@ def create_phrase_table(path: str | os.PathLike, n_phrases: int,
             continue
         create_array(group, name, spec, layout, sizes={"phrase": n_phrases})
     consolidate(path, storage_options)
+
+
+def write_style_table(path: str | os.PathLike, source: np.ndarray, style: np.ndarray, text: np.ndarray,
+                      embedding: np.ndarray, tokens: np.ndarray, mask: np.ndarray,
+                      storage_options: dict | None = None) -> None:
+    """Create and fill the style step's rows (``STYLE_VARIABLES``).
+
+    The source index goes in last: a crash before it leaves rows marked unwritten (-1),
+    which a re-run may fill again. Complete rows are never overwritten: a store whose
+    complete table differs from the new one is refused.
+    """
+    group = open_group(path, mode="r+", storage_options=storage_options)
+    layout = StoreLayout.from_json(group.attrs["layout"])
+    values = {"style_caption_style": np.asarray(style, str), "style_caption_text": np.asarray(text, str),
+              "style_caption_embedding": np.asarray(embedding).astype(np.float16),
+              "style_caption_tokens": np.asarray(tokens).astype(np.float16),
+              "style_caption_mask": np.asarray(mask, bool),
+              "style_caption_source": np.asarray(source, np.int32)}
+    n = int(values["style_caption_source"].size)
+    if "style_caption_source" in group:
+        old = group["style_caption_source"]
+        if old.shape[0] != n or (np.asarray(old[:]) >= 0).any():
+            raise StoreError(f"{path}: the store already holds style captions ({old.shape[0]} rows); "
+                             "remove the style_caption_* arrays to write new ones")
+    else:
+        for name, spec in STYLE_VARIABLES.items():
+            create_array(group, name, spec, layout, sizes={"style_caption": n})
+        consolidate(path, storage_options)
+        group = open_group(path, mode="r+", storage_options=storage_options)
+    for name, v in values.items():  # dict order: the source index last
+        group[name][:] = v
 
 
 def as_str(values: Any) -> np.ndarray:

@@ -15,19 +15,25 @@ Heads (``training.heads``)
             def encode_video(self, batch): ...     # once per video, never sees text
             def similarity(self, text_repr, video_repr): ...  # -> [n_text, n_video] logits
             def loss(self, sim, batch, text_repr, video_repr): ...  # default: symmetric InfoNCE
+            loss_fields = ()                       # batch keys only the loss reads (a teacher's)
             def param_groups(self, lr, weight_decay): ...  # optional: per-group learning rates
             def extra_metrics(self): ...           # optional: scalars logged per epoch
 
     Batch keys (``training.data.FIELDS``): ``text`` [B, D] caption embedding,
     ``text_tokens`` [B, W, D] and ``text_mask`` [B, W], ``frames`` [B, N, D] and
-    ``frame_mask`` [B, N], ``audio`` [B, P, Da] pooled AST tokens, ``has_audio`` [B].
+    ``frame_mask`` [B, N], ``audio`` [B, P, Da] pooled AST tokens, ``has_audio`` [B],
+    ``tags`` [B, K, D] (the phrase embeddings of the video's top-K tags) and ``tag_mask``
+    [B, K] (False past the phrase table and for videos whose tags step is not done).
     During training row i of the text fields is a caption of the video in row i of
     the video fields, and no batch holds two captions of one video. Evaluation
     encodes every video once and every caption once, then calls ``similarity`` on
     blocks of 1024 x 1024. Representations may be tensors or dicts of tensors
     (rows along dim 0).
     Registered: ``meanpool`` (CLIP4Clip's mean pooling; untrained it is zero-shot
-    CLIP), ``avigate`` (audio resampler + gated fusion, AVIGATE, CVPR 2025).
+    CLIP), ``avigate`` (audio resampler + gated fusion, AVIGATE, CVPR 2025), ``waver``
+    (tag injection or KD from a tag teacher, seqTransf, WTI: WAVER, ICASSP 2024; its
+    ``distill`` switch is injection | kd | none) and ``avigate+waver`` (AVIGATE's
+    audio-gated frames into WAVER's interaction and distillation).
 
 Audio as the heads consume it
     The store keeps all 1214 AST tokens (2 special + 12 x 101 patches, 768 wide) in
@@ -60,6 +66,13 @@ Metrics (``training.metrics``)
     single- and multi-caption protocols.
 
 CLI (``training.cli``)
-    ``vtr train --store S --head H --out RUN [--epochs --batch-size --lr --set k=v ...]``
-    and ``vtr eval --store S --run RUN [--split test]``.
+    ``vtr train --store S --head H --out RUN [--epochs --batch-size --lr --set k=v ...]``,
+    ``vtr eval --store S --run RUN [--split test] [--style-shift]`` and
+    ``vtr ablate --store S --out DIR`` (every head side by side, ``training.ablate``).
+
+Writing style (``training.style``)
+    Deterministic caption rewrites and the style-shift score: text->video R@1 of the
+    store's style-rewritten captions (variables ``style_caption_*``, written by the
+    extraction's style step) against their plain sources, and of each video's other
+    captions ("other writers") against its first.
 """

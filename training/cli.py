@@ -79,6 +79,8 @@ def eval_cmd(
     split: str = typer.Option("test", "--split", help="train | val | test"),
     device: str = typer.Option("auto", "--device"),
     json_out: str = typer.Option("", "--json", help="where to write the metrics (default RUN/eval_SPLIT.json)"),
+    style_shift: bool = typer.Option(False, "--style-shift",
+                                     help="also score the store's style-rewritten captions and other writers"),
 ) -> None:
     """Score a run's best head on one split: a table of R@1/5/10, MdR, MnR, and JSON."""
     from storage import StoreError
@@ -87,13 +89,50 @@ def eval_cmd(
 
     try:
         report = evaluate_run(store, run, split, device)
+        if style_shift:
+            from training.style import evaluate_style_shift
+            report["style_shift"] = evaluate_style_shift(store, run, split, device)
     except (StoreError, RunError, KeyError, ValueError) as e:
         _fail(e.args[0] if isinstance(e, KeyError) and e.args else e)
     path = json_out or os.path.join(run, f"eval_{split}.json")
     with open(path, "w") as f:
         json.dump(report, f, indent=2)
     typer.echo(format_report(report, f"{split} ({report['head']})"))
+    if style_shift:
+        from training.style import format_style_report
+        typer.echo(format_style_report(report["style_shift"], "style shift (text->video)"))
     typer.echo(f"wrote {path}")
+
+
+def ablate_cmd(
+    store: str = typer.Option(..., "--store", help="feature store (Zarr folder)"),
+    out: str = typer.Option(..., "--out", help="folder for the runs, ablation.md and ablation.json"),
+    variants: str = typer.Option("", "--variants", help="comma-separated subset (default: all)"),
+    epochs: int = typer.Option(5, "--epochs"),
+    batch_size: int = typer.Option(128, "--batch-size"),
+    lr: float = typer.Option(1e-4, "--lr"),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    audio_tokens: int = typer.Option(32, "--audio-tokens", help="AST tokens pooled to this many"),
+    sets: list[str] = typer.Option([], "--set", help="head option key=value for every head that has it"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Train every head (meanpool, avigate, waver x distillation, avigate+waver) with the
+    same seed and budget; print and write one comparison table."""
+    from storage import StoreError
+    from training.ablate import VARIANTS, run_ablation
+    from training.trainer import RunError, TrainConfig
+
+    names = [v.strip() for v in variants.split(",") if v.strip()] or list(VARIANTS)
+    try:
+        config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
+                             audio_tokens=audio_tokens)
+        result = run_ablation(store, out, config, names, _parse_sets(sets), progress=progress,
+                              log=lambda m: typer.echo(m, err=True))
+    except (StoreError, RunError, KeyError, ValueError, FloatingPointError) as e:
+        _fail(e.args[0] if isinstance(e, KeyError) and e.args else e)
+    typer.echo(result["markdown"])
+    typer.echo(f"wrote {os.path.join(out, 'ablation.md')} and ablation.json")
 
 
 def report_cmd(run: str = typer.Argument(..., help="run folder written by vtr train"),
@@ -112,3 +151,4 @@ def register(root: typer.Typer) -> None:
     root.command("train")(train_cmd)
     root.command("eval")(eval_cmd)
     root.command("report")(report_cmd)
+    root.command("ablate")(ablate_cmd)

@@ -32,6 +32,28 @@ FIELDS: dict[str, tuple[str, str]] = {
     "has_audio": ("has_audio", "video"),
 }
 AST_GRID = (12, 101)  # AST on a 1024 x 128 fbank, 16x16 patches, stride 10: freq x time
+# batch keys built from the tags step (item dimension "video"): ``tags`` [n, K, D] =
+# phrase_embedding[tag_index] (zero rows past the table) and ``tag_mask`` [n, K], True
+# for real tags of videos whose tags step is done (the rest are masked, never guessed)
+TAG_FIELDS = ("tags", "tag_mask")
+
+
+def field_dim(f: str) -> str:
+    """Item dimension ("video" or "caption") of batch key ``f``."""
+    return "video" if f == "audio" or f in TAG_FIELDS else FIELDS[f][1]
+
+
+def tag_arrays(store: str, video_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(tags [n, K, D] float32, tag_mask [n, K]) of store videos ``video_idx``."""
+    ds = open_store(store)
+    if "phrase_embedding" not in ds.variables:
+        raise StoreError(f"{store}: no phrase table, so no tags (run `vtr extract --steps tags` first)")
+    table = np.asarray(ds["phrase_embedding"].values, dtype=np.float32)
+    index = np.asarray(ds["tag_index"].data[video_idx].compute()).astype(np.int64)
+    done = ds["tags_state"].values[video_idx] == DONE
+    mask = (index >= 0) & (index < table.shape[0]) & done[:, None]
+    tags = table[np.where(mask, index, 0)] * mask[..., None]
+    return tags.astype(np.float32), mask
 
 
 class EmptySplitError(StoreError):
@@ -159,6 +181,9 @@ def split_nbytes(store: str, data: SplitData, fields: tuple[str, ...], audio: np
         if f == "audio":
             total += data.n_videos * int(np.prod(audio.shape[1:])) * 4
             continue
+        if f in TAG_FIELDS:
+            total += data.n_videos * ds.sizes["tag"] * (ds.sizes["dim"] * 4 if f == "tags" else 1)
+            continue
         var, dim = FIELDS[f]
         itemsize = 4 if ds[var].dtype.kind == "f" else ds[var].dtype.itemsize  # held as float32
         row = int(np.prod([ds.sizes[d] for d in ds[var].dims[1:]])) * itemsize
@@ -188,9 +213,13 @@ def load_arrays(store: str, data: SplitData, fields: tuple[str, ...], audio: np.
     remap[vrows] = np.arange(vrows.size)
     out = {"caption_video": remap[data.caption_video[crows]]}
     ds_state = ds["audio_state"].values if "has_audio" in fields else None
+    if any(f in TAG_FIELDS for f in fields):
+        out["tags"], out["tag_mask"] = tag_arrays(store, data.videos[vrows])
     for f in fields:
         if f == "audio":
             out[f] = np.asarray(audio[data.videos[vrows]])
+        elif f in TAG_FIELDS:
+            pass  # both made above
         else:
             var, dim = FIELDS[f]
             idx = data.videos[vrows] if dim == "video" else data.captions[crows]
@@ -250,7 +279,7 @@ def to_batch(arrays: dict[str, np.ndarray], caption_rows: np.ndarray | None, vid
     floating features become float32. Pinned memory and non-blocking copies on CUDA."""
     out = {}
     for f in fields:
-        dim = "video" if f == "audio" else FIELDS[f][1]
+        dim = field_dim(f)
         rows = video_rows if dim == "video" else caption_rows
         if rows is None:
             continue

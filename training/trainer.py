@@ -256,7 +256,8 @@ def train(store: str, head_name: str, out: str, head_overrides: dict | None = No
                                "train": dataclasses.asdict(c), "store": store_identity(store)})
     fields = head.text_fields + head.video_fields
     audio = audio_for(fields, store, out, c.audio_tokens, progress)
-    loader = TrainLoader(store, train_data, fields, c.batch_size, device, audio, stream=c.stream)
+    loss_only = tuple(f for f in head.loss_fields if f not in fields)
+    loader = TrainLoader(store, train_data, fields + loss_only, c.batch_size, device, audio, stream=c.stream)
 
     opt = torch.optim.AdamW(head.param_groups(c.lr, c.weight_decay), lr=c.lr,
                             betas=(c.beta1, c.beta2), eps=c.eps)

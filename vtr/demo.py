@@ -1,7 +1,7 @@
 """`vtr demo`: the README's main job on the embedded default.
 
 sample dataset (ffmpeg) -> `extract-msrvtt` in Prefect's ephemeral mode -> store summary
--> every head trained on the store with the same seed and budget -> one comparison table.
+-> `vtr ablate` (every head and distillation form, same seed and budget) -> one table.
 Everything lands under one folder; a re-run resumes and overwrites nothing.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ def demo(out: Path = typer.Option(Path("demo"), help="working folder (data, stor
          ast_size: str = typer.Option("base", "--ast-size", help="base (the real AST geometry) or tiny (faster)"),
          epochs: int = typer.Option(5, "--epochs", min=1, help="training epochs per head"),
          fresh: bool = typer.Option(False, "--fresh", help="delete OUT first and start over")) -> None:
-    """Sample dataset -> feature store (random-init encoders) -> heads -> comparison table."""
+    """Sample dataset -> feature store (random-init encoders) -> ablation of every head -> one table."""
     from extractors.sample_data import make_sample_dataset, require_ffmpeg
     from flows.extract import ExtractError, extract_msrvtt
     from storage import format_info, store_info
@@ -47,45 +47,18 @@ def demo(out: Path = typer.Option(Path("demo"), help="working folder (data, stor
     typer.echo("")
     typer.echo(format_info(store_info(store)))
     typer.echo("")
-    typer.echo(f"[3/3] heads on the cached features -> {out / 'runs'}")
-    table = compare_heads(str(store), out / "runs", epochs=epochs)
-    (out / "comparison.md").write_text(table + "\n")
+    typer.echo(f"[3/3] vtr ablate: every head on the cached features -> {out / 'ablate'}")
+    from training.ablate import run_ablation
+    from training.trainer import TrainConfig
+
+    result = run_ablation(str(store), str(out / "ablate"), TrainConfig(epochs=epochs, batch_size=16, seed=0),
+                          log=lambda m: typer.echo(m, err=True))
     typer.echo("")
-    typer.echo(table)
+    typer.echo(result["markdown"])
     typer.echo("")
+    typer.echo(f"wrote {out / 'ablate' / 'ablation.md'}")
     typer.echo("NOTE: random-init encoders: these numbers are meaningless. With real weights: "
                + REAL_WEIGHTS_HINT)
-
-
-def compare_heads(store: str, runs: Path, epochs: int, heads: tuple[str, ...] | None = None) -> str:
-    """Train each registered head with the same seed and budget; a Markdown table of test
-    scores (single-caption protocol), epoch time and trainable parameters. Finished runs
-    are kept and re-used."""
-    import csv
-    import json
-
-    from training.heads import HEADS
-    from training.trainer import TrainConfig, load_run, train
-
-    rows = []
-    for head in heads or tuple(HEADS):
-        run = runs / head
-        result_path = run / "test_metrics.json"
-        if not result_path.exists():
-            train(store, head, str(run), None, TrainConfig(epochs=epochs, batch_size=16, seed=0, device="auto"),
-                  log=lambda *a, **k: None)
-        test = json.loads(result_path.read_text())
-        with open(run / "metrics.csv") as f:
-            epoch_s = [float(r["epoch_s"]) for r in csv.DictReader(f)]
-        model, _ = load_run(str(run), "cpu")
-        params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        t2v, v2t = test["single"]["t2v"], test["single"]["v2t"]
-        rows.append(f"| {head} | {t2v['R1']:.1f} | {t2v['R5']:.1f} | {t2v['R10']:.1f} | {t2v['MdR']:.1f} "
-                    f"| {t2v['MnR']:.1f} | {v2t['R1']:.1f} | {v2t['R5']:.1f} | {v2t['MnR']:.1f} "
-                    f"| {sum(epoch_s) / max(1, len(epoch_s)):.2f} | {params:,} |")
-    head_row = ("| head | t2v R@1 | R@5 | R@10 | MdR | MnR | v2t R@1 | R@5 | MnR | epoch s | params |\n"
-                "|---|---|---|---|---|---|---|---|---|---|---|")
-    return head_row + "\n" + "\n".join(rows)
 
 
 def register(root: typer.Typer) -> None:

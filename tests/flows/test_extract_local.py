@@ -38,11 +38,20 @@ def test_flow_completes_and_records_the_corrupt_video(extracted):
     assert (ds.has_audio.values[good] == (src == "original")).all()
     assert ds.frame_mask.values[good].any(axis=1).all()
     assert (ds.tags_state.values[good] == DONE).all() and ds.sizes["phrase"] > 0
+    # the style step rewrote each test video's first caption with the same CLIP
+    assert ds.sizes["style_caption"] == result["steps"]["style"]["rows"] > 0
+    assert (ds.style_caption_source.values >= 0).all()
+    assert prov_model(ds, "style") == prov_model(ds, "text")
     assert check_store(store) == []
     assert result["failures"] >= 1 and result["steps"]["validate"]["problems"] == 0
     prov = ds.attrs["provenance"]
     assert prov["frames"]["weights_sha256"] == "RANDOM-INIT" and prov["audio"]["weights_sha256"] == "RANDOM-INIT"
     assert any("RANDOM-INIT" in w for w in store_info(store)["warnings"])
+
+
+def prov_model(ds, step):
+    p = ds.attrs["provenance"][step]
+    return p["model"], p["weights_sha256"]
 
 
 def test_rerun_redoes_nothing_finished(extracted, tiny_data):

@@ -33,7 +33,9 @@ def test_query_feature_equals_the_stored_caption(sample_store):
     for i in np.flatnonzero(ok)[:3]:
         q = encode_query(enc, str(text[i]))
         stored = ds["caption_embedding"].values[i].astype(np.float32)
-        np.testing.assert_array_equal(q["text"][0].numpy(), stored)
+        # equal up to one float16 step: the store encoded the captions in batches, the query
+        # alone, and CPU matmul kernels sum in another order for one row
+        np.testing.assert_allclose(q["text"][0].numpy(), stored, rtol=2e-3, atol=1e-4)
         np.testing.assert_array_equal(q["text_mask"][0].numpy(), ds["caption_mask"].values[i])
 
 

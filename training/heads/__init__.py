@@ -6,6 +6,6 @@ package docstring (``training/__init__.py``) for the interface every head implem
 from __future__ import annotations
 
 from training.heads.base import HEADS, Head, create_head, head_config, register_head
-from training.heads import avigate, meanpool  # noqa: F401,E402 - registers the heads
+from training.heads import avigate, avigate_waver, meanpool, waver  # noqa: F401,E402 - registers the heads
 
 __all__ = ["HEADS", "Head", "create_head", "head_config", "register_head"]

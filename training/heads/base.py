@@ -59,6 +59,8 @@ class Head(nn.Module):
     Config: ClassVar[type]
     text_fields: ClassVar[tuple[str, ...]] = ("text",)
     video_fields: ClassVar[tuple[str, ...]] = ("frames", "frame_mask")
+    # batch keys only ``loss`` reads (a teacher's): loaded for training, never at evaluation
+    loss_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config):
         super().__init__()

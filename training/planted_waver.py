@@ -1,0 +1,210 @@
+"""Planted-structure stores for WAVER: tags, a phrase table, writing styles and their
+style-shifted captions, written through ``storage`` (tests, benchmarks, ``vtr ablate``).
+
+Every video has a hidden code ``c`` split into a frame part, an audio part
+(``audio_share``) and a tag part (``tag_share``). Captions see the whole code through a
+random linear map ``w_text`` (the text space); frames see the frame part through that
+map bent by ``misalign``; audio tokens see the audio part. Phrases have their own codes
+(frame and tag parts only: the teacher is vision-language, it hears nothing); a phrase's
+embedding is its code through ``w_text`` (text side, like CLIP's text tower on "This is
+a video about ..."), and each video's tags are the ``n_tags`` phrases whose codes are
+closest to its frame + tag code. So with ``tag_share > 0`` only a head that reads tags
+recovers the tag part, and only one that also reads audio recovers everything.
+
+Writing styles (``n_styles``): each caption is written in one of ``n_styles`` styles, a
+style being an offset added to all its token features inside a ``style_rank``-dim
+subspace of the text space. Videos vary along the same subspace (``style_nuisance``):
+the visual look that style words react to (footage-looking videos for "footage of").
+A caption's style thus biases its scores towards the videos that look like its style,
+while tags, being text in one fixed template, carry none of it. The style step's
+variables (``storage.STYLE_VARIABLES``) hold each val/test video's first caption
+rewritten in ``n_shift_styles`` unseen styles: same content, new offset.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from storage import StepWriter, StoreLayout, create_phrase_table, create_store, open_group, write_style_table
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def write_waver_store(path: str | os.PathLike, n_videos: int, captions_per_video: int = 3, *,
+                      splits: tuple[int, int, int] | None = None, code_dim: int = 16,
+                      audio_share: float = 0.0, tag_share: float = 0.0, n_phrases: int = 256,
+                      n_tags: int = 8, tag_noise: float = 0.1, no_tags_fraction: float = 0.0,
+                      no_audio_fraction: float = 0.0, n_styles: int = 0, style_rank: int = 4,
+                      style_scale: float = 1.0, style_nuisance: float = 1.0, style_tied: float = 0.0,
+                      n_shift_styles: int = 3,
+                      noise: float = 0.5, caption_noise: float = 0.3, dim: int = 64, audio_dim: int = 32,
+                      n_frames: int = 12, n_audio_tokens: int = 16, n_words: int = 8,
+                      padded_fraction: float = 0.3, misalign: float = 0.5, seed: int = 0,
+                      dataset: str = "planted-waver") -> dict:
+    """Write the store (frames, audio, text, tags, phrase table, style captions).
+
+    Returns the codes and sizes. ``splits`` = train/val/test video counts (default
+    80/10/10 %); ``no_tags_fraction`` of the videos get a failed tags step.
+    """
+    rng = np.random.default_rng(seed)
+    if splits is None:
+        n_test = n_val = max(1, n_videos // 10)
+        splits = (n_videos - n_val - n_test, n_val, n_test)
+    if sum(splits) != n_videos:
+        raise ValueError(f"splits {splits} do not add up to {n_videos} videos")
+    split = np.array(["train"] * splits[0] + ["val"] * splits[1] + ["test"] * splits[2])
+    rng.shuffle(split)
+    cap_video = np.repeat(np.arange(n_videos), captions_per_video)
+    ids = [f"video{i}" for i in range(n_videos)]
+    layout = StoreLayout(n_videos=n_videos, n_captions=cap_video.size, n_frames=n_frames, dim=dim,
+                         n_audio_tokens=n_audio_tokens, audio_dim=audio_dim, n_words=n_words, n_tags=n_tags)
+    create_store(path, dataset=dataset, video_ids=ids, splits=split.tolist(),
+                 caption_text=[f"caption {k} of video {v}" for k, v in enumerate(cap_video)],
+                 caption_video=cap_video, layout=layout, video_paths=[f"videos/all/{i}.mp4" for i in ids])
+
+    n_audio = int(round(audio_share * code_dim))
+    n_tag = int(round(tag_share * code_dim))
+    n_frame = code_dim - n_audio - n_tag
+    if n_frame < 1:
+        raise ValueError("audio_share + tag_share leave no code dimension for the frames")
+    fr, au, tg = slice(0, n_frame), slice(n_frame, n_frame + n_audio), slice(n_frame + n_audio, code_dim)
+    code = rng.standard_normal((n_videos, code_dim)).astype(np.float32)
+    w_text = rng.standard_normal((code_dim, dim)).astype(np.float32) / np.sqrt(code_dim)
+    w_frame = ((1 - misalign) * w_text[fr]
+               + misalign * rng.standard_normal((n_frame, dim)).astype(np.float32) / np.sqrt(code_dim))
+    w_audio = rng.standard_normal((max(1, n_audio), audio_dim)).astype(np.float32) / np.sqrt(code_dim)
+    has_audio = rng.random(n_videos) >= no_audio_fraction
+    # the style subspace; each writer's style; each video's group, whose look matches the
+    # style of the writer who mostly describes that group (``style_tied``)
+    basis = np.linalg.qr(rng.standard_normal((dim, style_rank)))[0].T.astype(np.float32)  # [rank, dim]
+    unit = np.sqrt(dim / style_rank)
+    coef = rng.standard_normal((max(1, n_styles), style_rank)).astype(np.float32)
+    styles = style_scale * unit * coef[:n_styles] @ basis
+    group = rng.integers(0, max(1, n_styles), n_videos)
+    look = style_nuisance * unit * (coef[group] + 0.5 * rng.standard_normal((n_videos, style_rank),
+                                                                            dtype=np.float32)) @ basis
+    caption_style = np.full(cap_video.size, -1)
+    if n_styles:
+        tied = rng.random(cap_video.size) < style_tied
+        caption_style = np.where(tied, group[cap_video], rng.integers(0, n_styles, cap_video.size))
+
+    w = StepWriter(path, "frames")
+    for idx in w.pending_blocks():
+        n = idx.size
+        base = code[idx, fr] @ w_frame + (look[idx] if n_styles else 0)
+        f = base[:, None, :] + noise * rng.standard_normal((n, n_frames, dim), dtype=np.float32) / np.sqrt(code_dim)
+        n_valid = np.where(rng.random(n) < padded_fraction, rng.integers(1, n_frames + 1, n), n_frames)
+        mask = np.arange(n_frames)[None, :] < n_valid[:, None]
+        w.write(idx, {"frame_features": f * mask[..., None], "frame_mask": mask})
+
+    w = StepWriter(path, "audio")
+    for idx in w.pending_blocks():
+        n = idx.size
+        base = code[idx, au] @ w_audio[:n_audio] if n_audio else np.zeros((n, audio_dim), np.float32)
+        a = base[:, None, :] + noise * rng.standard_normal((n, n_audio_tokens, audio_dim), dtype=np.float32) \
+            / np.sqrt(code_dim)
+        a = a / a.std(axis=-1, keepdims=True)  # AST tokens come after a LayerNorm
+        w.write(idx, {"audio_tokens": a * has_audio[idx, None, None], "has_audio": has_audio[idx]})
+
+    # captions: content (all of the code) + noise, then the writer's style offset
+    content = (code[cap_video] + caption_noise * rng.standard_normal((cap_video.size, code_dim), dtype=np.float32)) \
+        @ w_text + noise * rng.standard_normal((cap_video.size, dim), dtype=np.float32) / np.sqrt(code_dim)
+    lengths = rng.integers(2, n_words + 1, cap_video.size)
+    word_mix = rng.random((cap_video.size, n_words)).astype(np.float32)  # how much of the sentence a word holds
+    word_noise = rng.standard_normal((cap_video.size, n_words, dim), dtype=np.float32) * 0.5 / np.sqrt(code_dim)
+
+    def tokens_of(rows: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        emb = content[rows] + offset
+        mask = np.arange(n_words)[None, :] < lengths[rows, None]
+        tok = emb[:, None, :] * word_mix[rows, :, None] + word_noise[rows]
+        tok[np.arange(rows.size), lengths[rows] - 1] = emb  # the EOT token carries the sentence
+        return emb, tok * mask[..., None], mask
+
+    w = StepWriter(path, "text")
+    for idx in w.pending_blocks():
+        offset = styles[caption_style[idx]] if n_styles else np.zeros((idx.size, dim), np.float32)
+        emb, tok, mask = tokens_of(idx, offset)
+        w.write(idx, {"caption_embedding": emb, "caption_tokens": tok, "caption_mask": mask})
+
+    # tags: phrases (frame + tag parts of a code) ranked against each video's frame + tag code
+    seen = np.r_[np.arange(n_frame), np.arange(n_frame + n_audio, code_dim)]
+    phrase_code = np.zeros((n_phrases, code_dim), np.float32)
+    phrase_code[:, seen] = rng.standard_normal((n_phrases, seen.size))
+    phrase_emb = phrase_code @ w_text + tag_noise * rng.standard_normal((n_phrases, dim), dtype=np.float32)
+    create_phrase_table(path, n_phrases)
+    group = open_group(path, mode="r+")
+    group["phrase_embedding"][:] = phrase_emb.astype(np.float16)
+    group["phrase_count"][:] = np.full(n_phrases, 10, dtype=np.int32)
+    group["phrase_text"][:] = np.array([f"doing thing {i}" for i in range(n_phrases)], dtype=str)
+    cos = _unit_rows(code[:, seen]) @ _unit_rows(phrase_code[:, seen]).T
+    top = np.argsort(-cos, axis=1, kind="stable")[:, :n_tags]
+    no_tags = rng.random(n_videos) < no_tags_fraction
+    w = StepWriter(path, "tags")
+    for idx in w.pending_blocks():
+        ok = idx[~no_tags[idx]]
+        errors = {int(i): "planted: no tags for this video" for i in idx[no_tags[idx]]}
+        data = {}
+        if ok.size:
+            ti = np.full((idx.size, n_tags), -1, np.int32)
+            ts = np.zeros((idx.size, n_tags), np.float32)
+            sel = ~no_tags[idx]
+            ti[sel] = top[ok]
+            ts[sel] = np.take_along_axis(cos[ok], top[ok], axis=1)
+            data = {"tag_index": ti, "tag_score": ts}
+        w.write(idx, data=data, errors=errors)
+
+    n_rows = 0
+    if n_shift_styles:
+        eval_videos = np.flatnonzero(split != "train")
+        first = np.searchsorted(cap_video, eval_videos)  # captions are grouped by video
+        source = np.repeat(first, n_shift_styles)
+        which = np.tile(np.arange(n_shift_styles), first.size)
+        if n_styles:  # the caption as the k-th next writer would have written it
+            offset = styles[(caption_style[source] + 1 + which) % n_styles]
+            names = np.array([f"writer+{k + 1}" for k in which])
+        else:  # writers never seen in training
+            offset = style_scale * unit * rng.standard_normal((n_shift_styles, style_rank),
+                                                              dtype=np.float32) @ basis
+            offset, names = offset[which], np.array([f"offset{k}" for k in which])
+        emb, tok, mask = tokens_of(source, offset)
+        write_style_table(path, source, names,
+                             np.array([f"caption {s} in style {n}" for s, n in zip(source, names)]),
+                             emb, tok, mask)
+        n_rows = source.size
+    return {"layout": layout, "code": code, "has_audio": has_audio, "split": split, "no_tags": no_tags,
+            "parts": (n_frame, n_audio, n_tag), "n_style_captions": n_rows}
+
+
+__all__ = ["write_waver_store"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m training.planted_waver STORE``: the planted store of the README's table."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("store")
+    p.add_argument("--videos", type=int, default=600)
+    p.add_argument("--captions", type=int, default=3)
+    p.add_argument("--code-dim", type=int, default=8)
+    p.add_argument("--audio-share", type=float, default=0.375)
+    p.add_argument("--tag-share", type=float, default=0.375)
+    p.add_argument("--noise", type=float, default=1.0)
+    p.add_argument("--styles", type=int, default=4, help="writers (0: no styles)")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    n_test = n_val = a.videos // 8
+    info = write_waver_store(a.store, a.videos, a.captions, splits=(a.videos - 2 * n_test, n_val, n_test),
+                             code_dim=a.code_dim, audio_share=a.audio_share, tag_share=a.tag_share,
+                             noise=a.noise, caption_noise=0.7 * a.noise, n_styles=a.styles,
+                             style_tied=0.9, style_scale=0.6, style_nuisance=0.6, no_audio_fraction=0.1,
+                             no_tags_fraction=0.05, seed=a.seed)
+    print(f"wrote {a.store}: {a.videos} videos, code parts (frames, audio, tags) = {info['parts']}, "
+          f"{info['n_style_captions']} style-shifted captions")
+
+
+if __name__ == "__main__":
+    main()
