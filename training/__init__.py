@@ -71,8 +71,8 @@ CLI (``training.cli``)
     ``vtr ablate --store S --out DIR`` (every head side by side, ``training.ablate``).
 
 Writing style (``training.style``)
-    Deterministic caption rewrites and the style-shift score: text->video R@1 of the
-    store's style-rewritten captions (variables ``style_caption_*``, written by the
-    extraction's style step) against their plain sources, and of each video's other
+    The style-shift score: text->video R@1 of the store's style-rewritten captions
+    (variables ``style_caption_*``, rewritten and encoded by the extraction's style step,
+    ``extractors.style``) against their plain sources, and of each video's other
     captions ("other writers") against its first.
 """

@@ -13,7 +13,8 @@ import typer
 
 REAL_WEIGHTS_HINT = (
     "vtr extract --data-root /path/to/msrvtt --store msrvtt.zarr "
-    "--clip-weights /path/to/ViT-B-32.pt --ast-weights /path/to/audioset_10_10_0.4593.pth")
+    "--clip-weights /path/to/ViT-B-32.pt --ast-weights /path/to/audioset_10_10_0.4593.pth "
+    "&& vtr ablate --store msrvtt.zarr --out ablate")
 
 
 def demo(out: Path = typer.Option(Path("demo"), help="working folder (data, store, runs)"),

@@ -8,7 +8,7 @@ so a query that copies a caption gets exactly that caption's feature.
 Without an index every video (frames done) is scored exactly, streamed in blocks of
 videos so the store need not fit in memory. ``vtr index`` writes a FAISS inner-product
 index over the head's text-independent video vectors (meanpool: the video embedding;
-AVIGATE: the global embedding) to ``RUN/index.faiss`` + ``RUN/index.json``; ``search``
+AVIGATE: the global embedding; WAVER: the token-weighted frame mean) to ``RUN/index.faiss`` + ``RUN/index.json``; ``search``
 with ``--index`` takes its top ``k * 10`` candidates and re-ranks only those exactly with
 the head's similarity.
 """
@@ -94,11 +94,14 @@ def _encode_videos(head, store: str, videos: np.ndarray, audio, device: torch.de
 
 def candidate_vectors(rep) -> torch.Tensor:
     """The part of a representation whose inner product ranks candidates: a tensor as is,
-    a dict's ``global`` entry."""
+    a dict's ``global`` entry (AVIGATE), else its ``pooled`` one (WAVER: the token-weighted
+    mean of the frames or caption tokens; WTI is not an inner product of two vectors, so
+    this only proposes candidates for the exact re-ranking)."""
     if isinstance(rep, torch.Tensor):
         return rep
-    if isinstance(rep, dict) and "global" in rep:
-        return rep["global"]
+    for key in ("global", "pooled"):
+        if isinstance(rep, dict) and key in rep:
+            return rep[key]
     raise SearchError("this head's video representation has no single vector to index "
                       f"(keys: {sorted(rep) if isinstance(rep, dict) else type(rep).__name__})")
 

@@ -8,8 +8,8 @@ from extractors.clip_encoder import create_clip_encoder
 from extractors.engine import encode_captions
 from extractors.store_io import write_text
 from extractors.style import REWRITES, plan_rewrites, rewrite, write_style
-from storage import StoreError, StoreLayout, as_str, create_store, open_group, open_store, read_attrs, \
-    set_provenance
+from storage import StoreError, StoreLayout, as_str, check_store, create_store, open_group, open_store, \
+    read_attrs, set_provenance, store_info
 
 
 def test_rewrites_keep_the_words_and_change_the_writing():
@@ -77,6 +77,8 @@ def test_style_step_writes_the_planned_rewrites_with_the_stores_clip(store, clip
                                ds["caption_embedding"].values[src[casing]], atol=2e-3)
     prov = read_attrs(store)["provenance"]["style"]
     assert prov["styles"] == list(REWRITES) and prov["model"] == read_attrs(store)["provenance"]["text"]["model"]
+    assert store_info(store)["steps"]["style"] == {"done": 2 * len(REWRITES), "missing": 0, "failed": 0}
+    assert check_store(store) == []
     # a re-run finds the same complete table and writes nothing; another plan is refused
     assert write_style(store, clip, progress=False)["written"] == 0
     with pytest.raises(StoreError, match="other style captions"):
@@ -90,6 +92,7 @@ def test_a_table_left_unfinished_by_a_crash_is_filled_again(store, clip):
     g = open_group(store, mode="r+")
     good = np.asarray(g["style_caption_embedding"][:])
     g["style_caption_source"][:] = -1  # the crash came before the rows were marked written
+    assert store_info(store)["steps"]["style"]["missing"] == 4 and check_store(store) == []
     assert write_style(store, clip, styles=("footage", "person"), progress=False)["written"] == 4
     np.testing.assert_array_equal(np.asarray(open_group(store)["style_caption_embedding"][:]), good)
     assert (np.asarray(open_group(store)["style_caption_source"][:]) >= 0).all()

@@ -108,6 +108,24 @@ def test_avigate_index_reranks(sample_store, avigate_run):
         os.utime(head, (st.st_atime, st.st_mtime))
 
 
+def test_waver_index_proposes_and_wti_reranks(sample_store, tmp_path):
+    """WTI scores are no inner product: the index holds the token-weighted frame means and
+    only proposes candidates; the scores returned are the head's exact ones."""
+    from training.trainer import TrainConfig, train
+    from vtr.search import build_index
+    run = str(tmp_path / "waver")
+    train(sample_store, "waver", run, {"n_heads": 4, "temporal_layers": 1, "distill": "kd"},
+          TrainConfig(epochs=1, batch_size=8), progress=False, log=lambda m: None)
+    s = Searcher(sample_store, run)
+    path = build_index(sample_store, run, progress=False)
+    q = "a zoom into a glowing fractal"
+    exact = s.search(q, k=3)
+    fast = s.search(q, k=3, index=path)  # k * 10 candidates cover the whole sample
+    assert [r["id"] for r in fast] == [r["id"] for r in exact]
+    np.testing.assert_allclose([r["score"] for r in fast], [r["score"] for r in exact], rtol=1e-5)
+    assert len(s.candidates(q, path, 2)) == 2
+
+
 def test_empty_query(sample_store, meanpool_run):
     r = runner.invoke(app, ["search", "--store", sample_store, "--run", meanpool_run, "   "])
     assert r.exit_code == 1 and "empty query" in r.output
