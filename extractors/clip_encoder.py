@@ -179,3 +179,19 @@ def create_clip_encoder(config: ClipEncoderConfig | None = None, **kw) -> ClipEn
     """The one way to build a CLIP encoder: ``create_clip_encoder(model="ViT-B-16", weights=...)``."""
     config = replace(config or ClipEncoderConfig(), **kw)
     return ClipEncoder(config)
+
+
+def check_same_clip(path: str, attrs: dict, encoder, group: str, who: str) -> None:
+    """Features compared with the store's ``group`` features must come from the same CLIP
+    (model and weights sha256); a store without a ``group`` record has nothing to match.
+    ``who`` names what is refused in the error ("tags need", "style needs")."""
+    from storage import StoreError
+
+    theirs = attrs.get("provenance", {}).get(group)
+    if not theirs:
+        return
+    mine = encoder.provenance()
+    if (theirs.get("model"), theirs.get("weights_sha256")) != (mine["model"], mine["weights_sha256"]):
+        raise StoreError(f"{path}: {group} features come from {theirs.get('model')} "
+                         f"(sha256 {str(theirs.get('weights_sha256'))[:16]}), the text encoder is "
+                         f"{mine['model']} (sha256 {str(mine['weights_sha256'])[:16]}): {who} the same CLIP")

@@ -103,6 +103,7 @@ def write_style(store_path: str | os.PathLike, encoder, *, splits: Sequence[str]
     """Plan the rewrites of each ``splits`` video's first caption, encode them and write the
     ``style_caption_*`` rows. A store that already holds the same complete rows is left
     alone; a different complete table is refused (``storage.write_style_table``)."""
+    from extractors.clip_encoder import check_same_clip
     from extractors.engine import encode_captions
     from storage import StoreError, as_str, open_group, open_store, read_attrs, set_provenance, write_style_table
 
@@ -122,10 +123,13 @@ def write_style(store_path: str | os.PathLike, encoder, *, splits: Sequence[str]
             return {"rows": int(source.size), "written": 0}
         raise StoreError(f"{path}: the store holds other style captions ({len(old)} rows) than "
                          f"these {source.size}; remove the style_caption_* arrays to write new ones")
-    _check_same_text_model(path, read_attrs(path, storage_options), encoder)
+    attrs = read_attrs(path, storage_options)
+    if "text" not in attrs.get("provenance", {}):
+        raise StoreError(f"{path}: the text step has not run; run `vtr extract --steps text` before style")
+    check_same_clip(path, attrs, encoder, "text", "style needs")
     layout_words = int(ds.sizes["word"])
     emb = np.zeros((source.size, encoder.dim), np.float32)
-    tokens = np.zeros((source.size, layout_words, encoder.dim), np.float32)
+    tokens = np.zeros((source.size, layout_words, encoder.dim), np.float16)  # stored as float16
     mask = np.zeros((source.size, layout_words), bool)
     for r in encode_captions(encoder, text.tolist(), batch_size=batch_size, progress=progress):
         emb[r.index] = r.data["caption_embedding"]
@@ -134,19 +138,5 @@ def write_style(store_path: str | os.PathLike, encoder, *, splits: Sequence[str]
     set_provenance(path, "style", encoder.provenance(styles=list(styles), splits=list(splits), seed=seed,
                                                      rows="first caption of each video x style"),
                    storage_options=storage_options)
-    write_style_table(path, source, style, text, emb, tokens, mask, storage_options=storage_options)
-    return {"rows": int(source.size), "written": int(source.size)}
-
-
-def _check_same_text_model(path: str, attrs: dict, encoder) -> None:
-    """Rewritten captions are compared with the store's own caption features: same CLIP."""
-    from storage import StoreError
-
-    text = attrs.get("provenance", {}).get("text")
-    if not text:
-        raise StoreError(f"{path}: the text step has not run; run `vtr extract --steps text` before style")
-    mine = encoder.provenance()
-    if (text.get("model"), text.get("weights_sha256")) != (mine["model"], mine["weights_sha256"]):
-        raise StoreError(f"{path}: captions were encoded by {text.get('model')} "
-                         f"(sha256 {str(text.get('weights_sha256'))[:16]}), the text encoder is "
-                         f"{mine['model']} (sha256 {str(mine['weights_sha256'])[:16]}): style needs the same CLIP")
+    written = write_style_table(path, source, style, text, emb, tokens, mask, storage_options=storage_options)
+    return {"rows": int(source.size), "written": written}

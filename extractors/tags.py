@@ -150,6 +150,7 @@ def write_tags(store_path: str | os.PathLike, encoder, *, min_count: int = 5, n_
     """The whole tags step on a store: mine train captions, write the phrase table (once),
     rank phrases for every pending video whose frames are done. Videos whose frames failed
     or are missing are recorded as failed tag items (retried on the next run)."""
+    from extractors.clip_encoder import check_same_clip
     from storage import (DONE, StepWriter, StoreError, as_str, create_phrase_table, open_group,
                          open_store, read_attrs, set_provenance)
 
@@ -165,7 +166,7 @@ def write_tags(store_path: str | os.PathLike, encoder, *, min_count: int = 5, n_
                          f"of the {len(train)} training captions (lower --min-count)")
     texts = [p for p, _ in phrases]
     group = open_group(path, mode="r+", storage_options=storage_options)
-    _check_same_clip(path, read_attrs(path, storage_options), encoder)
+    check_same_clip(path, read_attrs(path, storage_options), encoder, "frames", "tags need")
     complete = False
     if "phrase_text" in group:
         old = as_str(group["phrase_text"][:]).tolist()
@@ -213,17 +214,3 @@ def write_tags(store_path: str | os.PathLike, encoder, *, min_count: int = 5, n_
         n_done += int(ok.size)
         n_failed += len(errors)
     return {"phrases": len(texts), "done": n_done, "failed": n_failed}
-
-
-def _check_same_clip(path: str, attrs: dict, encoder) -> None:
-    """Phrase embeddings must live in the frame features' space: same model, same weights."""
-    from storage import StoreError
-
-    frames = attrs.get("provenance", {}).get("frames")
-    if not frames:
-        return
-    mine = encoder.provenance()
-    if (frames.get("model"), frames.get("weights_sha256")) != (mine["model"], mine["weights_sha256"]):
-        raise StoreError(f"{path}: frame features come from {frames.get('model')} "
-                         f"(sha256 {str(frames.get('weights_sha256'))[:16]}), the text encoder is "
-                         f"{mine['model']} (sha256 {str(mine['weights_sha256'])[:16]}): tags need the same CLIP")

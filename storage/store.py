@@ -272,8 +272,9 @@ def create_phrase_table(path: str | os.PathLike, n_phrases: int,
 
 def write_style_table(path: str | os.PathLike, source: np.ndarray, style: np.ndarray, text: np.ndarray,
                       embedding: np.ndarray, tokens: np.ndarray, mask: np.ndarray,
-                      storage_options: dict | None = None) -> None:
-    """Create and fill the style step's rows (``STYLE_VARIABLES``).
+                      storage_options: dict | None = None) -> int:
+    """Create and fill the style step's rows (``STYLE_VARIABLES``); returns how many rows
+    were written.
 
     The source index goes in last: a crash before it leaves rows marked unwritten (-1),
     which a re-run may fill again. Complete rows are never overwritten: a store whose
@@ -286,19 +287,24 @@ def write_style_table(path: str | os.PathLike, source: np.ndarray, style: np.nda
               "style_caption_tokens": np.asarray(tokens).astype(np.float16),
               "style_caption_mask": np.asarray(mask, bool),
               "style_caption_source": np.asarray(source, np.int32)}
-    n = int(values["style_caption_source"].size)
+    new_source = values["style_caption_source"]
+    n = int(new_source.size)
     if "style_caption_source" in group:
-        old = group["style_caption_source"]
-        if old.shape[0] != n or (np.asarray(old[:]) >= 0).any():
-            raise StoreError(f"{path}: the store already holds style captions ({old.shape[0]} rows); "
+        old = np.asarray(group["style_caption_source"][:])
+        if old.size != n or (old[old >= 0] != new_source[old >= 0]).any():
+            raise StoreError(f"{path}: the store already holds style captions ({old.size} rows) other than these; "
                              "remove the style_caption_* arrays to write new ones")
+        todo = np.flatnonzero(old < 0)  # a crash may have left some source chunks unwritten
     else:
         for name, spec in STYLE_VARIABLES.items():
             create_array(group, name, spec, layout, sizes={"style_caption": n})
         consolidate(path, storage_options)
         group = open_group(path, mode="r+", storage_options=storage_options)
-    for name, v in values.items():  # dict order: the source index last
-        group[name][:] = v
+        todo = np.arange(n)
+    if todo.size:
+        for name, v in values.items():  # dict order: the source index last
+            group[name].oindex[todo] = v[todo]
+    return int(todo.size)
 
 
 def as_str(values: Any) -> np.ndarray:

@@ -17,6 +17,28 @@ import numpy as np
 from storage import StepWriter, StoreLayout, create_store
 
 
+def create_planted_manifest(path: str | os.PathLike, rng: np.random.Generator, n_videos: int,
+                            captions_per_video: int, splits: tuple[int, int, int] | None, dataset: str,
+                            **layout) -> tuple[np.ndarray, np.ndarray, StoreLayout]:
+    """Create the store with placeholder ids, paths and captions; ``splits`` (train/val/test
+    video counts, default 80/10/10 %) shuffled across the videos by ``rng``. Returns
+    ``(split, caption_video, layout)``."""
+    if splits is None:
+        n_test = n_val = max(1, n_videos // 10)
+        splits = (n_videos - n_val - n_test, n_val, n_test)
+    if sum(splits) != n_videos:
+        raise ValueError(f"splits {splits} do not add up to {n_videos} videos")
+    split = np.array(["train"] * splits[0] + ["val"] * splits[1] + ["test"] * splits[2])
+    rng.shuffle(split)
+    cap_video = np.repeat(np.arange(n_videos), captions_per_video)
+    ids = [f"video{i}" for i in range(n_videos)]
+    lay = StoreLayout(n_videos=n_videos, n_captions=cap_video.size, **layout)
+    create_store(path, dataset=dataset, video_ids=ids, splits=split.tolist(),
+                 caption_text=[f"caption {k} of video {v}" for k, v in enumerate(cap_video)],
+                 caption_video=cap_video, layout=lay, video_paths=[f"videos/all/{i}.mp4" for i in ids])
+    return split, cap_video, lay
+
+
 def write_planted_store(path: str | os.PathLike, n_videos: int, captions_per_video: int = 2, *,
                         splits: tuple[int, int, int] | None = None, code_dim: int = 16,
                         audio_share: float = 0.0, no_audio_fraction: float = 0.0,
@@ -27,21 +49,9 @@ def write_planted_store(path: str | os.PathLike, n_videos: int, captions_per_vid
     """Write the store; returns the codes and sizes (``splits`` = train/val/test video
     counts, default 80/10/10 %). Videos are shuffled across splits in store order."""
     rng = np.random.default_rng(seed)
-    if splits is None:
-        n_test = n_val = max(1, n_videos // 10)
-        splits = (n_videos - n_val - n_test, n_val, n_test)
-    if sum(splits) != n_videos:
-        raise ValueError(f"splits {splits} do not add up to {n_videos} videos")
-    split = np.array(["train"] * splits[0] + ["val"] * splits[1] + ["test"] * splits[2])
-    rng.shuffle(split)
-    cap_video = np.repeat(np.arange(n_videos), captions_per_video)
-    ids = [f"video{i}" for i in range(n_videos)]
-    layout = StoreLayout(n_videos=n_videos, n_captions=cap_video.size, n_frames=n_frames, dim=dim,
-                         n_audio_tokens=n_audio_tokens, audio_dim=audio_dim, n_words=n_words)
-    create_store(path, dataset=dataset, video_ids=ids, splits=split.tolist(),
-                 caption_text=[f"caption {k} of video {v}" for k, v in enumerate(cap_video)],
-                 caption_video=cap_video, layout=layout,
-                 video_paths=[f"videos/all/{i}.mp4" for i in ids])
+    split, cap_video, layout = create_planted_manifest(
+        path, rng, n_videos, captions_per_video, splits, dataset, n_frames=n_frames, dim=dim,
+        n_audio_tokens=n_audio_tokens, audio_dim=audio_dim, n_words=n_words)
 
     n_audio_code = int(round(audio_share * code_dim))
     n_frame_code = code_dim - n_audio_code

@@ -26,7 +26,8 @@ import os
 
 import numpy as np
 
-from storage import StepWriter, StoreLayout, create_phrase_table, create_store, open_group, write_style_table
+from storage import StepWriter, create_phrase_table, open_group, write_style_table
+from training.planted import create_planted_manifest
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:
@@ -50,27 +51,16 @@ def write_waver_store(path: str | os.PathLike, n_videos: int, captions_per_video
     80/10/10 %); ``no_tags_fraction`` of the videos get a failed tags step.
     """
     rng = np.random.default_rng(seed)
-    if splits is None:
-        n_test = n_val = max(1, n_videos // 10)
-        splits = (n_videos - n_val - n_test, n_val, n_test)
-    if sum(splits) != n_videos:
-        raise ValueError(f"splits {splits} do not add up to {n_videos} videos")
-    split = np.array(["train"] * splits[0] + ["val"] * splits[1] + ["test"] * splits[2])
-    rng.shuffle(split)
-    cap_video = np.repeat(np.arange(n_videos), captions_per_video)
-    ids = [f"video{i}" for i in range(n_videos)]
-    layout = StoreLayout(n_videos=n_videos, n_captions=cap_video.size, n_frames=n_frames, dim=dim,
-                         n_audio_tokens=n_audio_tokens, audio_dim=audio_dim, n_words=n_words, n_tags=n_tags)
-    create_store(path, dataset=dataset, video_ids=ids, splits=split.tolist(),
-                 caption_text=[f"caption {k} of video {v}" for k, v in enumerate(cap_video)],
-                 caption_video=cap_video, layout=layout, video_paths=[f"videos/all/{i}.mp4" for i in ids])
+    split, cap_video, layout = create_planted_manifest(
+        path, rng, n_videos, captions_per_video, splits, dataset, n_frames=n_frames, dim=dim,
+        n_audio_tokens=n_audio_tokens, audio_dim=audio_dim, n_words=n_words, n_tags=n_tags)
 
     n_audio = int(round(audio_share * code_dim))
     n_tag = int(round(tag_share * code_dim))
     n_frame = code_dim - n_audio - n_tag
     if n_frame < 1:
         raise ValueError("audio_share + tag_share leave no code dimension for the frames")
-    fr, au, tg = slice(0, n_frame), slice(n_frame, n_frame + n_audio), slice(n_frame + n_audio, code_dim)
+    fr, au = slice(0, n_frame), slice(n_frame, n_frame + n_audio)  # the tag part is the rest
     code = rng.standard_normal((n_videos, code_dim)).astype(np.float32)
     w_text = rng.standard_normal((code_dim, dim)).astype(np.float32) / np.sqrt(code_dim)
     w_frame = ((1 - misalign) * w_text[fr]

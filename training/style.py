@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from storage import STYLE_VARIABLES, StoreError, as_str, open_store
+from training.metrics import rank_metrics, ranks_text_to_video
 
 MISSING_HINT = "run `vtr extract --steps style` first"
 
@@ -53,7 +54,6 @@ def style_report(head, store: str, data, audio, device, batch_size: int = 256, a
     with its other captions: ``{"first", "others", "gap"}``.
     """
     from training.data import load_arrays
-    from training.metrics import rank_metrics, ranks_text_to_video
     from training.trainer import similarity_matrix
 
     arrays = load_arrays(store, data, head.text_fields + head.video_fields, audio)
@@ -79,12 +79,7 @@ def style_report(head, store: str, data, audio, device, batch_size: int = 256, a
         report["styles"][s] = m
         report["gap"][s] = base["R1"] - m["R1"]
     report["mean_gap"] = float(np.mean(list(report["gap"].values())))
-    first = data.first_captions()
-    others = np.setdiff1d(np.arange(n_plain), first)
-    report["writers"] = None
-    if others.size:
-        f_m, o_m = rank_metrics(plain_ranks[first]), rank_metrics(plain_ranks[others])
-        report["writers"] = {"first": f_m, "others": o_m, "gap": f_m["R1"] - o_m["R1"]}
+    report["writers"] = _writers(plain_ranks, data)
     report["n_style_captions"] = int(style_ranks.size)
     return report
 
@@ -92,15 +87,19 @@ def style_report(head, store: str, data, audio, device, batch_size: int = 256, a
 def writers_report(head, store: str, data, audio, device, batch_size: int = 256, amp: bool = True) -> dict | None:
     """The "other writers" view alone (needs no style step): first caption vs the others."""
     from training.data import load_arrays
-    from training.metrics import rank_metrics, ranks_text_to_video
     from training.trainer import similarity_matrix
 
     arrays = load_arrays(store, data, head.text_fields + head.video_fields, audio)
+    sim = similarity_matrix(head, arrays, device, batch_size, amp=amp)
+    return _writers(ranks_text_to_video(sim, data.caption_video), data)
+
+
+def _writers(ranks: np.ndarray, data) -> dict | None:
+    """Each video's first caption (the single-caption query) against its other captions."""
     first = data.first_captions()
     others = np.setdiff1d(np.arange(data.n_captions), first)
     if not others.size:
         return None
-    ranks = ranks_text_to_video(similarity_matrix(head, arrays, device, batch_size, amp=amp), data.caption_video)
     f_m, o_m = rank_metrics(ranks[first]), rank_metrics(ranks[others])
     return {"first": f_m, "others": o_m, "gap": f_m["R1"] - o_m["R1"]}
 
@@ -124,12 +123,8 @@ def format_style_report(report: dict, title: str = "") -> str:
 def evaluate_style_shift(store: str, run: str, split: str = "test", device: str = "auto",
                          progress: bool = True) -> dict:
     """``style_report`` of a run's best head on one split of the store it was trained on."""
-    from training.trainer import TrainConfig, audio_for, check_same_store, load_run, resolve_device
     from training.data import select_split
+    from training.trainer import prepare_eval
 
-    dev = resolve_device(device)
-    head, cfg = load_run(run, dev)
-    check_same_store(run, cfg, store)
-    tc = TrainConfig(**cfg["train"])
-    audio = audio_for(head.text_fields + head.video_fields, store, run, tc.audio_tokens, progress)
+    head, _, tc, audio, dev = prepare_eval(store, run, device, progress)
     return style_report(head, store, select_split(store, split), audio, dev, tc.eval_batch_size, tc.amp)

@@ -355,18 +355,25 @@ def train(store: str, head_name: str, out: str, head_overrides: dict | None = No
     return result
 
 
-def evaluate_run(store: str, run: str, split: str = "test", device: str = "auto",
-                 progress: bool = True) -> dict:
-    """Metrics of a run's best head on one split of ``store`` (the store it was trained on)."""
+def prepare_eval(store: str, run: str, device: str = "auto", progress: bool = True):
+    """A run's best head ready to score ``store``, which must be the store it was trained
+    on: ``(head, saved config, TrainConfig, pooled audio or None, device)``."""
     dev = resolve_device(device)
     head, cfg = load_run(run, dev)
     check_same_store(run, cfg, store)
     tc = TrainConfig(**cfg["train"])
     audio = audio_for(head.text_fields + head.video_fields, store, run, tc.audio_tokens, progress)
+    return head, cfg, tc, audio, dev
+
+
+def evaluate_run(store: str, run: str, split: str = "test", device: str = "auto",
+                 progress: bool = True) -> dict:
+    """Metrics of a run's best head on one split of ``store`` (the store it was trained on)."""
+    head, cfg, tc, audio, dev = prepare_eval(store, run, device, progress)
     report = evaluate_split(head, store, select_split(store, split), audio, dev, tc.eval_batch_size, tc.amp)
     report.update({"run": run, "head": cfg["head"], "store": store})
     return report
 
 
-__all__ = ["RunError", "TrainConfig", "evaluate_run", "evaluate_split", "load_run",
+__all__ = ["RunError", "TrainConfig", "evaluate_run", "evaluate_split", "load_run", "prepare_eval",
            "similarity_matrix", "train"]

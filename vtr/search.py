@@ -22,7 +22,7 @@ import torch
 
 from storage import DONE, as_str, open_group, read_attrs
 from training.data import SplitData, load_arrays, store_identity
-from training.trainer import RunError, TrainConfig, _rows, audio_for, check_same_store, load_run, resolve_device
+from training.trainer import RunError, TrainConfig, audio_for, check_same_store, load_run, resolve_device
 
 BLOCK = 1024  # videos loaded and encoded at a time
 RERANK_FACTOR = 10

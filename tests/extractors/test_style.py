@@ -96,6 +96,16 @@ def test_a_table_left_unfinished_by_a_crash_is_filled_again(store, clip):
     assert write_style(store, clip, styles=("footage", "person"), progress=False)["written"] == 4
     np.testing.assert_array_equal(np.asarray(open_group(store)["style_caption_embedding"][:]), good)
     assert (np.asarray(open_group(store)["style_caption_source"][:]) >= 0).all()
+    # a crash between two source chunks: only the unwritten rows are filled, written ones kept
+    g = open_group(store, mode="r+")
+    src = np.asarray(g["style_caption_source"][:])
+    g["style_caption_source"][2:] = -1
+    g["style_caption_embedding"][:2] = 0  # stand-in for "written before the crash"
+    assert write_style(store, clip, styles=("footage", "person"), progress=False)["written"] == 2
+    g = open_group(store)
+    np.testing.assert_array_equal(np.asarray(g["style_caption_source"][:]), src)
+    assert (np.asarray(g["style_caption_embedding"][:2]) == 0).all()
+    np.testing.assert_array_equal(np.asarray(g["style_caption_embedding"][2:]), good[2:])
 
 
 def test_style_needs_the_text_steps_clip(tmp_path, store, clip):

@@ -117,14 +117,13 @@ class FusionLayer(nn.Module):
         return h + self.mlp(self.ln2(h)), g_mha, g_ffn
 
 
-@register_head("avigate")
-class AvigateHead(Head):
-    Config = AvigateConfig
-    video_fields = ("frames", "frame_mask", "audio", "has_audio")
+class AudioGatedFusion:
+    """AVIGATE's video side as a mixin of a ``Head``: audio tokens projected and summarised
+    by the query resampler, then the gated fusion transformer mixes them into the frames
+    (shared by ``avigate`` and ``avigate+waver``; the parameters keep the names
+    ``audio_proj``, ``queries``, ``resampler``, ``frame_embedding``, ``fusion.N.gate_*``)."""
 
-    def __init__(self, config: AvigateConfig):
-        super().__init__(config)
-        c = config
+    def build_audio_fusion(self, c: AvigateConfig) -> None:
         self.audio_proj = nn.Linear(c.audio_dim, c.dim)
         nn.init.normal_(self.audio_proj.weight, std=c.audio_dim ** -0.5)
         nn.init.zeros_(self.audio_proj.bias)
@@ -134,17 +133,53 @@ class AvigateHead(Head):
         self.resampler = nn.ModuleList(ResamplerLayer(c) for _ in range(c.resampler_layers))
         self.frame_embedding = nn.Parameter(torch.randn(c.max_frames, c.dim) * 0.01)
         self.fusion = nn.ModuleList(FusionLayer(c) for _ in range(c.fusion_layers))
-        self.register_buffer("log_scale", torch.tensor(math.log(c.logit_scale)))
+        self.fusion_config = c
         self._gates: dict[str, float] = {}
 
-    # --- video side -------------------------------------------------------------------
-    def encode_audio(self, audio: torch.Tensor, has: torch.Tensor) -> torch.Tensor:
-        a = self.audio_proj(audio)
+    def audio_gated_frames(self, frames: torch.Tensor, mask: torch.Tensor, audio: torch.Tensor,
+                           has_audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mix * fused + (1 - mix) * f0, f0)`` with ``f0`` = frames + position. Silent
+        videos are masked out of the audio attention unless ``audio_zero_fill`` (the release)."""
+        f0 = frames + self.frame_embedding[:frames.shape[1]]
+        has = has_audio.to(frames.dtype)
+        if self.fusion_config.audio_zero_fill:
+            has = torch.ones_like(has)
+        a = self.audio_proj(audio.to(frames.dtype))
         q = (self.queries + self.query_embedding).unsqueeze(0).expand(a.shape[0], -1, -1)
         for layer in self.resampler:
             q = layer(q, a, has)
-        return q
+        a_summary = q.mean(dim=1) * has[:, None]
+        f, g_mha, g_ffn = f0, [], []
+        for layer in self.fusion:
+            f, gm, gf = layer(f, mask, q, a_summary, has)
+            g_mha.append(gm.detach())
+            g_ffn.append(gf.detach())
+        if g_mha:
+            self._gates = {"gate_mha_abs": float(torch.cat(g_mha).abs().mean()),
+                           "gate_ffn_abs": float(torch.cat(g_ffn).abs().mean())}
+        mix = self.fusion_config.mix
+        return mix * f + (1 - mix) * f0, f0
 
+    def with_query_group(self, groups: list[dict], lr: float) -> list[dict]:
+        """The resampler queries in their own group: higher lr, no weight decay (AVIGATE)."""
+        for g in groups:
+            g["params"] = [p for p in g["params"] if p is not self.queries]
+        groups.append({"params": [self.queries], "lr": lr * self.fusion_config.query_lr_scale,
+                       "weight_decay": 0.0, "group": "queries"})
+        return [g for g in groups if g["params"]]
+
+
+@register_head("avigate")
+class AvigateHead(AudioGatedFusion, Head):
+    Config = AvigateConfig
+    video_fields = ("frames", "frame_mask", "audio", "has_audio")
+
+    def __init__(self, config: AvigateConfig):
+        super().__init__(config)
+        self.build_audio_fusion(config)
+        self.register_buffer("log_scale", torch.tensor(math.log(config.logit_scale)))
+
+    # --- video side -------------------------------------------------------------------
     def encode_video(self, batch):
         frames, mask = batch["frames"], batch["frame_mask"].bool()
         # a video with no valid frame (never a done one) keeps slot 0 so softmaxes stay finite
@@ -153,22 +188,7 @@ class AvigateHead(Head):
         n = frames.shape[1]
         if n > self.config.max_frames:
             raise ValueError(f"{n} frames per video, the head was built for {self.config.max_frames}")
-        f0 = frames + self.frame_embedding[:n]
-        has = batch["has_audio"].to(frames.dtype)
-        if self.config.audio_zero_fill:
-            has = torch.ones_like(has)
-        a = self.encode_audio(batch["audio"].to(frames.dtype), has)
-        a_summary = a.mean(dim=1) * has[:, None]
-        f = f0
-        g_mha, g_ffn = [], []
-        for layer in self.fusion:
-            f, gm, gf = layer(f, mask, a, a_summary, has)
-            g_mha.append(gm.detach())
-            g_ffn.append(gf.detach())
-        if g_mha:
-            self._gates = {"gate_mha_abs": float(torch.cat(g_mha).abs().mean()),
-                           "gate_ffn_abs": float(torch.cat(g_ffn).abs().mean())}
-        v = self.config.mix * f + (1 - self.config.mix) * f0
+        v, f0 = self.audio_gated_frames(frames, mask, batch["audio"], batch["has_audio"])
         v_hat = F.normalize(v, dim=-1)
         return {
             "frames": v_hat,
@@ -198,12 +218,7 @@ class AvigateHead(Head):
         return adaptive_margin_loss(sim, m, float(self.log_scale.exp()))
 
     def param_groups(self, lr, weight_decay):
-        groups = super().param_groups(lr, weight_decay)
-        for g in groups:
-            g["params"] = [p for p in g["params"] if p is not self.queries]
-        groups.append({"params": [self.queries], "lr": lr * self.config.query_lr_scale,
-                       "weight_decay": 0.0, "group": "queries"})
-        return [g for g in groups if g["params"]]
+        return self.with_query_group(super().param_groups(lr, weight_decay), lr)
 
     def extra_metrics(self):
         return dict(self._gates)

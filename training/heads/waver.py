@@ -196,7 +196,7 @@ class WaverBase(Head):
         self.loss_fields = ("text",) + tag_fields if c.distill == "kd" else ()
         self.injection = TagInjection(d, c.n_heads, c.dropout) if c.distill == "injection" else None
         if c.temporal_layers:
-            self.frame_embedding = nn.Parameter(torch.randn(c.max_frames, d) * 0.01)
+            self.temporal_embedding = nn.Parameter(torch.randn(c.max_frames, d) * 0.01)
         self.temporal = nn.ModuleList(TemporalLayer(d, c.n_heads, c.mlp_ratio) for _ in range(c.temporal_layers))
         self.text_adapter = nn.Linear(d, d, bias=False) if c.text_adapter else nn.Identity()
         if c.text_adapter:
@@ -226,7 +226,7 @@ class WaverBase(Head):
             k = self.config.tag_k
             f = self.injection(f, batch["tags"][:, :k].to(f.dtype), batch["tag_mask"][:, :k].bool())
         if self.temporal:
-            x = f + self.frame_embedding[:n]
+            x = f + self.temporal_embedding[:n]
             for layer in self.temporal:
                 x = layer(x, mask)
             f = x + f  # seqTransf's skip: transformer(X) + F'
