@@ -1,7 +1,6 @@
 """Extractor commands: `vtr sample-data`, and the `media` and `encode` groups."""
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import typer
@@ -21,13 +20,3 @@ def sample_data(out: Path = typer.Argument(..., help="folder to write the datase
     typer.echo(f"wrote {n_videos} videos and MSR-VTT annotations under {out}")
 
 
-def register(root: typer.Typer) -> None:
-    root.command("sample-data")(sample_data)
-    for name in ("extractors.media_cli", "extractors.encode_cli"):
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name:
-                raise
-            continue
-        mod.register(root)

@@ -35,6 +35,12 @@ class StoreLayout:
     dim: int = 512
     n_audio_tokens: int = 1214
     audio_dim: int = 768
+    # how the audio encoder laid out its tokens: special tokens first, then a
+    # frequency x time grid of patches (the AST's 2 + 12 x 101); training reads these
+    # rather than knowing the encoder
+    audio_special_tokens: int = 2
+    audio_freq_patches: int = 12
+    audio_time_patches: int = 101
     n_words: int = 32
     n_tags: int = 30
     video_chunk: int = 256

@@ -1,6 +1,7 @@
-"""The `vtr` command: each package registers its own sub-commands here."""
+"""The `vtr` command: one Typer app; every command group lives in ``vtr/commands/``."""
 from __future__ import annotations
 
+import importlib
 import os
 
 import typer
@@ -12,23 +13,12 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 app = typer.Typer(help="vtr: feature cache and fast heads for audio-visual text-video retrieval.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 
+# One module per command group; each defines ``register(app)``. A missing module is a bug,
+# so nothing here swallows an ImportError.
+COMMAND_MODULES = ("store", "sample_data", "media", "encode", "extract", "train", "demo", "search")
 
-def _register() -> None:
-    import extractors.cli
-    import storage.cli
-    for mod in (storage.cli, extractors.cli):
-        mod.register(app)
-    for name in ("flows.cli", "training.cli", "vtr.demo", "vtr.search"):
-        try:
-            mod = __import__(name, fromlist=["register"])
-        except ModuleNotFoundError as e:
-            if e.name != name:
-                raise
-            continue
-        mod.register(app)
-
-
-_register()
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"vtr.commands.{_name}").register(app)
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""The `vtr` command groups, one module each (registered by vtr/cli.py)."""

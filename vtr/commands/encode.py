@@ -1,0 +1,2 @@
+"""`vtr encode ...` (moving here from extractors/encode_cli.py)."""
+from extractors.encode_cli import register  # noqa: F401
