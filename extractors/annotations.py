@@ -21,9 +21,11 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+=@ -]*$")
 
 
 def validate_video_id(vid: str, where: str) -> str:
-    """Ids become file names: only plain names pass (no path parts, no leading '-')."""
+    """Ids become file names: only plain names pass (nothing that could leave the data root).
+    A leading '-' is accepted, as real YouTube ids (MSVD, ActivityNet, VATEX) have one:
+    subprocesses get full paths, so such a name is never read as an option."""
     if not isinstance(vid, str) or not vid or vid in (".", "..") or "/" in vid or "\\" in vid \
-            or "\x00" in vid or ".." in vid or vid.startswith("-") or not _SAFE_ID.match(vid):
+            or "\x00" in vid or ".." in vid or not _SAFE_ID.match(vid[1:] if vid[0] == "-" else vid):
         raise AnnotationError(f"{where}: video id {vid!r} is not a plain name (rejected)")
     return vid
 

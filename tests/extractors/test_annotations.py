@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from extractors.annotations import AnnotationError, read_manifest_file, read_msrvtt
+from extractors.annotations import AnnotationError, read_manifest_file, read_msrvtt, validate_video_id
 
 
 def _write_root(root, *, coco=False, n=30, test_ids=range(25, 30), extra_videos=()):
@@ -60,12 +60,17 @@ def test_train_7k_list(tmp_path):
         read_msrvtt(tmp_path / "r", train_list="8k")
 
 
-@pytest.mark.parametrize("bad", ["../etc/passwd", "-rf", "a/b", "..", "x\x00y"])
+@pytest.mark.parametrize("bad", ["../etc/passwd", "a/b", "a\\b", "..", "x\x00y", "", "-", "--rf", "-../x"])
 def test_unsafe_ids_rejected(tmp_path, bad):
     root = _write_root(tmp_path / "r", extra_videos=[{"video_id": bad, "url": "", "start time": 0,
                                                        "end time": 1}])
     with pytest.raises(AnnotationError, match=r"MSRVTT_data.json: videos\[30\]: field 'video_id'.*rejected"):
         read_msrvtt(root)
+
+
+@pytest.mark.parametrize("vid", ["-4wsuPCjDBc_5_15", "-9zYxWvUtSr", "-rf", "Ab3dEf9hIjK_000012_000022"])
+def test_youtube_ids_with_a_leading_dash_accepted(vid):
+    assert validate_video_id(vid, "here") == vid
 
 
 def test_unsafe_id_in_csv_names_line(tmp_path):
