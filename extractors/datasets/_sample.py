@@ -1,0 +1,60 @@
+"""Tiny clips and captions for the per-dataset sample writers, made with the MSR-VTT
+sample's ffmpeg scenes so captions and videos share content words."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from extractors.sample_data import SCENES, SOUNDS, TEMPLATES, _make_video
+
+# Small and short: the samples exist so tests and demos run in seconds on 2 cores.
+_SIZES = [(64, 48), (48, 64), (80, 48)]
+
+
+@dataclass(frozen=True)
+class Clip:
+    scene: str                  # what the captions call the picture
+    sound: tuple[str, str] | None   # (short, phrase) when the clip has an audio track
+
+    def captions(self, k: int, offset: int = 0) -> list[str]:
+        snd, phrase = self.sound or ("in silence", "nothing can be heard")
+        return [TEMPLATES[(offset + j) % len(TEMPLATES)].format(scene=self.scene, sound=snd, sound_phrase=phrase)
+                for j in range(k)]
+
+
+def make_clip(path: Path, rng: np.random.Generator, *, audio: bool, seconds: float = 2.0) -> Clip:
+    """One clip at ``path`` (container from its extension), written under a temporary name
+    first; an existing file is kept, so a rerun only adds what is missing."""
+    source, scene = SCENES[int(rng.integers(len(SCENES)))]
+    w, h = _SIZES[int(rng.integers(len(_SIZES)))]
+    kind, short, phrase = SOUNDS[int(rng.integers(len(SOUNDS)))]
+    freq = float(rng.integers(200, 2000))
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+        _make_video(tmp, source, w, h, "10", seconds, (kind, freq) if audio else None)
+        os.replace(tmp, path)
+    return Clip(scene, (short, phrase) if audio else None)
+
+
+def youtube_like_ids(n: int, rng: np.random.Generator) -> list[str]:
+    """11-character ids; the first starts with '-' and the second holds a '_', as real
+    YouTube ids can."""
+    alphabet = np.array(list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"))
+    ids = ["".join(rng.choice(alphabet, size=11)) for _ in range(n)]
+    ids[0] = "-" + ids[0][1:]
+    if n > 1:
+        ids[1] = ids[1][:4] + "_" + ids[1][5:]
+    return ids
+
+
+def write_json(path: Path, obj: object) -> None:
+    path.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
+
+
+def write_lines(path: Path, lines: list[str]) -> None:
+    path.write_text("".join(f"{x}\n" for x in lines), encoding="utf-8")

@@ -1,0 +1,106 @@
+"""ActivityNet Captions as CLIP4Clip reads it: ``train.json`` / ``val_1.json`` keyed by
+``v_`` + YouTube id, ``train_ids.json`` / ``val_ids.json`` listing those keys; one paragraph
+per video; files named ``<id without v_>.<ext>``."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from extractors.annotations import AnnotationError, Manifest, _read_json, validate_video_id
+from extractors.datasets._common import (N_VAL, VIDEO_DIR, YOUTUBE_URL, annotation_file, build_manifest,
+                                         data_root, disjoint_splits, hold_out, locate_videos, non_empty_text,
+                                         youtube_source)
+from extractors.datasets._sample import make_clip, write_json, youtube_like_ids
+from extractors.datasets.registry import register_dataset
+
+# split: (ids file, annotation file). No test split is public: val_1 is the evaluated one.
+FILES = {"train": ("train_ids.json", "train.json"), "test": ("val_ids.json", "val_1.json")}
+PREFIX = "v_"
+
+
+def paragraph(sentences: list[str]) -> str:
+    """The release's paragraph: sentences joined by one space, their own leading spaces kept."""
+    return " ".join(sentences)
+
+
+def write_sample(out: str | os.PathLike, *, seed: int = 0) -> Path:
+    """5 train and 3 val_1 videos of 3 s, 2 or 3 sentences each (later ones start with a
+    space, as in the release); every third video is silent."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    keys, data = [], {}
+    for k, yt in enumerate(youtube_like_ids(8, rng)):
+        clip = make_clip(out / VIDEO_DIR / f"{yt}.mp4", rng, audio=k % 3 != 0, seconds=3.0)
+        n = 2 + k % 2
+        sentences = [s.capitalize() + "." if j == 0 else " " + s.capitalize() + "."
+                     for j, s in enumerate(clip.captions(n, offset=k))]
+        data[PREFIX + yt] = {"duration": 3.0, "timestamps": [[round(3.0 * j / n, 2), round(3.0 * (j + 1) / n, 2)]
+                                                             for j in range(n)],
+                             "sentences": sentences}
+        keys.append(PREFIX + yt)
+    for split, part in (("train", keys[:5]), ("test", keys[5:])):
+        ids_file, ann_file = FILES[split]
+        write_json(out / ids_file, part)
+        write_json(out / ann_file, {key: data[key] for key in part})
+    return out
+
+
+def _read_keys(path: Path) -> list[str]:
+    keys = _read_json(path)
+    if not isinstance(keys, list):
+        raise AnnotationError(f"{path}: top level is not a list of video keys")
+    seen: dict[str, int] = {}
+    for k, key in enumerate(keys):
+        if not isinstance(key, str) or not key.startswith(PREFIX):
+            raise AnnotationError(f"{path}: item [{k}] {key!r} is not a key starting with {PREFIX!r}")
+        validate_video_id(key[len(PREFIX):], f"{path}: item [{k}]")
+        if key in seen:
+            raise AnnotationError(f"{path}: item [{k}] {key!r} already listed as item [{seen[key]}]")
+        seen[key] = k
+    return keys
+
+
+def _read_paragraphs(path: Path, keys: list[str], ids_path: Path) -> dict[str, list[str]]:
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise AnnotationError(f"{path}: top level is not an object keyed by video")
+    out = {}
+    for k, key in enumerate(keys):
+        entry = data.get(key)
+        if not isinstance(entry, dict):
+            raise AnnotationError(f"{ids_path}: item [{k}] {key!r} has no annotation in {path.name}")
+        sentences = entry.get("sentences")
+        if not isinstance(sentences, list) or not sentences:
+            raise AnnotationError(f"{path}: {key!r}: field 'sentences' is not a non-empty list")
+        for j, s in enumerate(sentences):
+            non_empty_text(s, f"{path}: {key!r}: field 'sentences'[{j}]")
+        out[key[len(PREFIX):]] = [paragraph(sentences)]
+    return out
+
+
+@register_dataset("activitynet", title="ActivityNet Captions", write_sample=write_sample, protocol="paragraph",
+                  audio="youtube", evaluated="val_1.json", n_frames=64, n_words=64)
+def read_activitynet(root: str | os.PathLike, *, n_val: int = N_VAL, seed: int = 0,
+                     video_dir: str = VIDEO_DIR, youtube_url: str = YOUTUBE_URL) -> Manifest:
+    """One paragraph per video; val_1 becomes the test split and ``n_val`` training videos
+    (seeded) are held out for validation. Video ids drop the ``v_``, as file names do:
+    ``v_<id>.mp4`` copies are not found. The crawl fetches the whole video's audio."""
+    root = data_root(root)
+    paths = {split: (annotation_file(root, ids_name, "ActivityNet Captions"),
+                     annotation_file(root, ann_name, "ActivityNet Captions"))
+             for split, (ids_name, ann_name) in FILES.items()}
+    captions, lists = {}, {}
+    for split, (ids_path, ann_path) in paths.items():
+        keys = _read_keys(ids_path)
+        captions.update(_read_paragraphs(ann_path, keys, ids_path))
+        lists[split] = (ids_path, [key[len(PREFIX):] for key in keys])
+    split = disjoint_splits(lists)
+    for vid in hold_out(lists["train"][1], n_val, seed):
+        split[vid] = "val"
+    ids = list(split)
+    return build_manifest("activitynet", root, ids, split,
+                          locate_videos(root, ids, expected=lambda v: f"{video_dir}/{v}.mp4", video_dir=video_dir),
+                          captions, [youtube_source(v, youtube_url, windowed=False) for v in ids])

@@ -1,0 +1,81 @@
+"""DiDeMo as CLIP4Clip reads it: ``{train,val,test}_data.json`` (moments: description,
+Flickr file name, annotators' times) and ``{train,val,test}_list.txt``; one paragraph per
+video; the id is the whole file name, extension included."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from extractors.annotations import AnnotationError, Manifest, _read_json, validate_video_id
+from extractors.datasets._common import (VIDEO_DIR, annotation_file, build_manifest, data_root, disjoint_splits,
+                                         locate_videos, non_empty_text, read_split_lists)
+from extractors.datasets._sample import make_clip, write_json, write_lines
+from extractors.datasets.registry import register_dataset
+
+SPLITS = ("train", "val", "test")
+# Flickr keeps each upload's own container; the sample uses several, as the release does.
+_SAMPLE_EXTS = (".mov", ".mp4", ".avi", ".m4v")
+
+
+def write_sample(out: str | os.PathLike, *, seed: int = 0) -> Path:
+    """4 train, 2 val and 2 test videos of 3 s with 2 or 3 moments each; Flickr-style names
+    with their original extensions; half the videos carry audio. ``dl_link`` is empty (the
+    sample points nowhere off the machine)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    moments, names = {s: [] for s in SPLITS}, {s: [] for s in SPLITS}
+    for k, split in enumerate(["train"] * 4 + ["val"] * 2 + ["test"] * 2):
+        name = (f"{int(rng.integers(10**7, 10**8))}@N0{k % 9}_{int(rng.integers(10**9, 10**10))}_"
+                f"{rng.bytes(4).hex()}{_SAMPLE_EXTS[k % len(_SAMPLE_EXTS)]}")
+        clip = make_clip(out / VIDEO_DIR / name, rng, audio=k % 2 == 0, seconds=3.0)
+        for j, text in enumerate(clip.captions(2 + k % 2, offset=k)):
+            moments[split].append({"annotation_id": 100 * k + j, "description": text, "video": name,
+                                   "times": [[j, j], [j, j + 1], [j, j], [max(0, j - 1), j]],
+                                   "dl_link": "", "num_segments": 6})
+        names[split].append(name)
+    for split in SPLITS:
+        write_json(out / f"{split}_data.json", moments[split])
+        write_lines(out / f"{split}_list.txt", names[split])
+    return out
+
+
+def _descriptions(path: Path) -> dict[str, list[str]]:
+    """Each video's descriptions in file order."""
+    data = _read_json(path)
+    if not isinstance(data, list):
+        raise AnnotationError(f"{path}: top level is not a list of moments")
+    out: dict[str, list[str]] = {}
+    for k, m in enumerate(data):
+        where = f"{path}: item [{k}]"
+        if not isinstance(m, dict):
+            raise AnnotationError(f"{where}: not an object")
+        for key in ("video", "description"):
+            non_empty_text(m.get(key), f"{where}: field {key!r}")
+        out.setdefault(validate_video_id(m["video"], f"{where}: field 'video'"), []).append(m["description"])
+    return out
+
+
+@register_dataset("didemo", title="DiDeMo", write_sample=write_sample, protocol="paragraph", audio="own",
+                  evaluated="test_list.txt", n_frames=64, n_words=64)
+def read_didemo(root: str | os.PathLike, *, video_dir: str = VIDEO_DIR) -> Manifest:
+    """Listed and annotated videos (CLIP4Clip also drops those without a file; here they
+    stay, to fail in the flow). The paragraph joins a video's descriptions with single
+    spaces, in file order. Files are looked up by their whole name: a copy renamed to
+    ``<name>.mp4`` is not found."""
+    root = data_root(root)
+    lists = read_split_lists(root, {s: f"{s}_list.txt" for s in SPLITS}, "DiDeMo")
+    captions: dict[str, list[str]] = {}
+    for s in SPLITS:
+        descriptions = _descriptions(annotation_file(root, f"{s}_data.json", "DiDeMo"))
+        kept = [v for v in lists[s][1] if v in descriptions]
+        captions.update({v: [" ".join(descriptions[v])] for v in kept})
+        lists[s] = (lists[s][0], kept)
+    split = disjoint_splits(lists)
+    ids = list(split)
+    return build_manifest("didemo", root, ids, split,
+                          locate_videos(root, ids, expected=lambda v: f"{video_dir}/{v}", key="name",
+                                        video_dir=video_dir),
+                          captions)

@@ -1,0 +1,85 @@
+"""LSMDC as CLIP4Clip reads it: three tab-separated files without header or quoting, six
+fields per line (clip id, aligned start/end, extracted start/end, sentence); clips in
+per-movie folders, named ``<clip id>.<ext>``."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from extractors.annotations import AnnotationError, Manifest, validate_video_id
+from extractors.datasets._common import (VIDEO_DIR, annotation_file, build_manifest, data_root, disjoint_splits,
+                                         locate_videos, read_text_lines)
+from extractors.datasets._sample import make_clip
+from extractors.datasets.registry import register_dataset
+
+FILES = {"train": "LSMDC16_annos_training.csv", "val": "LSMDC16_annos_val.csv",
+         "test": "LSMDC16_challenge_1000_publictect.csv"}
+FIELDS = ("clip id", "aligned start", "aligned end", "extracted start", "extracted end", "sentence")
+
+
+def movie_of(clip: str) -> str:
+    """``0042_Some_Film_00.01.02.345-00.01.05.678`` -> ``0042_Some_Film`` (its folder)."""
+    return clip.rsplit("_", 1)[0]
+
+
+def write_sample(out: str | os.PathLike, *, seed: int = 0) -> Path:
+    """Two invented films: 4 training clips with 2 sentences each, 2 val and 2 test clips
+    with one; sentences say SOMEONE and carry literal quotes and commas, as LSMDC's do."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    films = ["0001_Sample_Film_One", "1002_SAMPLE_FILM_TWO"]
+    rows = {s: [] for s in FILES}
+    for k, split in enumerate(["train"] * 4 + ["val"] * 2 + ["test"] * 2):
+        t = 60.0 * k + float(rng.integers(0, 50))
+        a, b = (f"00.{int(x) // 60:02d}.{int(x) % 60:02d}.{int(1000 * (x % 1)):03d}" for x in (t, t + 2.5))
+        clip_id = f"{films[k % 2]}_{a}-{b}"
+        clip = make_clip(out / VIDEO_DIR / films[k % 2] / f"{clip_id}.avi", rng, audio=True)
+        texts = clip.captions(2 if split == "train" else 1, offset=k)
+        for j, text in enumerate(texts):
+            sentence = f'SOMEONE watches {text}, then says "{"look" if j else "wow"}".'
+            rows[split].append("\t".join([clip_id, a, b, a, b, sentence]))
+    for split, name in FILES.items():
+        (out / name).write_text("".join(r + "\n" for r in rows[split]), encoding="utf-8")
+    return out
+
+
+def _read_tab_file(path: Path) -> dict[str, list[str]]:
+    """Sentences of each clip, in file order."""
+    out: dict[str, list[str]] = {}
+    for n, line in enumerate(read_text_lines(path), 1):
+        if not line.strip():
+            continue
+        cells = line.split("\t")
+        if len(cells) != len(FIELDS):
+            raise AnnotationError(f"{path}: line {n}: {len(cells)} tab-separated fields, expected {len(FIELDS)} "
+                                  f"({', '.join(FIELDS)})")
+        clip, sentence = cells[0].strip(), cells[-1].strip()
+        if not sentence:
+            raise AnnotationError(f"{path}: line {n}: field 'sentence' is empty")
+        out.setdefault(validate_video_id(clip, f"{path}: line {n}: field 'clip id'"), []).append(sentence)
+    return out
+
+
+@register_dataset("lsmdc", title="LSMDC", write_sample=write_sample, protocol="single", audio="own",
+                  evaluated=FILES["test"])
+def read_lsmdc(root: str | os.PathLike, *, video_dir: str = VIDEO_DIR) -> Manifest:
+    """Every sentence of every clip (a clip id repeats once per sentence); times are
+    ignored, as the releases take whole clips. Clips are looked up by file stem anywhere
+    under ``video_dir``; a missing one is expected at ``<movie>/<clip id>.avi``."""
+    root = data_root(root)
+    captions: dict[str, list[str]] = {}
+    lists = {}
+    for split, name in FILES.items():
+        path = annotation_file(root, name, "LSMDC")
+        sentences = _read_tab_file(path)
+        captions.update(sentences)
+        lists[split] = (path, list(sentences))
+    split = disjoint_splits(lists)
+    ids = list(split)
+    return build_manifest("lsmdc", root, ids, split,
+                          locate_videos(root, ids, expected=lambda v: f"{video_dir}/{movie_of(v)}/{v}.avi",
+                                        video_dir=video_dir),
+                          captions)

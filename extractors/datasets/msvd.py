@@ -1,0 +1,86 @@
+"""MSVD as CLIP4Clip reads it: ``raw-captions.pkl`` (id -> captions, each a list of words)
+and ``{train,val,test}_list.txt``; clips named ``<id>.avi``, silent, ids carrying their
+YouTube id and window."""
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from extractors.annotations import AnnotationError, Manifest
+from extractors.datasets._common import (VIDEO_DIR, YOUTUBE_URL, annotation_file, build_manifest, data_root,
+                                         disjoint_splits, locate_videos, read_split_lists, youtube_source)
+from extractors.datasets._sample import make_clip, write_lines, youtube_like_ids
+from extractors.datasets.registry import register_dataset
+
+CAPTIONS = "raw-captions.pkl"
+LISTS = {"train": "train_list.txt", "val": "val_list.txt", "test": "test_list.txt"}
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """The captions are dicts, lists and strings: any class reference is refused, so a
+    crafted pickle cannot run code."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def _read_captions(path: Path) -> dict[str, list[str]]:
+    try:
+        with open(path, "rb") as f:
+            data = _PlainUnpickler(f, encoding="utf-8").load()
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is a malformed file
+        raise AnnotationError(f"{path}: not a pickled dict of captions ({type(e).__name__}: {e})") from None
+    if not isinstance(data, dict):
+        raise AnnotationError(f"{path}: top level is a {type(data).__name__}, not a dict of id -> captions")
+    out = {}
+    for vid, caps in data.items():
+        if not isinstance(caps, list):
+            raise AnnotationError(f"{path}: video {vid!r}: captions are not a list")
+        for k, words in enumerate(caps):
+            if not isinstance(words, list) or not words or not all(isinstance(w, str) for w in words):
+                raise AnnotationError(f"{path}: video {vid!r}: caption [{k}] is not a list of words")
+        out[str(vid)] = [" ".join(words) for words in caps]
+    return out
+
+
+def write_sample(out: str | os.PathLike, *, seed: int = 0) -> Path:
+    """4 train, 2 val and 2 test clips, silent as MSVD's are, with 3 to 5 captions each."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    ids, captions = [], {}
+    for k, yt in enumerate(youtube_like_ids(8, rng)):
+        start = int(rng.integers(0, 30))
+        vid = f"{yt}_{start}_{start + 2}"
+        clip = make_clip(out / VIDEO_DIR / f"{vid}.avi", rng, audio=False)
+        captions[vid] = [c.split() for c in clip.captions(3 + k % 3, offset=k)]
+        ids.append(vid)
+    with open(out / CAPTIONS, "wb") as f:
+        pickle.dump(captions, f, protocol=4)
+    for split, (a, b) in zip(LISTS, [(0, 4), (4, 6), (6, 8)]):
+        write_lines(out / LISTS[split], ids[a:b])
+    return out
+
+
+@register_dataset("msvd", title="MSVD", write_sample=write_sample, protocol="multi", audio="youtube",
+                  evaluated="test_list.txt")
+def read_msvd(root: str | os.PathLike, *, video_dir: str = VIDEO_DIR,
+              youtube_url: str = YOUTUBE_URL) -> Manifest:
+    """Every caption of every listed clip; clips looked up by file stem under ``video_dir``.
+    ``youtube_url`` (with ``{id}``) is where the crawl fetches a silent clip's window."""
+    root = data_root(root)
+    cap_path = annotation_file(root, CAPTIONS, "MSVD")
+    lists = read_split_lists(root, LISTS, "MSVD")
+    split = disjoint_splits(lists)
+    captions = _read_captions(cap_path)
+    for path, ids in lists.values():
+        for vid, line in ids.items():
+            if not captions.get(vid):
+                raise AnnotationError(f"{path}: line {line}: video {vid!r} has no captions in {CAPTIONS}")
+    ids = list(split)
+    return build_manifest("msvd", root, ids, split,
+                          locate_videos(root, ids, expected=lambda v: f"{video_dir}/{v}.avi", video_dir=video_dir),
+                          captions, [youtube_source(v, youtube_url, windowed=True) for v in ids])
