@@ -1,0 +1,130 @@
+"""Bad input: one-line errors naming the file (and line and field); a listed video without
+a file is no error at read time."""
+import json
+import os
+import pickle
+import re
+
+import pytest
+
+from extractors.annotations import AnnotationError
+from extractors.datasets import get_dataset
+
+EXPECTED_FILES = {
+    "msvd": ["raw-captions.pkl", "train_list.txt", "val_list.txt", "test_list.txt"],
+    "vatex": ["ref_captions.json", "train_list.txt", "test_list.txt"],
+    "activitynet": ["train_ids.json", "train.json", "val_ids.json", "val_1.json"],
+    "didemo": [f"{s}_{k}" for s in ("train", "val", "test") for k in ("list.txt", "data.json")],
+    "lsmdc": ["LSMDC16_annos_training.csv", "LSMDC16_annos_val.csv", "LSMDC16_challenge_1000_publictect.csv"],
+    "charades": ["Charades_v1_train.csv", "Charades_v1_test.csv"],
+}
+
+
+def _raises(root, name, pattern, **options) -> str:
+    with pytest.raises(AnnotationError) as e:
+        get_dataset(name).read(root, **options)
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert re.search(pattern, msg), msg
+    return msg
+
+
+@pytest.mark.parametrize("name,file", [(n, f) for n, files in EXPECTED_FILES.items() for f in files])
+def test_missing_annotation_file_is_named(sample_copy, name, file):
+    root = sample_copy(name)
+    os.remove(root / file)
+    msg = _raises(root, name, re.escape(f"{root}: no {file} "))
+    assert msg == f"{root}: no {file} (the {get_dataset(name).title} annotation file expected there)"
+
+
+@pytest.mark.parametrize("name", EXPECTED_FILES)
+def test_missing_data_root(tmp_path, name):
+    _raises(tmp_path / "nope", name, re.escape(f"{tmp_path / 'nope'}: data root does not exist"))
+
+
+@pytest.mark.parametrize("name", EXPECTED_FILES)
+def test_listed_video_without_a_file_is_kept(sample_copy, name):
+    root = sample_copy(name)
+    m0 = get_dataset(name).read(root)
+    os.remove(root / m0.video_paths[2])
+    m = get_dataset(name).read(root)
+    assert m.video_ids == m0.video_ids and m.video_paths == m0.video_paths
+    assert not (root / m.video_paths[2]).exists()
+
+
+def _append(path, text):
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(text)
+
+
+def _edit_json(path, fn):
+    data = json.loads(path.read_text())
+    fn(data)
+    path.write_text(json.dumps(data, indent=1))
+
+
+def _first_key(path):
+    return next(iter(json.loads(path.read_text())))
+
+
+MALFORMED = {
+    "msvd list id": ("msvd", lambda r: _append(r / "train_list.txt", "\n../escape_1_2\n"),
+                     r"train_list.txt: line 6: video id '\.\./escape_1_2' is not a plain name"),
+    "msvd listed twice": ("msvd", lambda r: _append(r / "val_list.txt", (r / "val_list.txt").read_text()),
+                          r"val_list.txt: line 3: video id '.+' already listed on line 1"),
+    "msvd in two lists": ("msvd", lambda r: _append(r / "test_list.txt", (r / "train_list.txt").read_text()),
+                          r"test_list.txt: video id '.+' is also listed in train_list.txt"),
+    "msvd no captions": ("msvd", lambda r: _append(r / "test_list.txt", "AbCdEfGhIjK_1_5\n"),
+                         r"test_list.txt: line 3: video 'AbCdEfGhIjK_1_5' has no captions in raw-captions.pkl"),
+    "msvd caption not words": ("msvd", lambda r: (r / "raw-captions.pkl").write_bytes(pickle.dumps(
+        {**pickle.loads((r / "raw-captions.pkl").read_bytes()), "x_1_2": [["a"], "a b"]})),
+        r"raw-captions.pkl: video 'x_1_2': caption \[1\] is not a list of words"),
+    "msvd code in pickle": ("msvd", lambda r: (r / "raw-captions.pkl").write_bytes(pickle.dumps(os.getcwd)),
+                            r"raw-captions.pkl: not a pickled dict of captions .*refusing to load"),
+    "vatex caption type": ("vatex", lambda r: _edit_json(
+        r / "ref_captions.json", lambda d: d[(r / "test_list.txt").read_text().split()[0]].__setitem__(2, 7)),
+        r"ref_captions.json: '.+'\[2\]: not a non-empty string \(7\)"),
+    "vatex bad json": ("vatex", lambda r: _append(r / "ref_captions.json", "}"),
+                       r"ref_captions.json: malformed JSON at line \d+"),
+    "activitynet key": ("activitynet", lambda r: _edit_json(r / "val_ids.json", lambda d: d.append("AbCdEfGhIjK")),
+                        r"val_ids.json: item \[3\] 'AbCdEfGhIjK' is not a key starting with 'v_'"),
+    "activitynet sentences": ("activitynet", lambda r: _edit_json(
+        r / "train.json", lambda d: d[_first_key(r / "train.json")].pop("sentences")),
+        r"train.json: 'v_.+': field 'sentences' is not a non-empty list"),
+    "activitynet sentence": ("activitynet", lambda r: _edit_json(
+        r / "val_1.json", lambda d: d[_first_key(r / "val_1.json")]["sentences"].append("")),
+        r"val_1.json: 'v_.+': field 'sentences'\[[23]\]: not a non-empty string"),
+    "activitynet unannotated": ("activitynet", lambda r: _edit_json(r / "val_ids.json", lambda d: d.append("v_x")),
+                                r"val_ids.json: item \[3\] 'v_x' has no annotation in val_1.json"),
+    "didemo description": ("didemo", lambda r: _edit_json(r / "val_data.json", lambda d: d[1].pop("description")),
+                           r"val_data.json: item \[1\]: field 'description': not a non-empty string"),
+    "didemo video id": ("didemo", lambda r: _edit_json(r / "test_data.json", lambda d: d[0].update(video="a/b.mov")),
+                        r"test_data.json: item \[0\]: field 'video': video id 'a/b.mov' is not a plain name"),
+    "lsmdc fields": ("lsmdc", lambda r: _append(r / "LSMDC16_annos_val.csv", "c_1\t1\t2\t1\t2\n"),
+                     r"LSMDC16_annos_val.csv: line 3: 5 tab-separated fields, expected 6 \(clip id, .*sentence\)"),
+    "lsmdc sentence": ("lsmdc", lambda r: _append(r / "LSMDC16_annos_training.csv", "c_1\t1\t2\t1\t2\t \n"),
+                       r"LSMDC16_annos_training.csv: line 9: field 'sentence' is empty"),
+    "lsmdc clip id": ("lsmdc", lambda r: _append(r / "LSMDC16_annos_training.csv", "..\t1\t2\t1\t2\tx\n"),
+                      r"LSMDC16_annos_training.csv: line 9: field 'clip id': video id '\.\.' is not a plain name"),
+    "charades script": ("charades", lambda r: _append(r / "Charades_v1_test.csv", "ZZ99Z,S1,Hall,,,,,,,,\n"),
+                        r"Charades_v1_test.csv: line 4: field 'script' is empty"),
+    "charades cells": ("charades", lambda r: _append(r / "Charades_v1_test.csv", "ZZ99Z" + ",x" * 11 + "\n"),
+                       r"Charades_v1_test.csv: line 4: 12 fields, header has 11"),
+    "charades quote": ("charades", lambda r: _append(r / "Charades_v1_train.csv", 'ZZ99Z,S1,Hall,6,7,Yes,"open\n'),
+                       r"Charades_v1_train.csv: line \d+: malformed CSV"),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+def test_malformed_row_names_file_line_and_field(sample_copy, case):
+    name, mutate, pattern = MALFORMED[case]
+    root = sample_copy(name)
+    mutate(root)
+    _raises(root, name, re.escape(str(root)) + ".*" + pattern)
+
+
+def test_two_files_for_one_id_is_an_error(sample_copy):
+    root = sample_copy("msvd")
+    m = get_dataset("msvd").read(root)
+    (root / "videos" / f"{m.video_ids[0]}.mp4").write_bytes(b"")
+    _raises(root, "msvd", re.escape(f"2 files for video {m.video_ids[0]!r}") + r" \(.+, .+\): keep one")

@@ -1,0 +1,56 @@
+import pytest
+
+from extractors.annotations import AnnotationError, Manifest, read_msrvtt
+from extractors.datasets import DATASETS, get_dataset, list_datasets, read_dataset, register_dataset
+from extractors.sample_data import make_sample_dataset
+
+ALL = ["activitynet", "charades", "didemo", "lsmdc", "msrvtt", "msvd", "vatex"]
+
+
+def test_all_seven_registered():
+    assert list_datasets() == ALL and sorted(DATASETS) == ALL
+    assert all(get_dataset(n).name == n for n in ALL)
+
+
+def test_unknown_name_lists_the_known_ones():
+    with pytest.raises(AnnotationError) as e:
+        get_dataset("kinetics")
+    assert str(e.value) == f"unknown dataset 'kinetics' (known: {', '.join(ALL)})"
+    with pytest.raises(AnnotationError, match="unknown dataset 'msr-vtt'"):
+        read_dataset("msr-vtt", "/nonexistent")
+
+
+def test_registering_a_name_twice_is_refused():
+    with pytest.raises(ValueError, match="'msvd' registered twice"):
+        register_dataset("msvd", title="x", write_sample=make_sample_dataset, protocol="multi", audio="own",
+                         evaluated="x")(read_msrvtt)
+    assert DATASETS["msvd"].title == "MSVD"
+
+
+@pytest.mark.parametrize("name,frames,words,protocol,audio", [
+    ("msrvtt", 12, 32, "single", "url"),
+    ("msvd", 12, 32, "multi", "youtube"),
+    ("vatex", 12, 32, "multi", "youtube"),
+    ("lsmdc", 12, 32, "single", "own"),
+    ("charades", 12, 32, "single", "own"),
+    ("didemo", 64, 64, "paragraph", "own"),
+    ("activitynet", 64, 64, "paragraph", "youtube"),
+])
+def test_spec_facts(name, frames, words, protocol, audio):
+    spec = get_dataset(name)
+    assert (spec.n_frames, spec.n_words, spec.protocol, spec.audio) == (frames, words, protocol, audio)
+    assert spec.evaluated and spec.title
+
+
+def test_specs_are_frozen():
+    with pytest.raises(AttributeError):
+        get_dataset("didemo").n_frames = 12
+
+
+def test_msrvtt_sample_reads_through_the_registry(tmp_path):
+    spec = get_dataset("msrvtt")
+    m = spec.read(spec.write_sample(tmp_path / "msrvtt", n_videos=4, seed=0))
+    assert isinstance(m, Manifest) and m.dataset == "msrvtt"
+    assert (m.splits.count("train"), m.splits.count("val"), m.splits.count("test")) == (2, 1, 1)
+    assert len(m.caption_text) == 4 * 5
+    assert all((tmp_path / "msrvtt" / p).is_file() for p in m.video_paths)
