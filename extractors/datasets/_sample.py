@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from extractors.sample_data import SCENES, SOUNDS, TEMPLATES, _make_video
+from extractors.sample_data import SCENES, SOUNDS, TEMPLATES, _make_video, require_ffmpeg
 
+# Stand-ins for the YouTube originals of the crawlable samples, ``<root>/youtube/<id>.m4a``:
+# not part of any real layout; tests serve them over loopback HTTP and read the sample with
+# ``youtube_url="http://127.0.0.1:<port>/youtube/{id}.m4a"``, so the crawl never leaves the machine.
+SOURCES_DIR = "youtube"
 # Small and short: the samples exist so tests and demos run in seconds on 2 cores.
 _SIZES = [(64, 48), (48, 64), (80, 48)]
 
@@ -39,6 +44,22 @@ def make_clip(path: Path, rng: np.random.Generator, *, audio: bool, seconds: flo
         _make_video(tmp, source, w, h, "10", seconds, (kind, freq) if audio else None)
         os.replace(tmp, path)
     return Clip(scene, (short, phrase) if audio else None)
+
+
+def make_source(root: Path, youtube_id: str, seconds: float, rng: np.random.Generator) -> Path:
+    """The stand-in original of ``youtube_id``: a tone lasting ``seconds``, as AAC with its
+    index first (the loopback test server has no Range support)."""
+    path = root / SOURCES_DIR / f"{youtube_id}.m4a"
+    freq = int(rng.integers(200, 2000))
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.partial.m4a")
+        subprocess.run([require_ffmpeg(), "-v", "error", "-y", "-f", "lavfi", "-i",
+                        f"sine=frequency={freq}:sample_rate=16000", "-t", f"{seconds:.2f}", "-c:a", "aac",
+                        "-ac", "1", "-movflags", "+faststart", "-map_metadata", "-1", "-fflags", "+bitexact",
+                        "-flags:a", "+bitexact", str(tmp)], check=True, stdin=subprocess.DEVNULL)
+        os.replace(tmp, path)
+    return path
 
 
 def youtube_like_ids(n: int, rng: np.random.Generator) -> list[str]:

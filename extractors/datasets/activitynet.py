@@ -12,7 +12,7 @@ from extractors.annotations import AnnotationError, Manifest, _read_json, valida
 from extractors.datasets._common import (N_VAL, VIDEO_DIR, YOUTUBE_URL, annotation_file, build_manifest,
                                          data_root, disjoint_splits, hold_out, locate_videos, non_empty_text,
                                          youtube_source)
-from extractors.datasets._sample import make_clip, write_json, youtube_like_ids
+from extractors.datasets._sample import make_clip, make_source, write_json, youtube_like_ids
 from extractors.datasets.registry import register_dataset
 
 # split: (ids file, annotation file). No test split is public: val_1 is the evaluated one.
@@ -27,13 +27,16 @@ def paragraph(sentences: list[str]) -> str:
 
 def write_sample(out: str | os.PathLike, *, seed: int = 0) -> Path:
     """5 train and 3 val_1 videos of 3 s, 2 or 3 sentences each (later ones start with a
-    space, as in the release); every third video is silent."""
+    space, as in the release); every third video is silent; a stand-in original per silent
+    video for the crawl (see ``_sample.SOURCES_DIR``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     keys, data = [], {}
     for k, yt in enumerate(youtube_like_ids(8, rng)):
         clip = make_clip(out / VIDEO_DIR / f"{yt}.mp4", rng, audio=k % 3 != 0, seconds=3.0)
+        if clip.sound is None:
+            make_source(out, yt, 3.0, rng)
         n = 2 + k % 2
         sentences = [s.capitalize() + "." if j == 0 else " " + s.capitalize() + "."
                      for j, s in enumerate(clip.captions(n, offset=k))]

@@ -12,7 +12,7 @@ from extractors.annotations import AnnotationError, Manifest, _read_json
 from extractors.datasets._common import (N_VAL, VIDEO_DIR, YOUTUBE_URL, annotation_file, build_manifest,
                                          data_root, disjoint_splits, hold_out, locate_videos, non_empty_text,
                                          read_split_lists, youtube_source)
-from extractors.datasets._sample import make_clip, write_json, write_lines, youtube_like_ids
+from extractors.datasets._sample import make_clip, make_source, write_json, write_lines, youtube_like_ids
 from extractors.datasets.registry import register_dataset
 
 CAPTIONS = "ref_captions.json"
@@ -20,15 +20,18 @@ LISTS = {"train": "train_list.txt", "test": "test_list.txt"}
 
 
 def write_sample(out: str | os.PathLike, *, seed: int = 0) -> Path:
-    """6 train and 2 test clips, 5 captions each; every other clip has no audio track."""
+    """6 train and 2 test clips, 5 captions each; every other clip has no audio track;
+    a stand-in original per silent clip for the crawl (see ``_sample.SOURCES_DIR``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     ids, captions = [], {}
     for k, yt in enumerate(youtube_like_ids(8, rng)):
-        start = int(rng.integers(0, 100))
+        start = int(rng.integers(0, 10))
         vid = f"{yt}_{start:06d}_{start + 10:06d}"
         clip = make_clip(out / VIDEO_DIR / f"{vid}.mp4", rng, audio=k % 2 == 1)
+        if clip.sound is None:
+            make_source(out, yt, start + 11, rng)
         captions[vid] = clip.captions(5, offset=k)
         ids.append(vid)
     write_json(out / CAPTIONS, captions)
