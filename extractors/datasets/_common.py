@@ -88,6 +88,9 @@ def index_videos(root: Path, video_dir: str, key: Literal["stem", "name"]) -> di
     """Files under ``root/video_dir`` (recursive, links followed once), keyed by file name
     minus its last extension (``stem``) or by the whole name; paths relative to ``root``.
     Hidden files (partial downloads, ``.DS_Store``) are skipped."""
+    top = os.path.abspath(root)
+    if os.path.isabs(video_dir) or os.path.commonpath([top, os.path.abspath(root / video_dir)]) != top:
+        raise AnnotationError(f"{root}: video_dir {video_dir!r} leaves the data root (link the videos in instead)")
     found: dict[str, list[str]] = {}
     seen: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(root / video_dir, followlinks=True):

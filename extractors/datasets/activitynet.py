@@ -79,8 +79,10 @@ def _read_paragraphs(path: Path, keys: list[str], ids_path: Path) -> dict[str, l
         if not isinstance(sentences, list) or not sentences:
             raise AnnotationError(f"{path}: {key!r}: field 'sentences' is not a non-empty list")
         for j, s in enumerate(sentences):
-            non_empty_text(s, f"{path}: {key!r}: field 'sentences'[{j}]")
-        out[key[len(PREFIX):]] = [paragraph(sentences)]
+            if not isinstance(s, str):
+                raise AnnotationError(f"{path}: {key!r}: field 'sentences'[{j}] is not a string ({s!r})")
+        # a blank sentence among others is kept, as the release joins it too
+        out[key[len(PREFIX):]] = [non_empty_text(paragraph(sentences), f"{path}: {key!r}: field 'sentences'")]
     return out
 
 

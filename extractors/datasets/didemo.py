@@ -59,7 +59,7 @@ def _descriptions(path: Path) -> dict[str, list[str]]:
 
 
 @register_dataset("didemo", title="DiDeMo", write_sample=write_sample, protocol="paragraph", audio="own",
-                  evaluated="test_list.txt", n_frames=64, n_words=64)
+                  evaluated="test_list.txt", n_frames=64, n_words=64, max_seconds=31.0)
 def read_didemo(root: str | os.PathLike, *, video_dir: str = VIDEO_DIR) -> Manifest:
     """Listed and annotated videos (CLIP4Clip also drops those without a file; here they
     stay, to fail in the flow). The paragraph joins a video's descriptions with single

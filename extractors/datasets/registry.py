@@ -2,6 +2,7 @@
 facts the rest of vtr needs about it (sizes, evaluated split, protocol, audio source)."""
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,14 +38,23 @@ class DatasetSpec:
     evaluated: str
     n_frames: int = 12
     n_words: int = 32
+    # Frames come from the first ``max_seconds`` only (DiDeMo: 31 s, as annotation stopped
+    # at 30 s); None: the whole file.
+    max_seconds: float | None = None
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The reader's keyword options (``n_val``, ``video_dir``, ``youtube_url`` ...)."""
+        return tuple(p.name for p in inspect.signature(self.read).parameters.values()
+                     if p.kind is inspect.Parameter.KEYWORD_ONLY)
 
 
 DATASETS: dict[str, DatasetSpec] = {}
 
 
 def register_dataset(name: str, *, title: str, write_sample: SampleWriter, protocol: Protocol,
-                     audio: AudioSource, evaluated: str, **sizes: int) -> Callable[[Reader], Reader]:
-    """Reader decorator; ``sizes`` overrides ``n_frames`` / ``n_words``."""
+                     audio: AudioSource, evaluated: str, **sizes: float) -> Callable[[Reader], Reader]:
+    """Reader decorator; ``sizes`` overrides ``n_frames``, ``n_words``, ``max_seconds``."""
     def deco(read: Reader) -> Reader:
         if name in DATASETS:
             raise ValueError(f"dataset {name!r} registered twice")
@@ -67,5 +77,12 @@ def list_datasets() -> list[str]:
 
 
 def read_dataset(name: str, root: str | os.PathLike, **options) -> Manifest:
-    """``get_dataset(name).read(root, **options)``; the options are the reader's keywords."""
-    return get_dataset(name).read(root, **options)
+    """``get_dataset(name).read(root, **options)``; an option the reader lacks is a user
+    error naming the ones it has (callers holding options for several datasets filter them
+    with ``spec.options``)."""
+    spec = get_dataset(name)
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        raise AnnotationError(f"dataset {name!r} has no option {unknown[0]!r} "
+                              f"(options: {', '.join(spec.options) or 'none'})")
+    return spec.read(root, **options)

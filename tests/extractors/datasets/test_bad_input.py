@@ -92,8 +92,11 @@ MALFORMED = {
         r / "train.json", lambda d: d[_first_key(r / "train.json")].pop("sentences")),
         r"train.json: 'v_.+': field 'sentences' is not a non-empty list"),
     "activitynet sentence": ("activitynet", lambda r: _edit_json(
-        r / "val_1.json", lambda d: d[_first_key(r / "val_1.json")]["sentences"].append("")),
-        r"val_1.json: 'v_.+': field 'sentences'\[[23]\]: not a non-empty string"),
+        r / "val_1.json", lambda d: d[_first_key(r / "val_1.json")]["sentences"].append(None)),
+        r"val_1.json: 'v_.+': field 'sentences'\[[23]\] is not a string \(None\)"),
+    "activitynet blank": ("activitynet", lambda r: _edit_json(
+        r / "val_1.json", lambda d: d[_first_key(r / "val_1.json")].update(sentences=[" ", ""])),
+        r"val_1.json: 'v_.+': field 'sentences': not a non-empty string \('  '\)"),
     "activitynet unannotated": ("activitynet", lambda r: _edit_json(r / "val_ids.json", lambda d: d.append("v_x")),
                                 r"val_ids.json: item \[3\] 'v_x' has no annotation in val_1.json"),
     "didemo description": ("didemo", lambda r: _edit_json(r / "val_data.json", lambda d: d[1].pop("description")),
@@ -128,3 +131,9 @@ def test_two_files_for_one_id_is_an_error(sample_copy):
     m = get_dataset("msvd").read(root)
     (root / "videos" / f"{m.video_ids[0]}.mp4").write_bytes(b"")
     _raises(root, "msvd", re.escape(f"2 files for video {m.video_ids[0]!r}") + r" \(.+, .+\): keep one")
+
+
+@pytest.mark.parametrize("video_dir", ["..", "../videos", "/tmp"])
+def test_video_dir_must_stay_inside_the_root(sample_root, video_dir):
+    root = sample_root("lsmdc")
+    _raises(root, "lsmdc", re.escape(f"{root}: video_dir {video_dir!r} leaves the data root"), video_dir=video_dir)

@@ -54,3 +54,16 @@ def test_msrvtt_sample_reads_through_the_registry(tmp_path):
     assert (m.splits.count("train"), m.splits.count("val"), m.splits.count("test")) == (2, 1, 1)
     assert len(m.caption_text) == 4 * 5
     assert all((tmp_path / "msrvtt" / p).is_file() for p in m.video_paths)
+
+
+def test_reader_options_are_declared_and_checked():
+    assert get_dataset("msvd").options == ("video_dir", "youtube_url")
+    assert get_dataset("vatex").options == ("n_val", "seed", "video_dir", "youtube_url")
+    assert get_dataset("msrvtt").options == ("train_list", "n_val", "seed", "test_csv")
+    with pytest.raises(AnnotationError) as e:
+        read_dataset("msvd", "/nonexistent", n_val=3)
+    assert str(e.value) == "dataset 'msvd' has no option 'n_val' (options: video_dir, youtube_url)"
+
+
+def test_only_didemo_caps_the_seconds_read():
+    assert {n: get_dataset(n).max_seconds for n in ALL if get_dataset(n).max_seconds} == {"didemo": 31.0}
