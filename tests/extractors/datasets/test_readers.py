@@ -40,6 +40,17 @@ def test_sample_counts_per_split(sample_root, name):
     assert all((root / p).is_file() for p in m.video_paths)
     assert all(not os.path.isabs(p) for p in m.video_paths)
     assert sorted(set(m.caption_video)) == list(range(m.n_videos))  # every video has text
+    assert m.caption_video == sorted(m.caption_video)  # grouped by video: multi-sentence cut-offs
+
+
+@pytest.mark.parametrize("name", SAMPLED)
+def test_manifest_goes_into_a_store(sample_root, tmp_path, name):
+    from storage import create_store, open_store
+    m = get_dataset(name).read(sample_root(name))
+    create_store(tmp_path / "s.zarr", **m.store_kwargs())
+    ds = open_store(tmp_path / "s.zarr")
+    assert list(ds["video"].values) == m.video_ids and list(ds["split"].values) == m.splits
+    assert ds["caption_text"].values.tolist() == m.caption_text
 
 
 @pytest.mark.parametrize("name", SAMPLED)
