@@ -22,7 +22,7 @@ _SIZES = [(64, 48), (48, 64), (80, 48)]
 
 @dataclass(frozen=True)
 class Clip:
-    scene: str                  # what the captions call the picture
+    scene: str                      # what the captions call the picture
     sound: tuple[str, str] | None   # (short, phrase) when the clip has an audio track
 
     def captions(self, k: int, offset: int = 0) -> list[str]:
@@ -40,7 +40,8 @@ def make_clip(path: Path, rng: np.random.Generator, *, audio: bool, seconds: flo
     freq = float(rng.integers(200, 2000))
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+        # absolute, so ffmpeg never reads a name starting with '-' as an option
+        tmp = path.absolute().with_name(f".{path.stem}.partial{path.suffix}")
         _make_video(tmp, source, w, h, "10", seconds, (kind, freq) if audio else None)
         os.replace(tmp, path)
     return Clip(scene, (short, phrase) if audio else None)
@@ -53,7 +54,7 @@ def make_source(root: Path, youtube_id: str, seconds: float, rng: np.random.Gene
     freq = int(rng.integers(200, 2000))
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.partial.m4a")
+        tmp = path.absolute().with_name(f".{path.stem}.partial.m4a")
         subprocess.run([require_ffmpeg(), "-v", "error", "-y", "-f", "lavfi", "-i",
                         f"sine=frequency={freq}:sample_rate=16000", "-t", f"{seconds:.2f}", "-c:a", "aac",
                         "-ac", "1", "-movflags", "+faststart", "-map_metadata", "-1", "-fflags", "+bitexact",
