@@ -21,7 +21,7 @@ import numpy as np
 
 from storage import StoreError
 from training.data import EmptySplitError, select_split
-from training.heads import HEADS
+from training.heads import head_config, head_option
 
 # variant -> (head, overrides)
 VARIANTS: dict[str, tuple[str, dict]] = {
@@ -44,8 +44,7 @@ def variant_overrides(names: list[str], common: dict) -> dict[str, dict]:
     out, used = {}, set()
     for n in names:
         head, ov = VARIANTS[n]
-        fields = HEADS[head].Config.__dataclass_fields__
-        mine = {k: v for k, v in common.items() if k in fields}
+        mine = {k: v for k, v in common.items() if head_option(head, k)}
         used |= set(mine)
         out[n] = {**mine, **ov}
     if set(common) - used:
@@ -65,7 +64,8 @@ def _train_or_reuse(store: str, head: str, run: str, overrides: dict, config, pr
         with open(cfg_path) as f:
             saved = json.load(f)
         want_train = dataclasses.asdict(config)
-        same_head = saved["head"] == head and all(saved["head_config"].get(k) == v for k, v in overrides.items())
+        same_head = saved["head"] == head and dataclasses.asdict(
+            head_config(head, {**saved["head_config"], **overrides})) == saved["head_config"]
         if not same_head or saved["train"] != want_train:
             raise RunError(f"{run}: a run with another configuration is there (remove it, or use another --out)")
         if os.path.exists(os.path.join(run, "test_metrics.json")):

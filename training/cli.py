@@ -49,7 +49,7 @@ def train_cmd(
 ) -> None:
     """Train a retrieval head on the store's train split; select on val; test once."""
     from storage import StoreError
-    from training.heads import HEADS
+    from training.heads import HEADS, head_option
     from training.metrics import format_report
     from training.trainer import RunError, TrainConfig, train
 
@@ -57,7 +57,7 @@ def train_cmd(
     if head not in HEADS:
         _fail(f"unknown head {head!r} (known: {', '.join(sorted(HEADS))})")
     if audio_zero_fill:
-        if "audio_zero_fill" not in HEADS[head].Config.__dataclass_fields__:
+        if head_option(head, "audio_zero_fill") is None:
             _fail(f"--audio-zero-fill: head {head!r} reads no audio")
         overrides["audio_zero_fill"] = True
     try:

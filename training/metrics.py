@@ -11,8 +11,13 @@ number of queries changes, which we do not reproduce. A constant matrix therefor
 the worst rank, never a perfect score.
 
 Multi-caption protocol (``caption_video`` given): text->video ranks each caption's video
-among all videos; video->text ranks, for each video, its best-scoring caption among all
-captions, the other captions of the same video excluded from the count.
+among all videos. Video->text has two conventions (``v2t``):
+
+* ``"groups"`` (the default, CLIP4Clip's ``tensor_video_to_text_sim``): each video's
+  candidates are the videos' caption groups, a group scoring its best caption; the rank
+  is the number of other groups whose best caption scores at least as high;
+* ``"captions"``: each video's best-scoring caption ranked among all captions, the other
+  captions of the same video excluded from the count.
 
 Rows are processed in blocks, so the comparison never materialises more than
 ``block x n_candidates`` booleans.
@@ -22,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 KEYS = ("R1", "R5", "R10", "MdR", "MnR")
+V2T = ("groups", "captions")
 
 
 def rank_metrics(ranks: np.ndarray) -> dict[str, float]:
@@ -80,8 +86,11 @@ def ranks_text_to_video(sim, caption_video: np.ndarray, block: int = 1024) -> np
     return out
 
 
-def ranks_video_to_text(sim, caption_video: np.ndarray, block: int = 1024) -> np.ndarray:
-    """Multi-caption video->text: each video's best correct caption among all captions."""
+def ranks_video_to_text(sim, caption_video: np.ndarray, v2t: str = "groups", block: int = 1024) -> np.ndarray:
+    """Multi-caption video->text, ``sim`` being [n_captions, n_videos]; ``v2t`` picks
+    the convention (module docstring)."""
+    if v2t not in V2T:
+        raise ValueError(f"v2t must be one of {', '.join(V2T)}, not {v2t!r}")
     sim = _as_array(sim)
     cv = np.asarray(caption_video, dtype=np.int64)
     n_v = sim.shape[1]
@@ -90,6 +99,16 @@ def ranks_video_to_text(sim, caption_video: np.ndarray, block: int = 1024) -> np
     counts = np.bincount(cv, minlength=n_v)
     if (counts == 0).any():
         raise ValueError(f"video(s) {np.flatnonzero(counts == 0)[:5].tolist()} have no caption")
+    if v2t == "groups":
+        order = np.argsort(cv, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        out = np.empty(n_v, dtype=np.int64)
+        for a in range(0, n_v, block):  # video blocks: [group, video] best-caption scores
+            b = min(a + block, n_v)
+            groups = np.maximum.reduceat(sim[order, a:b], starts, axis=0)
+            gt = groups[np.arange(a, b), np.arange(b - a)]
+            out[a:b] = (groups >= gt[None, :]).sum(axis=0) - 1
+        return out
     best = np.full(n_v, -np.inf)
     np.maximum.at(best, cv, sim[np.arange(sim.shape[0]), cv])
     out = np.zeros(n_v, dtype=np.int64)
@@ -102,12 +121,15 @@ def ranks_video_to_text(sim, caption_video: np.ndarray, block: int = 1024) -> np
 
 
 def retrieval_metrics(sim, caption_video: np.ndarray | None = None,
-                      direction: str = "t2v") -> dict[str, float]:
+                      direction: str = "t2v", v2t: str = "groups") -> dict[str, float]:
     """``{R1, R5, R10, MdR, MnR}`` for one direction.
 
     Without ``caption_video``: single caption per video, correct pairs on the diagonal;
     ``direction="v2t"`` is the same as passing ``sim.T`` (CLIP4Clip's usage). With it:
-    the multi-caption protocol, ``sim`` being [n_captions, n_videos] in both directions.
+    the multi-caption protocol, ``sim`` being [n_captions, n_videos] in both directions;
+    video->text then follows ``v2t``: ``"groups"`` (CLIP4Clip's: each video ranks the
+    videos' caption groups, a group scoring its best caption) or ``"captions"`` (its best
+    caption ranked among all captions).
     """
     if direction not in ("t2v", "v2t"):
         raise ValueError(f"direction must be t2v or v2t, not {direction!r}")
@@ -116,7 +138,7 @@ def retrieval_metrics(sim, caption_video: np.ndarray | None = None,
         return rank_metrics(ranks_single(s if direction == "t2v" else s.T))
     if direction == "t2v":
         return rank_metrics(ranks_text_to_video(sim, caption_video))
-    return rank_metrics(ranks_video_to_text(sim, caption_video))
+    return rank_metrics(ranks_video_to_text(sim, caption_video, v2t))
 
 
 def retrieval_report(sim, caption_video: np.ndarray, single_rows: np.ndarray) -> dict:

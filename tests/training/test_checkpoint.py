@@ -27,7 +27,7 @@ def test_checkpoint_round_trip_gives_identical_scores(split_code_store, tmp_path
     result = train(store, "avigate", run, TINY_AVIGATE, TrainConfig(**{**CFG, "epochs": 1}),
                    progress=False, log=quiet)
     head, cfg = load_run(run)
-    assert cfg["head"] == "avigate" and cfg["head_config"]["fusion_layers"] == 1
+    assert cfg["head"] == "avigate" and cfg["head_config"]["audio"]["fusion_layers"] == 1
     audio = pooled_audio(store, str(tmp_path / "run" / "audio_pool8.npy"), 8)
     again = evaluate_split(head, store, select_split(store, "test"), audio, torch.device("cpu"))
     assert again["multi"] == result["test"]["multi"] and again["single"] == result["test"]["single"]

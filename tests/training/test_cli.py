@@ -50,7 +50,7 @@ def test_meanpool_zero_fill_switch_and_errors(app, tiny, tmp_path):
             "--batch-size", 4, "--audio-tokens", 4, "--audio-zero-fill", "--set", "fusion_layers=1",
             "--set", "resampler_layers=1", "--no-progress")
     assert r.exit_code == 0, r.output
-    assert json.loads((tmp_path / "z" / "config.json").read_text())["head_config"]["audio_zero_fill"] is True
+    assert json.loads((tmp_path / "z" / "config.json").read_text())["head_config"]["audio"]["zero_fill"] is True
     for args, msg in [
         (("--store", tmp_path / "missing", "--head", "meanpool", "--out", tmp_path / "a"), "no such store"),
         (("--store", tiny, "--head", "nope", "--out", tmp_path / "b"), "unknown head 'nope'"),

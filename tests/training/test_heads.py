@@ -1,8 +1,10 @@
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from training.heads import HEADS, create_head, head_config
+from training.heads import HEADS, create_head, head_config, head_option, head_options
 
 from .conftest import TINY_AVIGATE
 
@@ -25,9 +27,36 @@ def scores(head, b):
 
 def test_registry_and_config_errors():
     assert {"meanpool", "avigate"} <= set(HEADS)
-    assert head_config("avigate", {"fusion_layers": 2}, dim=64).fusion_layers == 2
-    with pytest.raises(KeyError, match="no option"):
+    assert head_config("avigate", {"audio.fusion_layers": 2}, dim=64).audio.fusion_layers == 2
+    with pytest.raises(KeyError, match="no option.*audio.fusion_layers"):  # names the valid keys
         head_config("avigate", {"nope": 1})
+    with pytest.raises(KeyError, match="no option"):
+        head_config("avigate", {"audio.nope": 1})
+
+
+def test_nested_audio_options_dotted_flat_and_saved():
+    """Both AVIGATE heads share one audio config: dotted keys, the flat names from before
+    the nesting, the store's sizes and a saved (nested) config all reach it."""
+    for name in ("avigate", "avigate+waver"):
+        c = head_config(name, {"fusion_layers": 2, "audio.mix": 0.1, "audio_zero_fill": True},
+                        dim=64, audio_dim=32)
+        assert (c.audio.fusion_layers, c.audio.mix, c.audio.zero_fill, c.audio.dim) == (2, 0.1, True, 32)
+        assert head_config(name, dataclasses.asdict(c)) == c
+        assert "audio.resampler_layers" in head_options(name)
+        assert head_option(name, "query_lr_scale") == "audio.query_lr_scale"
+    assert head_option("waver", "fusion_layers") is None and head_option("meanpool", "dim") == "dim"
+
+
+def test_index_vectors():
+    b = batch()
+    for name, ov in (("meanpool", None), ("avigate", TINY_AVIGATE)):
+        head = create_head(name, ov, dim=64, audio_dim=32).eval()
+        with torch.no_grad():
+            rep = head.encode_video(b)
+            v = head.index_vectors(rep)
+            assert v.shape == (6, 64)
+            # a video's index vector scores its exact copy highest
+            assert torch.equal((v @ v.t()).argmax(1), torch.arange(6))
     with pytest.raises(KeyError, match="unknown head"):
         create_head("nope")
 

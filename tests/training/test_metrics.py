@@ -15,6 +15,39 @@ def clip4clip_compute_metrics(x):
             "R10": float(np.sum(ind < 10)) * 100 / len(ind), "MdR": np.median(ind) + 1, "MnR": np.mean(ind) + 1}
 
 
+def clip4clip_multi(sim, cv):
+    """CLIP4Clip's multi-sentence evaluation restated (main_task_retrieval.py: the [video,
+    caption slot, video] reshape padded with -inf, ``tensor_text_to_video_metrics``,
+    ``tensor_video_to_text_sim`` then ``compute_metrics``); captions grouped by video."""
+    sim = torch.as_tensor(sim[np.argsort(cv, kind="stable")], dtype=torch.float64)
+    cuts = np.cumsum(np.bincount(cv))
+    longest = int(np.max(np.diff(np.concatenate([[0], cuts]))))
+    grouped = torch.stack([torch.cat([sim[s:e], torch.full((longest - e + s, sim.shape[1]), -np.inf, dtype=sim.dtype)])
+                           for s, e in zip(np.concatenate([[0], cuts[:-1]]), cuts)])
+    # text->video: double argsort of each caption slot's row puts its rank on the diagonal
+    first = torch.argsort(grouped.permute(1, 0, 2), dim=-1, descending=True)
+    ranks = torch.flatten(torch.diagonal(torch.argsort(first, dim=-1), dim1=1, dim2=2))
+    valid = ranks[~torch.isinf(torch.flatten(torch.diagonal(grouped, dim1=0, dim2=2)))].numpy()
+    t2v = {"R1": float(np.sum(valid < 1)) * 100 / len(valid), "R5": float(np.sum(valid < 5)) * 100 / len(valid),
+           "R10": float(np.sum(valid < 10)) * 100 / len(valid), "MdR": float(torch.median(torch.as_tensor(valid) + 1)),
+           "MnR": float(np.mean(valid + 1))}
+    # video->text: each group's best caption against every video, transposed
+    v2t = clip4clip_compute_metrics(torch.max(grouped, dim=1).values.T.numpy())
+    return t2v, v2t
+
+
+def test_multi_caption_matches_clip4clip_without_ties():
+    rng = np.random.default_rng(3)
+    n_v = 40
+    cv = rng.permutation(np.concatenate([np.arange(n_v), rng.integers(0, n_v, 41)]))  # 81 captions, 1-5 each
+    sim = rng.standard_normal((len(cv), n_v)) + 2.5 * np.eye(n_v)[cv] * rng.random((len(cv), 1))
+    t2v, v2t = clip4clip_multi(sim, cv)
+    assert retrieval_metrics(sim, cv) == pytest.approx(t2v)  # odd count: torch's median is numpy's
+    assert retrieval_metrics(sim, cv, direction="v2t") == pytest.approx(v2t)
+    assert retrieval_metrics(sim, cv, direction="v2t", v2t="groups") == pytest.approx(v2t)
+    assert retrieval_metrics(sim, cv, direction="v2t", v2t="captions") != pytest.approx(v2t)
+
+
 def test_hand_computed_square():
     sim = np.array([[0.9, 0.1, 0.2],   # correct first: rank 0
                     [0.5, 0.4, 0.6],   # two above: rank 2
@@ -63,10 +96,18 @@ def test_multi_caption_protocol():
     assert ranks_text_to_video(sim, cv).tolist() == [0, 1, 0, 2, 1]
     # video 0: best correct 0.9, nothing else >= 0.9 -> 0; video 1: best 0.8 -> 0;
     # video 2: best 0.5; other captions >= 0.5 in column 2: caption 3 (0.6) -> 1
-    assert ranks_video_to_text(sim, cv).tolist() == [0, 0, 1]
+    assert ranks_video_to_text(sim, cv, "captions").tolist() == [0, 0, 1]
     # a video's other correct captions never count against it
     sim2 = np.array([[0.9], [0.95]])
-    assert ranks_video_to_text(sim2, np.array([0, 0])).tolist() == [0]
+    assert ranks_video_to_text(sim2, np.array([0, 0]), "captions").tolist() == [0]
+    # groups (CLIP4Clip): video 0 sees groups at 0.9, 0.7, 0.5: rank 0; video 2 sees 0.1,
+    # 0.6, 0.5: rank 1. Where one video's captions crowd the top, captions count each of
+    # them, groups count the video once
+    assert ranks_video_to_text(sim, cv, "groups").tolist() == [0, 0, 1]
+    crowd = np.array([[0.5, 0.0], [0.9, 0.1], [0.8, 0.2], [0.7, 0.3]])  # video 0: 1 caption
+    cv3 = np.array([0, 1, 1, 1])
+    assert ranks_video_to_text(crowd, cv3, "captions").tolist() == [3, 0]
+    assert ranks_video_to_text(crowd, cv3, "groups").tolist() == [1, 0]
 
 
 def test_report_single_rows_and_blocks():
@@ -78,7 +119,8 @@ def test_report_single_rows_and_blocks():
     assert rep["n_videos"] == 30 and rep["n_captions"] == 90
     # the block size does not change the result
     assert (ranks_text_to_video(sim, cv, block=7) == ranks_text_to_video(sim, cv)).all()
-    assert (ranks_video_to_text(sim, cv, block=7) == ranks_video_to_text(sim, cv)).all()
+    for v2t in ("groups", "captions"):
+        assert (ranks_video_to_text(sim, cv, v2t, block=7) == ranks_video_to_text(sim, cv, v2t)).all()
 
 
 def test_bad_inputs_raise():
@@ -88,3 +130,5 @@ def test_bad_inputs_raise():
         retrieval_metrics(np.zeros((2, 3)))
     with pytest.raises(ValueError, match="no caption"):
         ranks_video_to_text(np.zeros((2, 3)), np.array([0, 1]))
+    with pytest.raises(ValueError, match="groups, captions"):
+        retrieval_metrics(np.zeros((2, 2)), np.array([0, 1]), direction="v2t", v2t="best")

@@ -9,51 +9,49 @@ and audio only: ``encode_video`` runs once per video at evaluation.
 
 Our fixes to the release (../shared/reference/avigate.md): videos without audio
 (``has_audio`` False) skip every audio cross-attention and give the gates a zero audio
-summary (``audio_zero_fill`` feeds their all-zero tokens through instead, as the release
+summary (``audio.zero_fill`` feeds their all-zero tokens through instead, as the release
 did); padded frames are masked in self-attention and in the logsumexp.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from training.heads.base import Head, register_head
-from training.heads.meanpool import masked_mean
+from training.heads.layers import QuickGELU, layer_norm, masked_mean, mlp
 from training.losses import adaptive_margin_loss, adaptive_margins, info_nce
 
 
-class QuickGELU(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(1.702 * x)
-
-
-def mlp(dim: int, hidden: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(dim, hidden), QuickGELU(), nn.Linear(hidden, dim))
+@dataclass
+class AudioFusionConfig:
+    """AVIGATE's audio side (the ``audio.*`` options of ``avigate`` and ``avigate+waver``);
+    the width, heads, MLP ratio and frame slots come from the head's own config."""
+    dim: int = 768  # audio token width (AST)
+    queries: int = 12
+    resampler_layers: int = 4
+    fusion_layers: int = 4
+    gate_hidden: int = 256
+    mix: float = 0.05  # v = mix * fused + (1 - mix) * (frames + position)
+    query_lr_scale: float = 100.0  # the release: 1e-2 for the queries, 1e-4 for the rest
+    zero_fill: bool = False  # the release: silent videos' all-zero tokens go through
 
 
 @dataclass
 class AvigateConfig:
     dim: int = 512
-    audio_dim: int = 768
     n_heads: int = 8
     mlp_ratio: int = 4
-    queries: int = 12
-    resampler_layers: int = 4
-    fusion_layers: int = 4
-    gate_hidden: int = 256
     max_frames: int = 12
-    mix: float = 0.05  # v = mix * fused + (1 - mix) * (frames + position)
+    audio: AudioFusionConfig = field(default_factory=AudioFusionConfig)
     logit_scale: float = 100.0
     tau: float = 1.0
     loss: str = "margin"  # "margin" (AVIGATE's adaptive margin) or "infonce"
     margin_lambda: float = 0.2
     margin_delta: float = 0.1
-    query_lr_scale: float = 100.0  # the release: 1e-2 for the queries, 1e-4 for the rest
-    audio_zero_fill: bool = False
 
     def __post_init__(self):
         if self.loss not in ("margin", "infonce"):
@@ -78,13 +76,12 @@ class Gate(nn.Module):
 
 
 class ResamplerLayer(nn.Module):
-    def __init__(self, c: AvigateConfig):
+    def __init__(self, d: int, n_heads: int, mlp_ratio: int):
         super().__init__()
-        d = c.dim
-        self.ln1, self.ln2, self.ln3 = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
-        self.self_attn = nn.MultiheadAttention(d, c.n_heads, batch_first=True)
-        self.cross_attn = nn.MultiheadAttention(d, c.n_heads, batch_first=True)
-        self.mlp = mlp(d, d * c.mlp_ratio)
+        self.ln1, self.ln2, self.ln3 = layer_norm(d), layer_norm(d), layer_norm(d)
+        self.self_attn = nn.MultiheadAttention(d, n_heads, batch_first=True)
+        self.cross_attn = nn.MultiheadAttention(d, n_heads, batch_first=True)
+        self.mlp = mlp(d, d * mlp_ratio)
 
     def forward(self, q: torch.Tensor, a: torch.Tensor, has: torch.Tensor) -> torch.Tensor:
         h = self.ln1(q)
@@ -97,15 +94,14 @@ class ResamplerLayer(nn.Module):
 
 
 class FusionLayer(nn.Module):
-    def __init__(self, c: AvigateConfig):
+    def __init__(self, d: int, n_heads: int, mlp_ratio: int, gate_hidden: int):
         super().__init__()
-        d = c.dim
-        self.gate_mha, self.gate_ffn = Gate(2 * d, c.gate_hidden), Gate(2 * d, c.gate_hidden)
-        self.ln1, self.ln2, self.ln3, self.ln4 = (nn.LayerNorm(d) for _ in range(4))
-        self.cross_attn = nn.MultiheadAttention(d, c.n_heads, batch_first=True)
-        self.ffn = mlp(d, d * c.mlp_ratio)
-        self.self_attn = nn.MultiheadAttention(d, c.n_heads, batch_first=True)
-        self.mlp = mlp(d, d * c.mlp_ratio)
+        self.gate_mha, self.gate_ffn = Gate(2 * d, gate_hidden), Gate(2 * d, gate_hidden)
+        self.ln1, self.ln2, self.ln3, self.ln4 = (layer_norm(d) for _ in range(4))
+        self.cross_attn = nn.MultiheadAttention(d, n_heads, batch_first=True)
+        self.ffn = mlp(d, d * mlp_ratio, bias=False)  # the release's cross_ff has no biases
+        self.self_attn = nn.MultiheadAttention(d, n_heads, batch_first=True)
+        self.mlp = mlp(d, d * mlp_ratio)
 
     def forward(self, f, mask, a, a_summary, has):
         u = torch.cat([masked_mean(f, mask), a_summary], dim=-1)
@@ -123,26 +119,30 @@ class AudioGatedFusion:
     (shared by ``avigate`` and ``avigate+waver``; the parameters keep the names
     ``audio_proj``, ``queries``, ``resampler``, ``frame_embedding``, ``fusion.N.gate_*``)."""
 
-    def build_audio_fusion(self, c: AvigateConfig) -> None:
-        self.audio_proj = nn.Linear(c.audio_dim, c.dim)
-        nn.init.normal_(self.audio_proj.weight, std=c.audio_dim ** -0.5)
+    def build_audio_fusion(self, c) -> None:
+        """``c``: the head's config, with ``dim``, ``n_heads``, ``mlp_ratio``,
+        ``max_frames`` and ``audio`` (an ``AudioFusionConfig``)."""
+        a, d = c.audio, c.dim
+        self.audio_proj = nn.Linear(a.dim, d)
+        nn.init.normal_(self.audio_proj.weight, std=a.dim ** -0.5)
         nn.init.zeros_(self.audio_proj.bias)
-        self.queries = nn.Parameter(torch.empty(c.queries, c.dim))
+        self.queries = nn.Parameter(torch.empty(a.queries, d))
         nn.init.orthogonal_(self.queries)
-        self.query_embedding = nn.Parameter(torch.randn(c.queries, c.dim) * 0.01)
-        self.resampler = nn.ModuleList(ResamplerLayer(c) for _ in range(c.resampler_layers))
-        self.frame_embedding = nn.Parameter(torch.randn(c.max_frames, c.dim) * 0.01)
-        self.fusion = nn.ModuleList(FusionLayer(c) for _ in range(c.fusion_layers))
-        self.fusion_config = c
+        self.query_embedding = nn.Parameter(torch.randn(a.queries, d) * 0.01)
+        self.resampler = nn.ModuleList(ResamplerLayer(d, c.n_heads, c.mlp_ratio) for _ in range(a.resampler_layers))
+        self.frame_embedding = nn.Parameter(torch.randn(c.max_frames, d) * 0.01)
+        self.fusion = nn.ModuleList(FusionLayer(d, c.n_heads, c.mlp_ratio, a.gate_hidden)
+                                    for _ in range(a.fusion_layers))
+        self.fusion_config = a
         self._gates: dict[str, float] = {}
 
     def audio_gated_frames(self, frames: torch.Tensor, mask: torch.Tensor, audio: torch.Tensor,
                            has_audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mix * fused + (1 - mix) * f0, f0)`` with ``f0`` = frames + position. Silent
-        videos are masked out of the audio attention unless ``audio_zero_fill`` (the release)."""
+        videos are masked out of the audio attention unless ``audio.zero_fill`` (the release)."""
         f0 = frames + self.frame_embedding[:frames.shape[1]]
         has = has_audio.to(frames.dtype)
-        if self.fusion_config.audio_zero_fill:
+        if self.fusion_config.zero_fill:
             has = torch.ones_like(has)
         a = self.audio_proj(audio.to(frames.dtype))
         q = (self.queries + self.query_embedding).unsqueeze(0).expand(a.shape[0], -1, -1)
@@ -201,6 +201,9 @@ class AvigateHead(AudioGatedFusion, Head):
     # --- text side and scores ---------------------------------------------------------
     def encode_text(self, batch):
         return F.normalize(batch["text"], dim=-1)
+
+    def index_vectors(self, video_repr):
+        return video_repr["global"]
 
     def similarity(self, text_repr, video_repr):
         s, tau = self.log_scale.exp(), self.config.tau

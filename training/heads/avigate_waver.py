@@ -10,9 +10,9 @@ frames), and WTI against the caption tokens. Loss: symmetric InfoNCE (+ KD, + DR
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from training.heads.avigate import AudioGatedFusion, AvigateConfig
+from training.heads.avigate import AudioFusionConfig, AudioGatedFusion
 from training.heads.base import register_head
 from training.heads.waver import WaverBase, WaverConfig
 
@@ -20,19 +20,7 @@ from training.heads.waver import WaverBase, WaverConfig
 @dataclass
 class AvigateWaverConfig(WaverConfig):
     temporal_layers: int = 0
-    audio_dim: int = 768
-    queries: int = 12
-    resampler_layers: int = 4
-    fusion_layers: int = 4
-    gate_hidden: int = 256
-    mix: float = 0.05  # AVIGATE's: fused = mix * fusion output + (1 - mix) * (frames + position)
-    query_lr_scale: float = 100.0
-    audio_zero_fill: bool = False
-
-    def avigate(self) -> AvigateConfig:
-        """The AVIGATE part's config (the fields both heads share, by name)."""
-        shared = AvigateConfig.__dataclass_fields__.keys() & type(self).__dataclass_fields__.keys()
-        return AvigateConfig(**{k: getattr(self, k) for k in shared})
+    audio: AudioFusionConfig = field(default_factory=AudioFusionConfig)
 
 
 @register_head("avigate+waver")
@@ -42,7 +30,7 @@ class AvigateWaverHead(AudioGatedFusion, WaverBase):
 
     def __init__(self, config: AvigateWaverConfig):
         super().__init__(config)
-        self.build_audio_fusion(config.avigate())
+        self.build_audio_fusion(config)
 
     def frame_features(self, batch, mask):
         return self.audio_gated_frames(batch["frames"], mask, batch["audio"], batch["has_audio"])[0]

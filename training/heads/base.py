@@ -30,17 +30,99 @@ def _head_class(name: str) -> type["Head"]:
         raise KeyError(f"unknown head {name!r} (known: {', '.join(sorted(HEADS))})") from None
 
 
+def _nested(f: dataclasses.Field) -> type | None:
+    """The config class of a nested config field (one built by ``default_factory``)."""
+    return f.default_factory if dataclasses.is_dataclass(f.default_factory) else None
+
+
+def _option_path(cls: type, key: str) -> tuple[str, ...] | None:
+    """Field names from ``cls`` down to the field ``key`` sets, or None.
+
+    ``key`` is dotted (``audio.fusion_layers``) or flat. A flat key that is no field of
+    ``cls`` reaches a nested config ``name`` as ``key`` or as ``key`` less the ``name_``
+    prefix, so the names from before the nesting still work (``fusion_layers``,
+    ``audio_dim`` -> ``audio.dim``).
+    """
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    first, _, rest = key.partition(".")
+    if first in fields:
+        sub = _nested(fields[first])
+        if not rest:
+            return (first,)
+        tail = _option_path(sub, rest) if sub else None
+        return (first, *tail) if tail else None
+    if rest:
+        return None
+    for name, f in fields.items():
+        sub = _nested(f)
+        if sub is None:
+            continue
+        sub_fields = {g.name for g in dataclasses.fields(sub)}
+        for k in (key, key[len(name) + 1:] if key.startswith(name + "_") else None):
+            if k in sub_fields:
+                return (name, k)
+    return None
+
+
+def _option_names(cls: type, prefix: str = "") -> list[str]:
+    out = []
+    for f in dataclasses.fields(cls):
+        sub = _nested(f)
+        out += _option_names(sub, f"{prefix}{f.name}.") if sub else [prefix + f.name]
+    return out
+
+
+def head_option(name: str, key: str) -> str | None:
+    """The dotted option ``key`` sets on head ``name`` (flat names resolved), or None
+    when the head has no such option."""
+    path = _option_path(_head_class(name).Config, key)
+    return ".".join(path) if path else None
+
+
+def head_options(name: str) -> list[str]:
+    """Every option of head ``name``, nested ones dotted (``audio.fusion_layers``)."""
+    return _option_names(_head_class(name).Config)
+
+
+def _build(cls: type, values: dict[tuple[str, ...], Any]):
+    kw: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        sub = _nested(f)
+        if sub is not None:
+            inner = {p[1:]: v for p, v in values.items() if p[0] == f.name and len(p) > 1}
+            if (f.name,) in values:  # a whole nested config, as a saved run stores it
+                inner = {**{(k,): v for k, v in dict(values[(f.name,)]).items()}, **inner}
+            if inner:
+                kw[f.name] = _build(sub, inner)
+        elif (f.name,) in values:
+            kw[f.name] = values[(f.name,)]
+    return cls(**kw)
+
+
 def head_config(name: str, overrides: dict[str, Any] | None = None, **dims: int):
     """The head's config with ``overrides`` applied; ``dims`` (dim, audio_dim, ...) are the
-    store's sizes and fill fields of the same name."""
+    store's sizes and fill options of the same name.
+
+    Keys are option names as ``head_option`` resolves them (dotted, or flat); a nested
+    config may also come whole, as a dict (``dataclasses.asdict`` of a saved config).
+    """
     cls = _head_class(name).Config
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(overrides or {}) - fields
+    values: dict[tuple[str, ...], Any] = {}
+    for k, v in dims.items():
+        path = _option_path(cls, k)
+        if path:
+            values[path] = v
+    unknown = []
+    for k, v in (overrides or {}).items():
+        path = _option_path(cls, k)
+        if path is None:
+            unknown.append(k)
+        else:
+            values[path] = v
     if unknown:
-        raise KeyError(f"head {name!r} has no option(s) {sorted(unknown)} (options: {', '.join(sorted(fields))})")
-    kw = {k: v for k, v in dims.items() if k in fields}
-    kw.update(overrides or {})
-    return cls(**kw)
+        raise KeyError(f"head {name!r} has no option(s) {sorted(unknown)} "
+                       f"(options: {', '.join(sorted(head_options(name)))})")
+    return _build(cls, values)
 
 
 def create_head(name: str, config: Any = None, **dims: int) -> "Head":
@@ -92,6 +174,14 @@ class Head(nn.Module):
         return [g for g in ({"params": decay, "lr": lr, "weight_decay": weight_decay, "group": "decay"},
                             {"params": no_decay, "lr": lr, "weight_decay": 0.0, "group": "no_decay"})
                 if g["params"]]
+
+    def index_vectors(self, video_repr) -> torch.Tensor:
+        """[n_video, D]: one vector per video whose inner product with a query's vector
+        proposes search candidates (re-scored by ``similarity``). Default: the video
+        representation itself, when it is a tensor."""
+        if not isinstance(video_repr, torch.Tensor):
+            raise NotImplementedError(f"head {self.name!r} gives no index vector")
+        return video_repr
 
     def extra_metrics(self) -> dict[str, float]:
         """Scalars worth logging per epoch (e.g. gate values); none by default."""

@@ -16,12 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.heads.base import Head, register_head
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over dim 1 of ``x`` [B, N, D] where ``mask`` [B, N] is True (>= 1 kept)."""
-    m = mask.to(x.dtype).unsqueeze(-1)
-    return (x * m).sum(1) / m.sum(1).clamp(min=1)
+from training.heads.layers import masked_mean
 
 
 @dataclass

@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.heads.avigate import mlp
 from training.heads.base import Head, register_head
+from training.heads.layers import layer_norm, mlp
 from training.losses import info_nce
 
 DISTILL = ("injection", "kd", "none")
@@ -43,22 +43,22 @@ class WaverConfig:
     mlp_ratio: int = 4
     temporal_layers: int = 4
     distill: str = "injection"  # injection | kd | none
-    # tags the student attends to, and averaged into the teacher's video embedding; the
-    # release used the top one, on planted stores the top-1 teacher ranks far worse
-    # (test R@1 ~33 against ~85 for the mean of the top 8)
+    # tags the student attends to, and averaged into the teacher's video embedding (the
+    # release used the top one)
     tag_k: int = 8
     teacher_k: int = 8
     kd_beta: float = 1.0
-    # on logits that carry the logit scale (100): at 1 the targets are near one-hot; on
-    # planted stores 8 shrank the style-shift gap most (1 < 4 < 8, tests/training)
+    # on logits that carry the logit scale (100): at 1 the targets are near one-hot
     kd_temperature: float = 8.0
     dropout: float = 0.1
     # a linear map on the caption tokens, identity at start: the cached stand-in for
     # fine-tuning CLIP's text tower (the seeds do; our text features are frozen)
     text_adapter: bool = True
-    wti_hidden: int = 0  # width of the token-weight MLPs (0: 2 * dim, as DRL)
-    drl_lambda: float = 0.0  # DRL's channel decorrelation (the paper: 0.001); 0 is off
-    drl_alpha: float = 0.14  # weight of the off-diagonal terms
+    wti_hidden: int = 0  # width of the token-weight MLPs (0: dim, DRL's transformer width)
+    # DRL's channel decorrelation (cdcr=3); DRL's WTI recipe: lambda 0.001; 0 is off
+    drl_lambda: float = 0.0
+    drl_alpha1: float = 0.14  # weight of the diagonal terms (DRL's WTI recipe)
+    drl_alpha2: float = 0.0  # weight of the off-diagonal terms (DRL's WTI recipe)
     logit_scale: float = 100.0
 
     def __post_init__(self):
@@ -103,7 +103,7 @@ class TemporalLayer(nn.Module):
 
     def __init__(self, dim: int, n_heads: int, mlp_ratio: int):
         super().__init__()
-        self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.ln1, self.ln2 = layer_norm(dim), layer_norm(dim)
         self.attn = nn.MultiheadAttention(dim, n_heads, batch_first=True)
         self.mlp = mlp(dim, dim * mlp_ratio)
 
@@ -145,18 +145,43 @@ def wti_scores(t_hat: torch.Tensor, t_mask: torch.Tensor, w_t: torch.Tensor,
     return torch.cat(out)
 
 
-def decorrelation_loss(text: torch.Tensor, video: torch.Tensor, alpha: float) -> torch.Tensor:
-    """DRL's channel decorrelation: the batch cross-correlation of text and video channels
-    should be the identity (diagonal pulled to 1, off-diagonal, weighted ``alpha``, to 0)."""
-    def standardise(x):
-        x = x.float()
-        return (x - x.mean(0)) / (x.std(0) + 1e-6)
+def _standardise(x: torch.Tensor) -> torch.Tensor:
+    # DRL divides by the std itself; the floor only keeps a constant channel finite
+    return (x - x.mean(0)) / x.std(0).clamp(min=1e-6)
 
-    a, b = standardise(text), standardise(video)
-    c = a.t() @ b / a.shape[0]
-    on = (torch.diagonal(c) - 1).pow(2).sum()
-    off = c.pow(2).sum() - torch.diagonal(c).pow(2).sum()
-    return on + alpha * off
+
+def decorrelation_loss(t_hat: torch.Tensor, t_mask: torch.Tensor, w_t: torch.Tensor,
+                       v_hat: torch.Tensor, v_mask: torch.Tensor, w_v: torch.Tensor,
+                       alpha1: float, alpha2: float) -> torch.Tensor:
+    """DRL's channel decorrelation regulariser (its ``cdcr=3``) over matching pairs.
+
+    Row i of the text inputs [B, W, D] belongs to row i of the video inputs [B, N, D]
+    (normalised tokens and frames, their masks and WTI weights). Every valid caption
+    token is paired with its best-matching frame of its own video, and every valid frame
+    with its best-matching token; the channel cross-correlation of each set of pairs
+    (standardised over the pairs, each pair weighted by its token's or frame's WTI
+    weight, divided by B) is averaged into C, and the loss is
+    alpha1 * sum_c (C_cc - 1)^2 + alpha2 * sum_{c != d} C_cd^2.
+    """
+    b = t_hat.shape[0]
+    t_hat, v_hat = t_hat.float(), v_hat.float()
+    s = torch.einsum("bwd,bnd->bwn", t_hat, v_hat)
+    s = s.masked_fill(~(t_mask[:, :, None] & v_mask[:, None, :]), float("-inf"))
+    rows = torch.arange(b, device=s.device)[:, None]
+    best_v = v_hat[rows, s.argmax(dim=2)]  # [B, W, D]: each token's best frame
+    best_t = t_hat[rows, s.argmax(dim=1)]  # [B, N, D]: each frame's best token
+    if int(t_mask.sum()) < 2 or int(v_mask.sum()) < 2:  # no spread to standardise by
+        return s.new_zeros(())
+
+    def cross(a, a_best, mask, w):
+        a, a_best = _standardise(a[mask]), _standardise(a_best[mask])
+        return torch.einsum("kc,kd,k->cd", a, a_best, w[mask].float()) / b
+
+    c = (cross(t_hat, best_v, t_mask, w_t) + cross(v_hat, best_t, v_mask, w_v)) / 2
+    diag = torch.diagonal(c)
+    on = (diag - 1).pow(2).sum()
+    off = c.pow(2).sum() - diag.pow(2).sum()
+    return alpha1 * on + alpha2 * off
 
 
 def teacher_embedding(tags: torch.Tensor, tag_mask: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -201,7 +226,7 @@ class WaverBase(Head):
         self.text_adapter = nn.Linear(d, d, bias=False) if c.text_adapter else nn.Identity()
         if c.text_adapter:
             nn.init.eye_(self.text_adapter.weight)
-        hidden = c.wti_hidden or 2 * d
+        hidden = c.wti_hidden or d
         self.text_weight = token_weight_mlp(d, hidden)
         self.video_weight = token_weight_mlp(d, hidden)
         self.register_buffer("log_scale", torch.tensor(math.log(c.logit_scale)))
@@ -240,8 +265,10 @@ class WaverBase(Head):
         mask[:, 0] |= ~mask.any(dim=1)
         t = self.text_adapter(torch.where(mask[..., None], t, torch.zeros_like(t)))
         w = masked_softmax(self.text_weight(t).squeeze(-1), mask)
-        return {"tokens": F.normalize(t, dim=-1), "mask": mask, "weights": w,
-                "pooled": F.normalize((w[..., None] * t.float()).sum(1), dim=-1)}
+        return {"tokens": F.normalize(t, dim=-1), "mask": mask, "weights": w}
+
+    def index_vectors(self, video_repr):
+        return video_repr["pooled"]
 
     def similarity(self, text_repr, video_repr):
         s = wti_scores(text_repr["tokens"], text_repr["mask"], text_repr["weights"],
@@ -258,7 +285,9 @@ class WaverBase(Head):
             loss = loss + c.kd_beta * kd
             self._log("kd_loss", kd)
         if c.drl_lambda > 0:
-            dc = decorrelation_loss(text_repr["pooled"], video_repr["pooled"], c.drl_alpha)
+            dc = decorrelation_loss(text_repr["tokens"], text_repr["mask"], text_repr["weights"],
+                                    video_repr["frames"], video_repr["mask"], video_repr["weights"],
+                                    c.drl_alpha1, c.drl_alpha2)
             loss = loss + c.drl_lambda * dc
             self._log("decorrelation", dc)
         return loss
