@@ -5,14 +5,14 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-import training.cli
+import vtr.commands.train
 from training.planted import write_planted_store
 
 
 @pytest.fixture(scope="module")
 def app():
     app = typer.Typer(pretty_exceptions_enable=False)
-    training.cli.register(app)
+    vtr.commands.train.register(app)
     return app
 
 
