@@ -208,5 +208,5 @@ def read_metrics_csv(run: str) -> dict[str, np.ndarray]:
 
 
 __all__ = ["ConfigError", "DivergedError", "RunError", "TrainConfig", "append_csv", "audio_for",
-           "check_same_store", "load_checkpoint", "load_run", "read_config", "read_metrics_csv", "resolve_device", "save_checkpoint", "save_head", "split_settings",
-           "truncate_csv", "write_json"]
+           "check_same_store", "load_checkpoint", "load_run", "read_config", "read_metrics_csv",
+           "resolve_device", "save_checkpoint", "save_head", "split_settings", "truncate_csv", "write_json"]
