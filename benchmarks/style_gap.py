@@ -19,8 +19,9 @@ import torch
 
 from training.data import select_split
 from training.planted_waver import write_waver_store
+from training.runs import TrainConfig, load_run
 from training.style import style_report
-from training.trainer import TrainConfig, load_run, train
+from training.trainer import train
 
 FAST = dict(batch_size=32, lr=1e-3, audio_tokens=8, seed=0, epochs=10)
 SMALL_WAVER = {"n_heads": 4, "temporal_layers": 1, "wti_hidden": 64}

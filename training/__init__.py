@@ -1,4 +1,4 @@
-"""Retrieval heads trained on cached features: heads, losses, metrics, the loop, the CLI.
+"""Retrieval heads trained on cached features: heads, losses, metrics, the loop, evaluation.
 
 Reads features only through ``storage`` (``open_store``); nothing here touches media.
 
@@ -36,7 +36,8 @@ Heads (``training.heads``)
     audio-gated frames into WAVER's interaction and distillation).
 
 Audio as the heads consume it
-    The store keeps all 1214 AST tokens (2 special + 12 x 101 patches, 768 wide) in
+    The store keeps all 1214 AST tokens (2 special + 12 x 101 patches, 768 wide: the
+    layout's ``audio_special_tokens``, ``audio_freq_patches``, ``audio_time_patches``) in
     float16: 1.8 MiB per video, 18 GB for MSR-VTT, too much to hold in RAM. The trainer
     pools them once per run (``TrainConfig.audio_tokens``, default 32; the value is in
     the run's config.json) into ``RUN/audio_pool{P}.npy``, memory-mapped: one token that
@@ -50,7 +51,7 @@ Losses (``training.losses``)
     ``info_nce`` (symmetric), ``adaptive_margins`` + ``adaptive_margin_loss`` (AVIGATE:
     lambda 0.2, delta 0.1, margins from frozen text / frame similarities, no gradient).
 
-Trainer (``training.trainer``)
+Trainer (``training.trainer``), evaluation (``training.evaluate``), run folders (``training.runs``)
     ``train(store, head, out, overrides, TrainConfig(...), resume=False)``: AdamW with
     the head's parameter groups, linear warm-up then cosine, gradient clipping, fp16
     autocast and pinned memory on CUDA (same code path, disabled, on CPU), seeded and
@@ -58,14 +59,16 @@ Trainer (``training.trainer``)
     run repeats an uninterrupted one exactly). Features are loaded into memory, or
     streamed in shards through dask when a split exceeds half the available RAM
     (``stream``). Selects the epoch on val (multi-caption text->video R@1+R@5+R@10),
-    evaluates test once at the end. Run folder: see ``training.trainer``.
+    evaluates test once at the end (``training.evaluate``: similarity matrix, split
+    reports, the selection score, ``evaluate_run``). ``training.runs``: ``TrainConfig``,
+    devices, the run folder's files, ``load_run``, ``RunError``.
 
 Metrics (``training.metrics``)
     ``retrieval_metrics(sim, caption_video=None, direction="t2v")`` ->
     ``{R1, R5, R10, MdR, MnR}``: CLIP4Clip's conventions, ties pessimistic,
     single- and multi-caption protocols.
 
-CLI (``training.cli``)
+CLI (``vtr.commands.train``)
     ``vtr train --store S --head H --out RUN [--epochs --batch-size --lr --set k=v ...]``,
     ``vtr eval --store S --run RUN [--split test] [--style-shift]`` and
     ``vtr ablate --store S --out DIR`` (every head side by side, ``training.ablate``).

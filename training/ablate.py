@@ -21,7 +21,10 @@ import numpy as np
 
 from storage import StoreError
 from training.data import EmptySplitError, select_split
-from training.heads import head_config, head_option
+from training.heads import head_config, head_option, head_options
+from training.runs import ConfigError, RunError, TrainConfig, audio_for, load_run, read_config, resolve_device
+from training.style import style_report, writers_report
+from training.trainer import train
 
 # variant -> (head, overrides)
 VARIANTS: dict[str, tuple[str, dict]] = {
@@ -40,15 +43,17 @@ def variant_overrides(names: list[str], common: dict) -> dict[str, dict]:
     an option no chosen head has is an error (it would silently do nothing)."""
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
-        raise KeyError(f"unknown variant(s) {unknown} (known: {', '.join(VARIANTS)})")
-    out, used = {}, set()
+        raise ConfigError(f"unknown variant(s) {unknown} (known: {', '.join(VARIANTS)})")
+    out, used, known = {}, set(), set()
     for n in names:
         head, ov = VARIANTS[n]
+        known |= set(head_options(head))
         mine = {k: v for k, v in common.items() if head_option(head, k)}
         used |= set(mine)
         out[n] = {**mine, **ov}
     if set(common) - used:
-        raise KeyError(f"no chosen head has option(s) {sorted(set(common) - used)}")
+        raise ConfigError(f"no chosen head has option(s) {sorted(set(common) - used)} "
+                          f"(their options: {', '.join(sorted(known))})")
     return out
 
 
@@ -57,12 +62,8 @@ def _run_dir(out: str, variant: str) -> str:
 
 
 def _train_or_reuse(store: str, head: str, run: str, overrides: dict, config, progress: bool, log) -> None:
-    from training.trainer import RunError, train
-
-    cfg_path = os.path.join(run, "config.json")
-    if os.path.exists(cfg_path):
-        with open(cfg_path) as f:
-            saved = json.load(f)
+    if os.path.exists(os.path.join(run, "config.json")):
+        saved = read_config(run)
         want_train = dataclasses.asdict(config)
         same_head = saved["head"] == head and dataclasses.asdict(
             head_config(head, {**saved["head_config"], **overrides})) == saved["head_config"]
@@ -77,8 +78,6 @@ def _train_or_reuse(store: str, head: str, run: str, overrides: dict, config, pr
 
 def _gaps(head, store: str, run: str, config, device) -> tuple[dict | None, dict | None]:
     """(style report or None when the store has no style step, writers report or None)."""
-    from training.style import style_report, writers_report
-    from training.trainer import audio_for
 
     data = select_split(store, "test")
     audio = audio_for(head.text_fields + head.video_fields, store, run, config.audio_tokens, False)
@@ -92,8 +91,6 @@ def _gaps(head, store: str, run: str, config, device) -> tuple[dict | None, dict
 def run_ablation(store: str, out: str, config=None, variants: list[str] | None = None,
                  common: dict | None = None, progress: bool = True, log=print) -> dict:
     """Train and score every variant; returns (and writes) ``{"rows": [...], ...}``."""
-    from training.trainer import TrainConfig, load_run, resolve_device
-
     config = config or TrainConfig()
     names = list(variants or VARIANTS)
     overrides = variant_overrides(names, common or {})

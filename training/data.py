@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from storage import DONE, StoreError, layout_of, open_store, read_attrs
+from storage import DONE, StoreError, StoreLayout, layout_of, open_store, read_attrs
 
 # batch key -> (store variable, item dimension). "audio" comes from the pooled cache.
 FIELDS: dict[str, tuple[str, str]] = {
@@ -31,7 +31,6 @@ FIELDS: dict[str, tuple[str, str]] = {
     "frame_mask": ("frame_mask", "video"),
     "has_audio": ("has_audio", "video"),
 }
-AST_GRID = (12, 101)  # AST on a 1024 x 128 fbank, 16x16 patches, stride 10: freq x time
 # batch keys built from the tags step (item dimension "video"): ``tags`` [n, K, D] =
 # phrase_embedding[tag_index] (zero rows past the table) and ``tag_mask`` [n, K], True
 # for real tags of videos whose tags step is done (the rest are masked, never guessed)
@@ -70,23 +69,25 @@ def store_identity(path: str) -> dict:
 
 
 # --- audio ------------------------------------------------------------------------------
-def pool_audio(tokens: np.ndarray, n_out: int) -> np.ndarray:
+def pool_audio(tokens: np.ndarray, n_out: int, layout: StoreLayout) -> np.ndarray:
     """[n, T, Da] tokens -> [n, n_out, Da] (float16), averaged along time.
 
-    AST layouts (T = 1214: CLS, distillation, 12 x 101 patches; T = 1213: the release's
-    merged special token) keep one special token (the mean of the two) and average the
-    patches over frequency, then over time windows to ``n_out - 1`` tokens. Other
-    layouts are average-pooled along the token axis; ``n_out <= 0`` or ``T <= n_out``
-    keeps the tokens as they are.
+    Tokens laid out as the store's ``layout`` says (``audio_special_tokens`` first, then
+    an ``audio_freq_patches`` x ``audio_time_patches`` grid: the AST's 2 + 12 x 101) keep
+    one special token (the mean of the special ones) and average the patches over
+    frequency, then over time windows to ``n_out - 1`` tokens. Other token counts are
+    average-pooled along the token axis; ``n_out <= 0`` or ``T <= n_out`` keeps the
+    tokens as they are.
     """
     x = torch.from_numpy(np.ascontiguousarray(tokens)).float()
     n, t, d = x.shape
     if n_out <= 0 or t <= n_out:
         return tokens.astype(np.float16, copy=False)
-    n_special = {1214: 2, 1213: 1}.get(t)
-    if n_special is not None and n_out >= 2:
+    n_special, n_freq, n_time = (layout.audio_special_tokens, layout.audio_freq_patches,
+                                 layout.audio_time_patches)
+    if n_special >= 1 and t == n_special + n_freq * n_time and n_out >= 2:
         special = x[:, :n_special].mean(1, keepdim=True)
-        grid = x[:, n_special:].reshape(n, *AST_GRID, d).mean(1)  # [n, time, d]
+        grid = x[:, n_special:].reshape(n, n_freq, n_time, d).mean(1)  # [n, time, d]
         timed = torch.nn.functional.adaptive_avg_pool1d(grid.transpose(1, 2), n_out - 1).transpose(1, 2)
         out = torch.cat([special, timed], dim=1)
     else:
@@ -100,9 +101,10 @@ def pooled_audio(store: str, cache: str, n_out: int, progress: bool = True) -> n
     if os.path.exists(cache):
         return np.load(cache, mmap_mode="r")
     ds = open_store(store)
+    layout = layout_of(store)
     state = ds["audio_state"].values
     n_v = ds.sizes["video"]
-    probe = pool_audio(np.zeros((1, ds.sizes["audio_token"], ds.sizes["audio_dim"]), np.float16), n_out)
+    probe = pool_audio(np.zeros((1, ds.sizes["audio_token"], ds.sizes["audio_dim"]), np.float16), n_out, layout)
     tmp = cache + ".partial.npy"
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n_v, *probe.shape[1:]))
     step = 64  # 64 x 1.8 MiB of raw AST tokens per read
@@ -111,7 +113,7 @@ def pooled_audio(store: str, cache: str, n_out: int, progress: bool = True) -> n
         b = min(a + step, n_v)
         done = state[a:b] == DONE
         if done.any():
-            out[a:b] = pool_audio(np.asarray(tokens[a:b].compute()), n_out) * done[:, None, None]
+            out[a:b] = pool_audio(np.asarray(tokens[a:b].compute()), n_out, layout) * done[:, None, None]
     out.flush()
     del out
     os.replace(tmp, cache)  # only a complete cache ever carries the final name

@@ -1,5 +1,5 @@
 """Planted-structure stores for WAVER: tags, a phrase table, writing styles and their
-style-shifted captions, written through ``storage`` (tests, benchmarks, ``vtr ablate``).
+style-shifted captions, built on ``training.planted`` (tests, benchmarks, ``vtr ablate``).
 
 Every video has a hidden code ``c`` split into a frame part, an audio part
 (``audio_share``) and a tag part (``tag_share``). Captions see the whole code through a
@@ -26,8 +26,9 @@ import os
 
 import numpy as np
 
-from storage import StepWriter, create_phrase_table, open_group, write_style_table
-from training.planted import create_planted_manifest
+from storage import create_phrase_table, open_group, write_style_table
+from storage.synthetic import write_step
+from training.planted import audio_base, create_planted_manifest, write_planted_audio, write_planted_frames
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:
@@ -81,23 +82,9 @@ def write_waver_store(path: str | os.PathLike, n_videos: int, captions_per_video
         tied = rng.random(cap_video.size) < style_tied
         caption_style = np.where(tied, group[cap_video], rng.integers(0, n_styles, cap_video.size))
 
-    w = StepWriter(path, "frames")
-    for idx in w.pending_blocks():
-        n = idx.size
-        base = code[idx, fr] @ w_frame + (look[idx] if n_styles else 0)
-        f = base[:, None, :] + noise * rng.standard_normal((n, n_frames, dim), dtype=np.float32) / np.sqrt(code_dim)
-        n_valid = np.where(rng.random(n) < padded_fraction, rng.integers(1, n_frames + 1, n), n_frames)
-        mask = np.arange(n_frames)[None, :] < n_valid[:, None]
-        w.write(idx, {"frame_features": f * mask[..., None], "frame_mask": mask})
-
-    w = StepWriter(path, "audio")
-    for idx in w.pending_blocks():
-        n = idx.size
-        base = code[idx, au] @ w_audio[:n_audio] if n_audio else np.zeros((n, audio_dim), np.float32)
-        a = base[:, None, :] + noise * rng.standard_normal((n, n_audio_tokens, audio_dim), dtype=np.float32) \
-            / np.sqrt(code_dim)
-        a = a / a.std(axis=-1, keepdims=True)  # AST tokens come after a LayerNorm
-        w.write(idx, {"audio_tokens": a * has_audio[idx, None, None], "has_audio": has_audio[idx]})
+    write_planted_frames(path, rng, layout, lambda idx: code[idx, fr] @ w_frame + (look[idx] if n_styles else 0),
+                         noise, code_dim, padded_fraction)
+    write_planted_audio(path, rng, layout, audio_base(code, au, w_audio, audio_dim), noise, code_dim, has_audio)
 
     # captions: content (all of the code) + noise, then the writer's style offset
     content = (code[cap_video] + caption_noise * rng.standard_normal((cap_video.size, code_dim), dtype=np.float32)) \
@@ -113,11 +100,11 @@ def write_waver_store(path: str | os.PathLike, n_videos: int, captions_per_video
         tok[np.arange(rows.size), lengths[rows] - 1] = emb  # the EOT token carries the sentence
         return emb, tok * mask[..., None], mask
 
-    w = StepWriter(path, "text")
-    for idx in w.pending_blocks():
+    def text(idx):
         offset = styles[caption_style[idx]] if n_styles else np.zeros((idx.size, dim), np.float32)
         emb, tok, mask = tokens_of(idx, offset)
-        w.write(idx, {"caption_embedding": emb, "caption_tokens": tok, "caption_mask": mask})
+        return {"data": {"caption_embedding": emb, "caption_tokens": tok, "caption_mask": mask}}
+    write_step(path, "text", text)
 
     # tags: phrases (frame + tag parts of a code) ranked against each video's frame + tag code
     seen = np.r_[np.arange(n_frame), np.arange(n_frame + n_audio, code_dim)]
@@ -132,8 +119,8 @@ def write_waver_store(path: str | os.PathLike, n_videos: int, captions_per_video
     cos = _unit_rows(code[:, seen]) @ _unit_rows(phrase_code[:, seen]).T
     top = np.argsort(-cos, axis=1, kind="stable")[:, :n_tags]
     no_tags = rng.random(n_videos) < no_tags_fraction
-    w = StepWriter(path, "tags")
-    for idx in w.pending_blocks():
+
+    def tags(idx):
         ok = idx[~no_tags[idx]]
         errors = {int(i): "planted: no tags for this video" for i in idx[no_tags[idx]]}
         data = {}
@@ -144,7 +131,8 @@ def write_waver_store(path: str | os.PathLike, n_videos: int, captions_per_video
             ti[sel] = top[ok]
             ts[sel] = np.take_along_axis(cos[ok], top[ok], axis=1)
             data = {"tag_index": ti, "tag_score": ts}
-        w.write(idx, data=data, errors=errors)
+        return {"data": data, "errors": errors}
+    write_step(path, "tags", tags)
 
     n_rows = 0
     if n_shift_styles:

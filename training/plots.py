@@ -12,14 +12,15 @@ whose data exists).
 """
 from __future__ import annotations
 
-import csv
 import os
 
 import numpy as np
 import torch
 
 from training.data import EmptySplitError, load_arrays, select_split
+from training.evaluate import similarity_matrix
 from training.metrics import ranks_text_to_video, ranks_video_to_text
+from training.runs import read_metrics_csv
 
 PLOT_DIR = "plots"
 
@@ -31,7 +32,6 @@ def _gate_modules(head: torch.nn.Module) -> dict[str, torch.nn.Module]:
 @torch.no_grad()
 def record_eval_details(head, store: str, run: str, audio, device: torch.device,
                         batch_size: int = 256, amp: bool = True) -> None:
-    from training.trainer import similarity_matrix
     splits = {}
     for name in ("val", "test"):
         try:
@@ -67,21 +67,6 @@ def record_eval_details(head, store: str, run: str, audio, device: torch.device,
     if gates:
         np.savez(os.path.join(run, "gates.npz"), video_index=np.concatenate(ids),
                  split=np.asarray(split_of), **{n: np.concatenate(v) for n, v in gate_rows.items()})
-
-
-def read_metrics_csv(run: str) -> dict[str, np.ndarray]:
-    path = os.path.join(run, "metrics.csv")
-    if not os.path.exists(path):
-        return {}
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    out = {}
-    for key in (rows[0].keys() if rows else ()):
-        try:
-            out[key] = np.asarray([float(r[key]) if r[key] != "" else np.nan for r in rows])
-        except ValueError:
-            continue
-    return out
 
 
 def recall_curve(ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,8 @@ import json
 import os
 
 from training.metrics import KEYS
-from training.plots import PLOT_DIR, read_metrics_csv, write_plots
+from training.plots import PLOT_DIR, write_plots
+from training.runs import read_config, read_metrics_csv
 
 PLOTS = [("loss.png", "Training loss"), ("recall_at_1.png", "Validation R@1 per epoch"),
          ("recall_at_k.png", "Recall at K"), ("gates.png", "Gate values per layer")]
@@ -33,13 +34,9 @@ def _metrics_table(report: dict) -> str:
 
 
 def render_report(run: str, out: str | None = None) -> str:
-    """Write the report; returns its path. Raises FileNotFoundError for a folder that is
-    not a run."""
-    cfg_path = os.path.join(run, "config.json")
-    if not os.path.exists(cfg_path):
-        raise FileNotFoundError(f"{run}: not a training run (no config.json)")
-    with open(cfg_path) as f:
-        cfg = json.load(f)
+    """Write the report; returns its path. Raises ``RunError`` for a folder that is not a
+    run."""
+    cfg = read_config(run)
     out = out or os.path.join(run, "report.html")
     write_plots(run)  # cheap, and current with the run's files
     e = html.escape

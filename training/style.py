@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from storage import STYLE_VARIABLES, StoreError, as_str, open_store
+from training.data import load_arrays, select_split
+from training.evaluate import prepare_eval, similarity_matrix
 from training.metrics import rank_metrics, ranks_text_to_video
 
 MISSING_HINT = "run `vtr extract --steps style` first"
@@ -53,9 +55,6 @@ def style_report(head, store: str, data, audio, device, batch_size: int = 256, a
     None}``. ``writers`` compares each video's first caption (the single-caption query)
     with its other captions: ``{"first", "others", "gap"}``.
     """
-    from training.data import load_arrays
-    from training.trainer import similarity_matrix
-
     arrays = load_arrays(store, data, head.text_fields + head.video_fields, audio)
     styled = load_style_captions(store, data.captions)
     n_plain = data.n_captions
@@ -86,9 +85,6 @@ def style_report(head, store: str, data, audio, device, batch_size: int = 256, a
 
 def writers_report(head, store: str, data, audio, device, batch_size: int = 256, amp: bool = True) -> dict | None:
     """The "other writers" view alone (needs no style step): first caption vs the others."""
-    from training.data import load_arrays
-    from training.trainer import similarity_matrix
-
     arrays = load_arrays(store, data, head.text_fields + head.video_fields, audio)
     sim = similarity_matrix(head, arrays, device, batch_size, amp=amp)
     return _writers(ranks_text_to_video(sim, data.caption_video), data)
@@ -123,8 +119,5 @@ def format_style_report(report: dict, title: str = "") -> str:
 def evaluate_style_shift(store: str, run: str, split: str = "test", device: str = "auto",
                          progress: bool = True) -> dict:
     """``style_report`` of a run's best head on one split of the store it was trained on."""
-    from training.data import select_split
-    from training.trainer import prepare_eval
-
     head, _, tc, audio, dev = prepare_eval(store, run, device, progress)
     return style_report(head, store, select_split(store, split), audio, dev, tc.eval_batch_size, tc.amp)

@@ -1,4 +1,5 @@
-"""`vtr search` and `vtr index`: a text query against a store's videos, scored by a trained head.
+"""Text search over a store's videos, scored by a trained head (the library behind
+`vtr search` and `vtr index`, ``vtr.commands.search``).
 
 The query is encoded by the CLIP text tower that encoded the store's captions (the model,
 weights file and sha256 recorded in the store's ``text`` provenance; a RANDOM-INIT store is
@@ -7,8 +8,9 @@ so a query that copies a caption gets exactly that caption's feature.
 
 Without an index every video (frames done) is scored exactly, streamed in blocks of
 videos so the store need not fit in memory. ``vtr index`` writes a FAISS inner-product
-index over the head's text-independent video vectors (meanpool: the video embedding;
-AVIGATE: the global embedding; WAVER: the token-weighted frame mean) to ``RUN/index.faiss`` + ``RUN/index.json``; ``search``
+index over the head's text-independent video vectors (``Head.index_vectors``; meanpool:
+the video embedding; AVIGATE: the global embedding; WAVER: the token-weighted frame
+mean) to ``RUN/index.faiss`` + ``RUN/index.json``; ``search``
 with ``--index`` takes its top ``k * 10`` candidates and re-ranks only those exactly with
 the head's similarity.
 """
@@ -22,7 +24,7 @@ import torch
 
 from storage import DONE, as_str, open_group, read_attrs
 from training.data import SplitData, load_arrays, store_identity
-from training.trainer import RunError, TrainConfig, audio_for, check_same_store, load_run, resolve_device
+from training.evaluate import encode_videos, prepare_eval
 
 BLOCK = 1024  # videos loaded and encoded at a time
 RERANK_FACTOR = 10
@@ -84,26 +86,7 @@ def _video_data(videos: np.ndarray) -> SplitData:
 
 def _encode_videos(head, store: str, videos: np.ndarray, audio, device: torch.device):
     """Head representations of ``videos`` (store indices), in that order."""
-    from training.data import to_batch
-    from training.trainer import _cat
-    arrays = load_arrays(store, _video_data(videos), head.video_fields, audio)
-    rows = np.arange(videos.size)
-    return _cat([head.encode_video(to_batch(arrays, None, rows[a:a + 256], head.video_fields, device))
-                 for a in range(0, videos.size, 256)])
-
-
-def candidate_vectors(rep) -> torch.Tensor:
-    """The part of a representation whose inner product ranks candidates: a tensor as is,
-    a dict's ``global`` entry (AVIGATE), else its ``pooled`` one (WAVER: the token-weighted
-    mean of the frames or caption tokens; WTI is not an inner product of two vectors, so
-    this only proposes candidates for the exact re-ranking)."""
-    if isinstance(rep, torch.Tensor):
-        return rep
-    for key in ("global", "pooled"):
-        if isinstance(rep, dict) and key in rep:
-            return rep[key]
-    raise SearchError("this head's video representation has no single vector to index "
-                      f"(keys: {sorted(rep) if isinstance(rep, dict) else type(rep).__name__})")
+    return encode_videos(head, load_arrays(store, _video_data(videos), head.video_fields, audio), device)
 
 
 class Searcher:
@@ -112,15 +95,10 @@ class Searcher:
     def __init__(self, store: str, run: str, device: str = "cpu", progress: bool = False,
                  checkpoint: str = "head"):
         self.store, self.run = store, run
-        self.device = resolve_device(device)
         if checkpoint not in ("head", "last"):
             raise SearchError(f"checkpoint must be head (best on val) or last, not {checkpoint!r}")
-        self.head, self.cfg = load_run(run, self.device, which=checkpoint)
+        self.head, self.cfg, _, self.audio, self.device = prepare_eval(store, run, device, progress, checkpoint)
         self.head.eval()
-        check_same_store(run, self.cfg, store)
-        tc = TrainConfig(**self.cfg["train"])
-        self.audio = audio_for(self.head.text_fields + self.head.video_fields, store, run,
-                               tc.audio_tokens, progress)
         self.encoder = text_encoder_for(store, "cpu")
         g = open_group(store, mode="r")
         self.ids = as_str(g["video"][:])
@@ -168,7 +146,7 @@ class Searcher:
     @torch.no_grad()
     def candidates(self, query: str, index: str, n: int) -> np.ndarray:
         faiss_index, meta = read_index(index, self.store, self.run)
-        q = candidate_vectors(self.text_repr(query)).float().cpu().numpy()
+        q = self.head.index_vectors(self.text_repr(query)).float().cpu().numpy()
         q = q / np.linalg.norm(q, axis=1, keepdims=True).clip(1e-12)
         _, rows = faiss_index.search(np.ascontiguousarray(q, dtype=np.float32), min(n, faiss_index.ntotal))
         rows = rows[0][rows[0] >= 0]
@@ -187,18 +165,14 @@ def build_index(store: str, run: str, device: str = "cpu", progress: bool = True
     import faiss
     from tqdm import tqdm
 
-    dev = resolve_device(device)
-    head, cfg = load_run(run, dev)
+    head, cfg, _, audio, dev = prepare_eval(store, run, device, progress)
     head.eval()
-    check_same_store(run, cfg, store)
-    tc = TrainConfig(**cfg["train"])
-    audio = audio_for(head.text_fields + head.video_fields, store, run, tc.audio_tokens, progress)
     videos = searchable_videos(store)
     if videos.size == 0:
         raise SearchError(f"{store}: no video has its frames extracted; nothing to index")
     index = None
     for a in tqdm(range(0, videos.size, BLOCK), desc="indexing", unit="block", disable=not progress):
-        vec = candidate_vectors(_encode_videos(head, store, videos[a:a + BLOCK], audio, dev))
+        vec = head.index_vectors(_encode_videos(head, store, videos[a:a + BLOCK], audio, dev))
         vec = torch.nn.functional.normalize(vec.float(), dim=-1).cpu().numpy()
         if index is None:
             index = faiss.IndexFlatIP(vec.shape[1])
@@ -233,58 +207,3 @@ def read_index(path: str, store: str, run: str):
     if index.ntotal != len(meta["videos"]):
         raise SearchError(f"{path}: holds {index.ntotal} vectors, {meta_path} lists {len(meta['videos'])}")
     return index, meta
-
-
-# --- CLI --------------------------------------------------------------------------------
-def format_results(results: list[dict]) -> str:
-    lines = [f"{'rank':>4}  {'score':>8}  {'id':<14}{'split':<7}path"]
-    lines += [f"{r['rank']:>4}  {r['score']:>8.3f}  {r['id']:<14}{r['split']:<7}{r['path']}" for r in results]
-    return "\n".join(lines)
-
-
-def search_cmd(query: str, store: str, run: str, k: int, json_out: bool, index: bool,
-               device: str, checkpoint: str) -> None:
-    import typer
-
-    from storage import StoreError
-    try:
-        searcher = Searcher(store, run, device, checkpoint=checkpoint)
-        results = searcher.search(query, k, index_paths(run)[0] if index else None)
-    except (SearchError, RunError, StoreError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1)
-    if json_out:
-        typer.echo(json.dumps({"query": query, "store": store, "run": run, "results": results}, indent=2))
-    else:
-        typer.echo(format_results(results))
-
-
-def register(root) -> None:
-    import typer
-
-    @root.command("search")
-    def search(query: str = typer.Argument(..., help="the text to look for, e.g. \"a man is cooking\""),
-               store: str = typer.Option(..., "--store", help="feature store the run was trained on"),
-               run: str = typer.Option(..., "--run", help="run folder written by vtr train"),
-               k: int = typer.Option(5, "-k", "--k", help="how many videos to print"),
-               json_out: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
-               index: bool = typer.Option(False, "--index",
-                                          help="candidates from RUN/index.faiss (vtr index), re-ranked exactly"),
-               device: str = typer.Option("cpu", "--device", help="auto | cpu | cuda"),
-               checkpoint: str = typer.Option("head", "--checkpoint",
-                                              help="head (best epoch on val) or last (last epoch)")) -> None:
-        """Top-k videos of the store for a text query, scored by the run's head."""
-        search_cmd(query, store, run, k, json_out, index, device, checkpoint)
-
-    @root.command("index")
-    def index_cmd(store: str = typer.Option(..., "--store"),
-                  run: str = typer.Option(..., "--run", help="run folder written by vtr train"),
-                  device: str = typer.Option("cpu", "--device", help="auto | cpu | cuda")) -> None:
-        """FAISS index over the run's video vectors (RUN/index.faiss) for `vtr search --index`."""
-        from storage import StoreError
-        try:
-            path = build_index(store, run, device)
-        except (SearchError, RunError, StoreError) as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(1)
-        typer.echo(f"wrote {path}")

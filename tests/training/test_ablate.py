@@ -5,8 +5,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-import training.cli
+import vtr.commands.train
 from training.ablate import VARIANTS, format_table, variant_overrides
+from training.runs import ConfigError
 from training.planted_waver import write_waver_store
 
 TINY = ["--set", "n_heads=4", "--set", "temporal_layers=1", "--set", "resampler_layers=1",
@@ -20,7 +21,7 @@ def run(app, *args):
 @pytest.fixture(scope="module")
 def app():
     app = typer.Typer(pretty_exceptions_enable=False)
-    training.cli.register(app)
+    vtr.commands.train.register(app)
     return app
 
 
@@ -29,9 +30,9 @@ def test_overrides_go_to_the_heads_that_have_them():
     assert ov["meanpool"] == {"adapter": False}
     assert ov["waver/kd"] == {"n_heads": 4, "distill": "kd"}
     assert ov["avigate"] == {"n_heads": 4}
-    with pytest.raises(KeyError, match="no chosen head has"):
+    with pytest.raises(ConfigError, match="no chosen head has"):
         variant_overrides(["meanpool"], {"n_heads": 4})
-    with pytest.raises(KeyError, match="unknown variant"):
+    with pytest.raises(ConfigError, match="unknown variant"):
         variant_overrides(["waver/teacher"], {})
 
 

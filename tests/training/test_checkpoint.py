@@ -6,7 +6,9 @@ import torch
 from safetensors.torch import load_file
 
 from training.data import pooled_audio, select_split
-from training.trainer import RunError, TrainConfig, evaluate_run, evaluate_split, load_run, train
+from training.evaluate import evaluate_run, evaluate_split
+from training.runs import RunError, TrainConfig, load_run
+from training.trainer import train
 
 from .conftest import TINY_AVIGATE
 

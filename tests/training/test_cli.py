@@ -5,14 +5,14 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-import training.cli
+import vtr.commands.train
 from training.planted import write_planted_store
 
 
 @pytest.fixture(scope="module")
 def app():
     app = typer.Typer(pretty_exceptions_enable=False)
-    training.cli.register(app)
+    vtr.commands.train.register(app)
     return app
 
 
@@ -96,3 +96,19 @@ def test_random_store_with_the_ast_token_layout(app, tmp_path):
     assert r.exit_code == 0, r.output
     pooled = np.load(out / "audio_pool8.npy")
     assert pooled.shape == (24, 8, 16) and np.isfinite(pooled.astype(np.float32)).all()
+
+
+def test_set_reaches_every_train_config_field_and_unknown_keys_name_the_valid_ones(app, tiny, tmp_path):
+    out = tmp_path / "s"
+    r = run(app, "train", "--store", tiny, "--head", "meanpool", "--out", out, "--set", "epochs=1",
+            "--set", "batch_size=4", "--set", "eval_batch_size=8", "--set", "learn_scale=true", "--no-progress")
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["train"]["epochs"], cfg["train"]["batch_size"], cfg["train"]["eval_batch_size"]) == (1, 4, 8)
+    assert cfg["head_config"]["learn_scale"] is True
+    r = run(app, "train", "--store", tiny, "--head", "meanpool", "--out", tmp_path / "u", "--set", "bogus=1")
+    assert r.exit_code == 1 and "no option(s) ['bogus']" in r.output and "Traceback" not in r.output
+    assert "eval_batch_size" in r.output and "adapter" in r.output  # the valid keys, both kinds
+    r = run(app, "train", "--store", tiny, "--head", "meanpool", "--out", tmp_path / "b", "--epochs", 2,
+            "--set", "epochs=1")
+    assert r.exit_code == 1 and "given both as a flag and with --set" in r.output

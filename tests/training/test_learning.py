@@ -7,7 +7,9 @@ import torch
 
 from training.data import pooled_audio, select_split
 from training.heads import create_head
-from training.trainer import TrainConfig, evaluate_split, train
+from training.evaluate import evaluate_split
+from training.runs import TrainConfig
+from training.trainer import train
 
 from .conftest import TINY_AVIGATE
 

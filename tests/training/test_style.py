@@ -7,7 +7,7 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-import training.cli
+import vtr.commands.train
 from storage import StoreError, open_store
 from training.data import select_split
 from training.heads import create_head
@@ -58,7 +58,7 @@ def run(app, *args):
 def test_eval_style_shift_from_the_cli(stores, tmp_path):
     plain, styled = stores
     app = typer.Typer(pretty_exceptions_enable=False)
-    training.cli.register(app)
+    vtr.commands.train.register(app)
     for store, name in ((styled, "s"), (plain, "p")):
         r = run(app, "train", "--store", store, "--head", "waver", "--out", tmp_path / name, "--epochs", 1,
                 "--batch-size", 8, "--set", "n_heads=4", "--set", "temporal_layers=1", "--no-progress")

@@ -24,7 +24,8 @@ def sample_store(tmp_path_factory) -> str:
 
 
 def _train(store: str, head: str, out: Path, overrides, epochs: int, lr: float) -> str:
-    from training.trainer import TrainConfig, train
+    from training.runs import TrainConfig
+    from training.trainer import train
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

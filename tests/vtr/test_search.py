@@ -111,7 +111,8 @@ def test_avigate_index_reranks(sample_store, avigate_run):
 def test_waver_index_proposes_and_wti_reranks(sample_store, tmp_path):
     """WTI scores are no inner product: the index holds the token-weighted frame means and
     only proposes candidates; the scores returned are the head's exact ones."""
-    from training.trainer import TrainConfig, train
+    from training.runs import TrainConfig
+    from training.trainer import train
     from vtr.search import build_index
     run = str(tmp_path / "waver")
     train(sample_store, "waver", run, {"n_heads": 4, "temporal_layers": 1, "distill": "kd"},

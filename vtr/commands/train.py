@@ -1,2 +1,182 @@
-"""`vtr train`, `eval`, `ablate`, `report` (moving here from training/cli.py)."""
-from training.cli import register  # noqa: F401
+"""`vtr train`, `vtr eval`, `vtr ablate` and `vtr report`.
+
+The training flags of `train` and `ablate` are the fields of ``training.runs.TrainConfig``
+(``--epochs``, ``--batch-size``, ``--amp/--no-amp``, ...), generated from it so each
+default is written once, in the dataclass. ``--set key=value`` sets any of them or any
+option of the heads being trained.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import json
+import os
+import typing
+from typing import Callable, Optional
+
+import typer
+
+from training.runs import ConfigError, TrainConfig, split_settings
+from vtr.errors import one_line_errors
+
+# flags whose name alone says too little
+HELP = {
+    "lr": "base learning rate (heads scale some groups)",
+    "warmup": "fraction of the steps of linear warm-up",
+    "device": "auto | cpu | cuda",
+    "amp": "fp16 autocast (CUDA only)",
+    "audio_tokens": "AST tokens pooled to this many",
+    "stream": "auto | memory | dask (stream the train split when it exceeds half the RAM)",
+}
+
+
+def parse_sets(items: list[str]) -> dict:
+    """``key=value`` pairs; values are read as JSON when they parse (numbers, true/false)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set wants key=value, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _flag_params() -> list[inspect.Parameter]:
+    hints = typing.get_type_hints(TrainConfig)
+    params = []
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if hints[f.name] is bool:
+            flag = f"{flag}/--no-{flag[2:]}"
+        help_text = f"{HELP[f.name]} " if f.name in HELP else ""
+        params.append(inspect.Parameter(
+            f.name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[hints[f.name]],
+            default=typer.Option(None, flag, help=f"{help_text}(default: {f.default})",
+                                 show_default=False, rich_help_panel="Training (TrainConfig)")))
+    return params
+
+
+def with_train_flags(fn: Callable) -> Callable:
+    """Give ``fn`` one flag per ``TrainConfig`` field; it receives the ones given as the
+    dict ``train_flags``."""
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    sig = inspect.signature(fn)
+    own = [p for n, p in sig.parameters.items() if n != "train_flags"]
+
+    @functools.wraps(fn)
+    def wrapper(**kw):
+        given = {n: kw.pop(n) for n in names}
+        return fn(**kw, train_flags={k: v for k, v in given.items() if v is not None})
+
+    wrapper.__signature__ = sig.replace(parameters=own + _flag_params())
+    return wrapper
+
+
+def train_config(train_flags: dict, train_sets: dict) -> TrainConfig:
+    """The ``TrainConfig`` of the flags and ``--set`` values given (a field given both ways
+    is an error: which one counts would be a guess)."""
+    both = sorted(set(train_flags) & set(train_sets))
+    if both:
+        raise ConfigError(f"{', '.join(both)}: given both as a flag and with --set")
+    return TrainConfig(**train_flags, **train_sets)
+
+
+def _log(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def train_cmd(
+    store: str = typer.Option(..., "--store", help="feature store (Zarr folder)"),
+    head: str = typer.Option(..., "--head", help="head name: meanpool | avigate | ..."),
+    out: str = typer.Option(..., "--out", help="run folder to create (or continue with --resume)"),
+    audio_zero_fill: bool = typer.Option(False, "--audio-zero-fill",
+                                         help="feed silent videos' zero tokens (the release) instead of masking"),
+    sets: list[str] = typer.Option([], "--set", help="training or head option key=value (repeatable), "
+                                                     "e.g. fusion_layers=2"),
+    resume: bool = typer.Option(False, "--resume", help="continue an interrupted run from its last epoch"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    train_flags: dict | None = None,
+) -> None:
+    """Train a retrieval head on the store's train split; select on val; test once."""
+    from training.heads import HEADS, head_option
+    from training.metrics import format_report
+    from training.trainer import train
+
+    if head not in HEADS:
+        raise ConfigError(f"unknown head {head!r} (known: {', '.join(sorted(HEADS))})")
+    train_sets, overrides = split_settings(parse_sets(sets), [head])
+    if audio_zero_fill:
+        if head_option(head, "audio_zero_fill") is None:
+            raise ConfigError(f"--audio-zero-fill: head {head!r} reads no audio")
+        overrides["audio_zero_fill"] = True
+    config = train_config(train_flags or {}, train_sets)
+    result = train(store, head, out, overrides, config, resume=resume, progress=progress, log=_log)
+    if result["test"] is not None:
+        typer.echo(format_report(result["test"], f"test (best epoch {result['best_epoch'] + 1})"))
+        typer.echo(f"wrote {os.path.join(out, 'test_metrics.json')}")
+
+
+def eval_cmd(
+    store: str = typer.Option(..., "--store"),
+    run: str = typer.Option(..., "--run", help="run folder written by vtr train"),
+    split: str = typer.Option("test", "--split", help="train | val | test"),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    json_out: str = typer.Option("", "--json", help="where to write the metrics (default RUN/eval_SPLIT.json)"),
+    style_shift: bool = typer.Option(False, "--style-shift",
+                                     help="also score the store's style-rewritten captions and other writers"),
+) -> None:
+    """Score a run's best head on one split: a table of R@1/5/10, MdR, MnR, and JSON."""
+    from training.evaluate import evaluate_run
+    from training.metrics import format_report
+    from training.style import evaluate_style_shift, format_style_report
+
+    report = evaluate_run(store, run, split, device)
+    if style_shift:
+        report["style_shift"] = evaluate_style_shift(store, run, split, device)
+    path = json_out or os.path.join(run, f"eval_{split}.json")
+    with open(path, "w") as f:
+        json.dump(report, f, indent=2)
+    typer.echo(format_report(report, f"{split} ({report['head']})"))
+    if style_shift:
+        typer.echo(format_style_report(report["style_shift"], "style shift (text->video)"))
+    typer.echo(f"wrote {path}")
+
+
+def ablate_cmd(
+    store: str = typer.Option(..., "--store", help="feature store (Zarr folder)"),
+    out: str = typer.Option(..., "--out", help="folder for the runs, ablation.md and ablation.json"),
+    variants: str = typer.Option("", "--variants", help="comma-separated subset (default: all)"),
+    sets: list[str] = typer.Option([], "--set", help="training option, or head option for every head "
+                                                     "that has it, key=value (repeatable)"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    train_flags: dict | None = None,
+) -> None:
+    """Train every head (meanpool, avigate, waver x distillation, avigate+waver) with the
+    same seed and budget; print and write one comparison table."""
+    from training.ablate import VARIANTS, run_ablation
+
+    names = [v.strip() for v in variants.split(",") if v.strip()] or list(VARIANTS)
+    train_sets, common = split_settings(parse_sets(sets), [VARIANTS[n][0] for n in names if n in VARIANTS])
+    config = train_config(train_flags or {}, train_sets)
+    result = run_ablation(store, out, config, names, common, progress=progress, log=_log)
+    typer.echo(result["markdown"])
+    typer.echo(f"wrote {os.path.join(out, 'ablation.md')} and ablation.json")
+
+
+def report_cmd(run: str = typer.Argument(..., help="run folder written by vtr train"),
+               out: str = typer.Option("", "--out", help="HTML file (default RUN/report.html)")) -> None:
+    """One HTML page from a run: test metrics, last epoch, loss / R@1 / R@K / gate plots."""
+    from training.report import render_report
+
+    typer.echo(f"wrote {render_report(run, out or None)}")
+
+
+def register(root: typer.Typer) -> None:
+    root.command("train")(one_line_errors(with_train_flags(train_cmd)))
+    root.command("eval")(one_line_errors(eval_cmd))
+    root.command("report")(one_line_errors(report_cmd))
+    root.command("ablate")(one_line_errors(with_train_flags(ablate_cmd)))
