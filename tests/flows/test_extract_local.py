@@ -92,3 +92,16 @@ def test_fail_fast_on_bad_input(tmp_path, tiny_data):
     assert not (tmp_path / "b.zarr").exists()
     code, out = _cli("--data-root", tiny_data, "--store", tmp_path / "c.zarr", "--steps", "probe,bogus", *TINY)
     assert code == 2 and "bogus" in out
+
+
+def test_one_config_object_is_the_flows_parameter_and_the_cli_flags():
+    from flows.extract import extract_dataset
+
+    for fl in (extract_msrvtt, extract_dataset):
+        schema = fl.parameters.model_dump()
+        assert schema["properties"]["config"]["$ref"].endswith("/ExtractConfig")
+        assert schema["definitions"]["ExtractConfig"]["properties"]["frame_batch_size"]["default"] == 64
+        assert not set(schema["properties"]) & set(ExtractConfig.model_fields)  # no option twice
+    r = runner.invoke(app, ["extract", "--help"], terminal_width=200)
+    flags = {"--" + name.replace("_", "-") for name in ExtractConfig.model_fields if name != "storage_options"}
+    assert {f for f in flags if f not in r.output} == set()
