@@ -25,7 +25,6 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from prefect import flow, task  # noqa: E402
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from extractors.device import default_workers, pin_memory
+from storage.schema import StoreLayout
 
 
 @dataclass
@@ -65,7 +66,7 @@ def _error_text(path: object, e: BaseException) -> str:
 class FrameItems(torch.utils.data.Dataset):
     """Item i -> (i, valid frames uint8 [k, S, S, 3], mask [n], error)."""
 
-    def __init__(self, paths: Sequence[str | os.PathLike], n_frames: int = 12, size: int = 224,
+    def __init__(self, paths: Sequence[str | os.PathLike], n_frames: int = StoreLayout.n_frames, size: int = 224,
                  backend: str = "decord", timeout_s: float | None = 60.0):
         self.paths, self.n, self.size, self.backend, self.timeout_s = list(paths), n_frames, size, backend, timeout_s
 
@@ -187,7 +188,7 @@ def _packed(stream: Iterable, batch_size: int, row_shape: tuple[int, ...], row_d
 
 # --- encoders ---------------------------------------------------------------------------------
 def encode_frames(encoder, paths: Sequence[str | os.PathLike], *, batch_size: int, timeout_s: float | None,
-                  workers: int | None = None, n_frames: int = 12, backend: str = "decord", stats: Throughput | None = None
+                  workers: int | None = None, n_frames: int = StoreLayout.n_frames, backend: str = "decord", stats: Throughput | None = None
                   ) -> Iterator[ItemResult]:
     """Per video: ``frame_features [n_frames, D]`` (zero in padded slots) and ``frame_mask``."""
     from extractors.frames import normalize_for_clip

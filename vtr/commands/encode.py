@@ -14,6 +14,7 @@ from pathlib import Path
 import typer
 
 from flows.config import ExtractConfig
+from storage.schema import StoreLayout
 from vtr.errors import one_line_errors
 
 app = typer.Typer(help="Run the frozen encoders on files (debugging: shapes and throughput).",
@@ -111,7 +112,7 @@ def frames(source: Path = typer.Argument(..., help="folder of videos, or a list 
            clip_sha256: str | None = typer.Option(None, "--clip-sha256", help="refuse weights with another sha256"),
            random_init: bool = RANDOM, device: str = DEVICE,
            batch_size: int = typer.Option(_default("frame_batch_size"), "--batch-size", min=1, help="frames per model batch"),
-           workers: int | None = WORKERS, n_frames: int = typer.Option(12, "--n-frames", min=1),
+           workers: int | None = WORKERS, n_frames: int = typer.Option(StoreLayout.n_frames, "--n-frames", min=1),
            backend: str = typer.Option("decord", "--backend", help="decord | pyav"),
            show: int = SHOW) -> None:
     """CLIP frame features of videos."""

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import typer
 
+from flows.config import ExtractConfig
+from storage.schema import StoreLayout
 from vtr.errors import one_line_errors
 
 app = typer.Typer(help="Media: probe, crawl missing audio, compress, decode frames, fbank.",
@@ -161,10 +163,10 @@ def _out_for(src: Path, path: Path, out: Path, suffix: str) -> Path:
 @_command()
 def frames(path: Path = typer.Argument(..., help="A video or a folder of videos."),
            out: Path = typer.Option(..., "--out", help="OUT.npy (or a folder for a folder input)."),
-           n: int = typer.Option(12, help="Frame slots."),
+           n: int = typer.Option(StoreLayout.n_frames, help="Frame slots."),
            size: int = typer.Option(224, help="Output side after resize and centre crop."),
            backend: Backend = typer.Option(Backend.decord, help="Decoder."),
-           timeout: float = typer.Option(60.0, help="Per-file decode time bound, seconds.")) -> None:
+           timeout: float = typer.Option(ExtractConfig().decode_timeout_s, help="Per-file decode time bound, seconds.")) -> None:
     """Save the sampled frames as uint8 [n, size, size, 3] to OUT.npy and the slot mask
     (bool [n]) to OUT.mask.npy."""
     import numpy as np
