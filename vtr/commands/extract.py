@@ -56,7 +56,7 @@ def _config(values: dict) -> ExtractConfig:
         err = e.errors()[0]
         where = ".".join(str(p) for p in err["loc"] if not isinstance(p, int))
         fail(f"--{where.replace('_', '-')}: {err['msg']} (got {err.get('input')!r})", code=2)
-        raise
+        raise  # not reached: fail() exits
 
 
 def extract(
