@@ -87,6 +87,12 @@ def test_fail_fast_on_bad_input(tmp_path, tiny_data):
     zarr.open_group(other, mode="r+").attrs["vtr_schema_version"] = 99
     code, out = _cli("--data-root", tiny_data, "--store", other, *TINY)
     assert code == 1 and "schema version 99" in out and str(other) in out
+    import shutil
+    from pathlib import Path
+    v1 = tmp_path / "v1.zarr"  # a store of the previous schema names the upgrade command
+    shutil.copytree(Path(__file__).parents[1] / "storage" / "data" / "v1_store.zarr", v1)
+    code, out = _cli("--data-root", tiny_data, "--store", v1, *TINY)
+    assert code == 1 and f"vtr store upgrade {v1}" in out and out.count("\n") == 0
     code, out = _cli("--data-root", tiny_data, "--store", tmp_path / "b.zarr", "--ast-size", "tiny")
     assert code == 1 and "--clip-weights" in out and "--random-init" in out
     assert not (tmp_path / "b.zarr").exists()
