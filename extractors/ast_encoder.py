@@ -29,6 +29,7 @@ import torch
 
 from extractors.device import autocast, select_device
 from extractors.encoders import AST_ENCODERS, AstGeometry
+from extractors.fbank import FbankConfig
 from extractors.weights import (Checkpoint, WeightsError, load_state_dict, load_strict, require_weights,
                                 verify_sha256)
 from storage.provenance import provenance_record
@@ -66,13 +67,12 @@ class AstEncoderConfig:
     # None: 1e-6 for the original checkpoint (timm's DeiT), the config's value otherwise
     layer_norm_eps: float | None = None
     # front end, recorded in the provenance and used to build extractors.fbank.FbankConfig
-    fbank_shift: str = "fixed-10ms"
-    fbank_mean: float = -4.2677393
-    fbank_std: float = 4.5689974
+    fbank_shift: str = FbankConfig.shift
+    fbank_mean: float = FbankConfig.mean
+    fbank_std: float = FbankConfig.std
     seed: int = 0                       # random-init only
 
     def fbank_config(self):
-        from extractors.fbank import FbankConfig
         return FbankConfig(shift=self.fbank_shift, num_mel_bins=self.num_mel_bins,
                            target_frames=self.max_length, mean=self.fbank_mean, std=self.fbank_std)
 

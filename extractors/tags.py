@@ -74,7 +74,7 @@ def is_verb_like(token: str) -> bool:
     return len(token) >= 5 and token.endswith("ing")
 
 
-def mine_phrases(train_captions: Iterable[str], *, min_count: int = 5, n_min: int = 2, n_max: int = 5,
+def mine_phrases(train_captions: Iterable[str], *, min_count: int, n_min: int = 2, n_max: int = 5,
                  max_phrases: int | None = None) -> list[tuple[str, int]]:
     """``(phrase, count)`` sorted by count (desc) then text: deterministic for a caption set.
 

@@ -10,7 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from storage.schema import STEPS
+from extractors.fbank import SHIFTS, FbankConfig
+from storage.schema import STEPS, StoreLayout
 
 # Every step in run order: the store's steps, then the final check.
 ALL_STEPS: tuple[str, ...] = (*STEPS, "validate")
@@ -43,8 +44,8 @@ class ExtractConfig(BaseModel):
     random_init: bool = Field(False, description="random encoder weights (tests, demos; flagged RANDOM-INIT)")
     ast_size: Literal["base", "tiny"] = Field("base", description="base (DeiT-base-384) or tiny (random weights only)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto | cpu | cuda")
-    fbank_shift: Literal["fixed-10ms", "fit-1024"] = Field(
-        "fixed-10ms", description="fbank frame shift: AST's 10 ms, or fit the clip into 1024 frames")
+    fbank_shift: Literal[SHIFTS] = Field(  # type: ignore[valid-type]
+        FbankConfig.shift, description="fbank frame shift: AST's 10 ms, or fit the clip into 1024 frames")
     steps: list[Step] = Field(list(ALL_STEPS), description="steps to run (they run in the fixed order)")
     media_dir: str | None = Field(None, description="where compressed videos and crawled audio go "
                                                      "(default STORE.media; needed for a remote store)")
@@ -58,7 +59,7 @@ class ExtractConfig(BaseModel):
     text_batch_size: int = Field(256, ge=1, description="captions per CLIP text batch")
     decode_timeout_s: float = Field(60.0, gt=0, description="per-video decode time bound, seconds")
     tag_min_count: int = Field(5, ge=1, description="a phrase needs this many training captions")
-    video_chunk: int = Field(256, ge=1, description="videos per store chunk = per task (new stores only)")
+    video_chunk: int = Field(StoreLayout.video_chunk, ge=1, description="videos per store chunk = per task (new stores only)")
     gpu_per_worker: bool = Field(False, description="model tasks need a worker with resources GPU=1")
     storage_options: dict | None = Field(None, description="fsspec options of a remote store (s3://...)")
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import typer
 
+from extractors.fbank import SHIFTS, FbankConfig
 from flows.config import ExtractConfig
 from storage.schema import StoreLayout
 from vtr.errors import one_line_errors
@@ -26,9 +27,7 @@ class Backend(str, Enum):
     pyav = "pyav"
 
 
-class Shift(str, Enum):
-    fixed = "fixed-10ms"
-    fit = "fit-1024"
+Shift = Enum("Shift", {s: s for s in SHIFTS}, type=str)
 
 
 def register(root: typer.Typer) -> None:
@@ -118,9 +117,9 @@ def crawl_audio_cmd(
         manifest: Path = typer.Option(None, help="A generic CSV/JSONL manifest instead of MSR-VTT files."),
         out_dir: str = typer.Option("audio_crawled", help="Folder for the WAVs, relative to the data root."),
         allow_file_urls: bool = typer.Option(False, help="Also crawl file:// URLs (tests)."),
-        retries: int = typer.Option(3, help="Retries after a failed attempt (permanent errors are not retried)."),
+        retries: int = typer.Option(ExtractConfig().crawl_retries, help="Retries after a failed attempt (permanent errors are not retried)."),
         backoff: float = typer.Option(2.0, help="First back-off in seconds (doubles each retry)."),
-        timeout: float = typer.Option(120.0, help="Wall-clock limit per attempt, seconds."),
+        timeout: float = typer.Option(ExtractConfig().crawl_timeout_s, help="Wall-clock limit per attempt, seconds."),
         socket_timeout: float = typer.Option(20.0, help="Network read timeout, seconds.")) -> None:
     """For each video without an audio stream, fetch the audio of its URL between its start
     and end time as 16 kHz mono WAV. Prints one JSON line per video and a summary."""
@@ -190,13 +189,13 @@ def frames(path: Path = typer.Argument(..., help="A video or a folder of videos.
 @_command()
 def fbank(path: Path = typer.Argument(..., help="A media file with audio, or a folder of videos."),
           out: Path = typer.Option(..., "--out", help="OUT.npy (or a folder for a folder input)."),
-          shift: Shift = typer.Option(Shift.fixed, help="Frame shift: AST's 10 ms or AVIGATE's fit-1024."),
-          mean: float = typer.Option(-4.2677393, help="Normalisation mean (AudioSet)."),
-          std: float = typer.Option(4.5689974, help="Normalisation std (AudioSet).")) -> None:
+          shift: Shift = typer.Option(Shift(FbankConfig.shift), help="Frame shift: AST's 10 ms or AVIGATE's fit-1024."),
+          mean: float = typer.Option(FbankConfig.mean, help="Normalisation mean (AudioSet)."),
+          std: float = typer.Option(FbankConfig.std, help="Normalisation std (AudioSet).")) -> None:
     """Save the normalised Kaldi log-mel fbank, float32 [1024, 128], to OUT.npy."""
     import numpy as np
 
-    from extractors.fbank import FbankConfig, load_fbank
+    from extractors.fbank import load_fbank
 
     cfg = FbankConfig(shift=shift.value, mean=mean, std=std)
     if path.is_dir():
