@@ -28,6 +28,9 @@ from extractors.ast_encoder import create_ast_encoder  # noqa: E402
 from extractors.clip_encoder import create_clip_encoder  # noqa: E402
 from extractors.engine import Throughput, encode_audio, encode_frames  # noqa: E402
 from extractors.frames import normalize_for_clip  # noqa: E402
+from flows.config import ExtractConfig  # noqa: E402
+
+DEFAULTS = ExtractConfig()
 
 
 def make_videos(d: Path, n: int, seconds: float) -> list[str]:
@@ -82,7 +85,7 @@ def clip_figures(paths: list[str], batch: int, limit_batches: int, workers: int,
     enc.encode_images(x)  # warm-up
     limit, pipe, limits, pipes = _compare(
         lambda: enc.encode_images(x), batch, limit_batches,
-        lambda stats: encode_frames(enc, paths, batch_size=batch, workers=workers, stats=stats), trials, enc.device)
+        lambda stats: encode_frames(enc, paths, batch_size=batch, timeout_s=DEFAULTS.decode_timeout_s, workers=workers, stats=stats), trials, enc.device)
     print(f"CLIP ViT-B/32 ({enc.device}, {torch.get_num_threads()} threads, batch {batch}; best of {trials} trials)")
     print(f"  (a) limit    encode_image on ready tensors : {limit:8.2f} images/s  [{_fmt(limits)}]")
     print(f"  (b) pipeline files -> frames -> features   : {pipe:8.2f} images/s  [{_fmt(pipes)}] "
@@ -109,7 +112,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--videos", type=int, default=16,
                     help="videos for the CLIP pipeline (12 frames each; 16 = 3 full batches of 64)")
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=DEFAULTS.frame_batch_size)
     ap.add_argument("--limit-batches", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2, help="decode worker processes")
     ap.add_argument("--threads", type=int, default=2, help="torch threads of the model process")

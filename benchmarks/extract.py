@@ -25,34 +25,37 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from prefect import flow, task  # noqa: E402
 
 from extractors.sample_data import make_sample_dataset  # noqa: E402
 from flows.extract import extract_msrvtt  # noqa: E402
-from flows.steps import EncoderSpec, ast_encoder, clip_encoder  # noqa: E402
+from flows.config import EncoderSpec, ExtractConfig  # noqa: E402
+from flows.steps import ast_encoder, clip_encoder  # noqa: E402
 from storage import open_store  # noqa: E402
 
 
-def encoder_only_seconds(spec: EncoderSpec, n_images: int, n_clips: int, captions: list[str]) -> dict:
+def encoder_only_seconds(cfg: ExtractConfig, n_images: int, n_clips: int, captions: list[str]) -> dict:
+    """The encoders alone, on ready tensors, in the flow's batch sizes."""
+    spec: EncoderSpec = cfg.encoders()
     clip, ast = clip_encoder(spec), ast_encoder(spec)
+    fb, ab, tb = cfg.frame_batch_size, cfg.audio_batch_size, cfg.text_batch_size
     out = {}
     with torch.inference_mode():
-        x = torch.randn(64, 3, 224, 224)
+        x = torch.randn(fb, 3, 224, 224)
         clip.encode_images(x[:2])  # warm-up
         t = time.perf_counter()
-        for s in range(0, n_images, 64):
-            clip.encode_images(x[: min(64, n_images - s)])
+        for s in range(0, n_images, fb):
+            clip.encode_images(x[: min(fb, n_images - s)])
         out["clip images"] = time.perf_counter() - t
-        f = torch.randn(8, ast.config.max_length, ast.config.num_mel_bins)
+        f = torch.randn(ab, ast.config.max_length, ast.config.num_mel_bins)
         t = time.perf_counter()
-        for s in range(0, n_clips, 8):
-            ast.encode(f[: min(8, n_clips - s)])
+        for s in range(0, n_clips, ab):
+            ast.encode(f[: min(ab, n_clips - s)])
         out["ast clips"] = time.perf_counter() - t
         t = time.perf_counter()
-        for s in range(0, len(captions), 256):
-            clip.encode_texts(captions[s:s + 256])
+        for s in range(0, len(captions), tb):
+            clip.encode_texts(captions[s:s + tb])
         out["clip captions"] = time.perf_counter() - t
     return out
 
@@ -95,21 +98,20 @@ def main() -> None:
     per_task = prefect_overhead(args.tasks)
 
     store = str(tmp / "bench.zarr")
-    common = dict(data_root=str(data), store=store, random_init=True, ast_size=args.ast_size,
-                  workers=args.workers, device="cpu", crawl_retries=0)
+    cfg = ExtractConfig(random_init=True, ast_size=args.ast_size, workers=args.workers, device="cpu",
+                        crawl_retries=0)
     # the crawl decides where audio comes from; offline it can only fail, so it runs first
     # and outside the timing
-    extract_msrvtt(**common, steps=["probe", "crawl"])
+    extract_msrvtt(str(data), store, cfg.model_copy(update={"steps": ["probe", "crawl"]}))
     steps = ["compress", "frames", "audio", "text", "tags", "validate"]
     t = time.perf_counter()
-    result = extract_msrvtt(**common, steps=steps)
+    result = extract_msrvtt(str(data), store, cfg.model_copy(update={"steps": steps}))
     flow_s = time.perf_counter() - t
     ds = open_store(store)
     n_images = int(ds.frame_mask.values.sum())
     n_clips = int(ds.has_audio.values.sum())
     captions = [str(c) for c in ds.caption_text.values]
-    spec = EncoderSpec(random_init=True, ast_size=args.ast_size, device="cpu")
-    enc = encoder_only_seconds(spec, n_images, n_clips, captions)
+    enc = encoder_only_seconds(cfg, n_images, n_clips, captions)
     enc_s = sum(enc.values())
     print("\nflow steps: " + ", ".join(f"{k} {v['seconds']:.1f} s" for k, v in result["steps"].items()))
     print(f"\nwork: {n_images} frames, {n_clips} audio clips (AST {args.ast_size}), {len(captions)} captions")

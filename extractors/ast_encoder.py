@@ -28,6 +28,8 @@ from pathlib import Path
 import torch
 
 from extractors.device import autocast, select_device
+from extractors.encoders import AST_ENCODERS, AstGeometry
+from extractors.fbank import FbankConfig
 from extractors.weights import (Checkpoint, WeightsError, load_state_dict, load_strict, require_weights,
                                 verify_sha256)
 from storage.provenance import provenance_record
@@ -41,6 +43,9 @@ HF_IGNORED = (r"^classifier\.",)
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
+_BASE = AST_ENCODERS["base"]
+
+
 @dataclass(frozen=True)
 class AstEncoderConfig:
     weights: str | None = None          # HF directory, or audioset_10_10_0.4593.pth
@@ -50,32 +55,32 @@ class AstEncoderConfig:
     precision: str = "fp16"
     # Geometry for random init and the original checkpoint (an HF directory brings its
     # own config.json). Tests shrink width/depth but keep 128 x 1024 -> 1214 tokens.
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    num_mel_bins: int = 128
-    max_length: int = 1024
-    patch_size: int = 16
-    frequency_stride: int = 10
-    time_stride: int = 10
+    hidden_size: int = _BASE.hidden_size
+    num_hidden_layers: int = _BASE.num_hidden_layers
+    num_attention_heads: int = _BASE.num_attention_heads
+    intermediate_size: int = _BASE.intermediate_size
+    num_mel_bins: int = _BASE.num_mel_bins
+    max_length: int = _BASE.max_length
+    patch_size: int = _BASE.patch_size
+    frequency_stride: int = _BASE.frequency_stride
+    time_stride: int = _BASE.time_stride
     # None: 1e-6 for the original checkpoint (timm's DeiT), the config's value otherwise
     layer_norm_eps: float | None = None
     # front end, recorded in the provenance and used to build extractors.fbank.FbankConfig
-    fbank_shift: str = "fixed-10ms"
-    fbank_mean: float = -4.2677393
-    fbank_std: float = 4.5689974
+    fbank_shift: str = FbankConfig.shift
+    fbank_mean: float = FbankConfig.mean
+    fbank_std: float = FbankConfig.std
     seed: int = 0                       # random-init only
 
     def fbank_config(self):
-        from extractors.fbank import FbankConfig
         return FbankConfig(shift=self.fbank_shift, num_mel_bins=self.num_mel_bins,
                            target_frames=self.max_length, mean=self.fbank_mean, std=self.fbank_std)
 
+    def geometry(self) -> AstGeometry:
+        return AstGeometry(**{k: getattr(self, k) for k in AstGeometry.__dataclass_fields__ if k != "special_tokens"})
+
     def n_tokens(self) -> int:
-        f = (self.num_mel_bins - self.patch_size) // self.frequency_stride + 1
-        t = (self.max_length - self.patch_size) // self.time_stride + 1
-        return 2 + f * t
+        return self.geometry().n_tokens
 
 
 def _hf_config(cfg: AstEncoderConfig, eps: float):

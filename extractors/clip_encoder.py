@@ -19,22 +19,17 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from extractors.device import autocast, select_device
+from extractors.encoders import CLIP_ENCODERS
 from extractors.weights import load_state_dict, load_strict, require_weights, strip_prefix
 from storage.provenance import provenance_record
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-# Our names -> open_clip architecture names. OpenAI's weights were trained with QuickGELU:
-# a TorchScript (OpenAI) archive switches the model to the "-quickgelu" variant.
-CLIP_MODELS: dict[str, str] = {
-    "ViT-B-32": "ViT-B-32",
-    "ViT-B-16": "ViT-B-16",
-    "ViT-B-32-quickgelu": "ViT-B-32-quickgelu",
-    "ViT-B-16-quickgelu": "ViT-B-16-quickgelu",
-}
+# Our names -> open_clip architecture names (the registry's entries).
+CLIP_MODELS: dict[str, str] = {name: g.arch for name, g in CLIP_ENCODERS.items()}
 # Extra entries of OpenAI's state dicts that are not parameters.
 _OPENAI_EXTRAS = ("input_resolution", "context_length", "vocab_size")
-CONTEXT_LENGTH = 32
+CONTEXT_LENGTH = CLIP_ENCODERS["ViT-B-32"].context_length
 
 
 @dataclass(frozen=True)
@@ -179,19 +174,3 @@ def create_clip_encoder(config: ClipEncoderConfig | None = None, **kw) -> ClipEn
     """The one way to build a CLIP encoder: ``create_clip_encoder(model="ViT-B-16", weights=...)``."""
     config = replace(config or ClipEncoderConfig(), **kw)
     return ClipEncoder(config)
-
-
-def check_same_clip(path: str, attrs: dict, encoder, group: str, who: str) -> None:
-    """Features compared with the store's ``group`` features must come from the same CLIP
-    (model and weights sha256); a store without a ``group`` record has nothing to match.
-    ``who`` names what is refused in the error ("tags need", "style needs")."""
-    from storage import StoreError
-
-    theirs = attrs.get("provenance", {}).get(group)
-    if not theirs:
-        return
-    mine = encoder.provenance()
-    if (theirs.get("model"), theirs.get("weights_sha256")) != (mine["model"], mine["weights_sha256"]):
-        raise StoreError(f"{path}: {group} features come from {theirs.get('model')} "
-                         f"(sha256 {str(theirs.get('weights_sha256'))[:16]}), the text encoder is "
-                         f"{mine['model']} (sha256 {str(mine['weights_sha256'])[:16]}): {who} the same CLIP")

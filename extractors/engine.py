@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from extractors.device import default_workers, pin_memory
+from storage.schema import StoreLayout
 
 
 @dataclass
@@ -65,7 +66,7 @@ def _error_text(path: object, e: BaseException) -> str:
 class FrameItems(torch.utils.data.Dataset):
     """Item i -> (i, valid frames uint8 [k, S, S, 3], mask [n], error)."""
 
-    def __init__(self, paths: Sequence[str | os.PathLike], n_frames: int = 12, size: int = 224,
+    def __init__(self, paths: Sequence[str | os.PathLike], n_frames: int = StoreLayout.n_frames, size: int = 224,
                  backend: str = "decord", timeout_s: float | None = 60.0):
         self.paths, self.n, self.size, self.backend, self.timeout_s = list(paths), n_frames, size, backend, timeout_s
 
@@ -186,9 +187,8 @@ def _packed(stream: Iterable, batch_size: int, row_shape: tuple[int, ...], row_d
 
 
 # --- encoders ---------------------------------------------------------------------------------
-def encode_frames(encoder, paths: Sequence[str | os.PathLike], *, batch_size: int = 64,
-                  workers: int | None = None, n_frames: int = 12, backend: str = "decord",
-                  timeout_s: float | None = 60.0, stats: Throughput | None = None
+def encode_frames(encoder, paths: Sequence[str | os.PathLike], *, batch_size: int, timeout_s: float | None,
+                  workers: int | None = None, n_frames: int = StoreLayout.n_frames, backend: str = "decord", stats: Throughput | None = None
                   ) -> Iterator[ItemResult]:
     """Per video: ``frame_features [n_frames, D]`` (zero in padded slots) and ``frame_mask``."""
     from extractors.frames import normalize_for_clip
@@ -212,7 +212,7 @@ def encode_frames(encoder, paths: Sequence[str | os.PathLike], *, batch_size: in
     yield from _packed(loader, batch_size, (size, size, 3), torch.uint8, run, (encoder.dim,), finish, pin, stats)
 
 
-def encode_audio(encoder, paths: Sequence[str | os.PathLike | None], *, batch_size: int = 8,
+def encode_audio(encoder, paths: Sequence[str | os.PathLike | None], *, batch_size: int,
                  workers: int | None = None, fbank_config=None, stats: Throughput | None = None
                  ) -> Iterator[ItemResult]:
     """Per clip: ``audio_tokens [n_tokens, hidden]`` and ``has_audio``. A ``None`` path is a
@@ -239,7 +239,7 @@ def encode_audio(encoder, paths: Sequence[str | os.PathLike | None], *, batch_si
                        (encoder.n_tokens, encoder.dim), finish, pin, stats)
 
 
-def encode_captions(encoder, texts: Sequence[str], *, batch_size: int = 256, progress: bool = False,
+def encode_captions(encoder, texts: Sequence[str], *, batch_size: int, progress: bool = False,
                     stats: Throughput | None = None) -> Iterator[ItemResult]:
     """Per caption: ``caption_embedding [D]``, ``caption_tokens [L, D]``, ``caption_mask [L]``.
     Tokenising is cheap next to the tower: both run in the main process, in large batches."""

@@ -13,7 +13,6 @@ captions of the same video ("other writers"), already in the store.
 """
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Sequence
 
@@ -94,49 +93,3 @@ def plan_rewrites(caption_text: Sequence[str], caption_video: np.ndarray, split:
     rows = [(int(i), s, rewrite(str(caption_text[i]), s, int(i), seed)) for i in sources for s in styles]
     return (np.array([r[0] for r in rows], dtype=np.int32), np.array([r[1] for r in rows], dtype=str),
             np.array([r[2] for r in rows], dtype=str))
-
-
-# --- the step -----------------------------------------------------------------------------
-def write_style(store_path: str | os.PathLike, encoder, *, splits: Sequence[str] = ("test",),
-                styles: Sequence[str] = tuple(REWRITES), seed: int = 0, batch_size: int = 256,
-                storage_options: dict | None = None, progress: bool = True) -> dict:
-    """Plan the rewrites of each ``splits`` video's first caption, encode them and write the
-    ``style_caption_*`` rows. A store that already holds the same complete rows is left
-    alone; a different complete table is refused (``storage.write_style_table``)."""
-    from extractors.clip_encoder import check_same_clip
-    from extractors.engine import encode_captions
-    from storage import StoreError, as_str, open_group, open_store, read_attrs, set_provenance, write_style_table
-
-    path = str(store_path)
-    unknown = [s for s in styles if s not in REWRITES]
-    if unknown:
-        raise ValueError(f"unknown style {unknown[0]!r} (known: {', '.join(REWRITES)})")
-    ds = open_store(path, storage_options=storage_options)
-    source, style, text = plan_rewrites(as_str(ds["caption_text"].values), ds["caption_video"].values,
-                                        as_str(ds["split"].values), splits=splits, styles=styles, seed=seed)
-    if source.size == 0:
-        raise StoreError(f"{path}: no caption of a video in split(s) {', '.join(splits)} to rewrite")
-    group = open_group(path, mode="r", storage_options=storage_options)
-    if "style_caption_source" in group and (np.asarray(group["style_caption_source"][:]) >= 0).all():
-        old = as_str(group["style_caption_text"][:]).tolist()
-        if old == text.tolist():
-            return {"rows": int(source.size), "written": 0}
-        raise StoreError(f"{path}: the store holds other style captions ({len(old)} rows) than "
-                         f"these {source.size}; remove the style_caption_* arrays to write new ones")
-    attrs = read_attrs(path, storage_options)
-    if "text" not in attrs.get("provenance", {}):
-        raise StoreError(f"{path}: the text step has not run; run `vtr extract --steps text` before style")
-    check_same_clip(path, attrs, encoder, "text", "style needs")
-    layout_words = int(ds.sizes["word"])
-    emb = np.zeros((source.size, encoder.dim), np.float32)
-    tokens = np.zeros((source.size, layout_words, encoder.dim), np.float16)  # stored as float16
-    mask = np.zeros((source.size, layout_words), bool)
-    for r in encode_captions(encoder, text.tolist(), batch_size=batch_size, progress=progress):
-        emb[r.index] = r.data["caption_embedding"]
-        tokens[r.index] = r.data["caption_tokens"]
-        mask[r.index] = r.data["caption_mask"]
-    set_provenance(path, "style", encoder.provenance(styles=list(styles), splits=list(splits), seed=seed,
-                                                     rows="first caption of each video x style"),
-                   storage_options=storage_options)
-    written = write_style_table(path, source, style, text, emb, tokens, mask, storage_options=storage_options)
-    return {"rows": int(source.size), "written": written}

@@ -9,7 +9,6 @@ the ``train`` split are read, so no validation/test wording leaks into the vocab
 """
 from __future__ import annotations
 
-import os
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -75,7 +74,7 @@ def is_verb_like(token: str) -> bool:
     return len(token) >= 5 and token.endswith("ing")
 
 
-def mine_phrases(train_captions: Iterable[str], *, min_count: int = 5, n_min: int = 2, n_max: int = 5,
+def mine_phrases(train_captions: Iterable[str], *, min_count: int, n_min: int = 2, n_max: int = 5,
                  max_phrases: int | None = None) -> list[tuple[str, int]]:
     """``(phrase, count)`` sorted by count (desc) then text: deterministic for a caption set.
 
@@ -102,8 +101,8 @@ def mine_phrases(train_captions: Iterable[str], *, min_count: int = 5, n_min: in
     return items[:max_phrases] if max_phrases else items
 
 
-def encode_phrases(encoder, phrases: list[str], *, template: str = PHRASE_TEMPLATE,
-                   batch_size: int = 256) -> np.ndarray:
+def encode_phrases(encoder, phrases: list[str], *, batch_size: int,
+                   template: str = PHRASE_TEMPLATE) -> np.ndarray:
     """EOT embeddings ``[P, D]`` float32 of ``template`` filled with each phrase."""
     from extractors.engine import encode_captions
 
@@ -142,75 +141,3 @@ def rank_tags(video_emb: np.ndarray, phrase_emb: np.ndarray, k: int = 30,
         idx[s:s + chunk, :kk] = top
         score[s:s + chunk, :kk] = np.take_along_axis(sim, top, axis=1)
     return idx, score
-
-
-def write_tags(store_path: str | os.PathLike, encoder, *, min_count: int = 5, n_min: int = 2,
-               n_max: int = 5, max_phrases: int | None = None, retry_failed: bool = True,
-               storage_options: dict | None = None, progress: bool = True) -> dict:
-    """The whole tags step on a store: mine train captions, write the phrase table (once),
-    rank phrases for every pending video whose frames are done. Videos whose frames failed
-    or are missing are recorded as failed tag items (retried on the next run)."""
-    from extractors.clip_encoder import check_same_clip
-    from storage import (DONE, StepWriter, StoreError, as_str, create_phrase_table, open_group,
-                         open_store, read_attrs, set_provenance)
-
-    path = str(store_path)
-    ds = open_store(path, storage_options=storage_options)
-    split = as_str(ds["split"].values)
-    cap_video = ds["caption_video"].values
-    cap_text = as_str(ds["caption_text"].values)
-    train = [t for t, v in zip(cap_text, cap_video) if 0 <= v < len(split) and split[v] == "train"]
-    phrases = mine_phrases(train, min_count=min_count, n_min=n_min, n_max=n_max, max_phrases=max_phrases)
-    if not phrases:
-        raise StoreError(f"{path}: no phrase of {n_min}-{n_max} tokens occurs in at least {min_count} "
-                         f"of the {len(train)} training captions (lower --min-count)")
-    texts = [p for p, _ in phrases]
-    group = open_group(path, mode="r+", storage_options=storage_options)
-    check_same_clip(path, read_attrs(path, storage_options), encoder, "frames", "tags need")
-    complete = False
-    if "phrase_text" in group:
-        old = as_str(group["phrase_text"][:]).tolist()
-        # phrase_text is written last, so an all-empty table is one a crash left unfinished
-        complete = any(old)
-        if complete and old != texts:
-            raise StoreError(f"{path}: the store holds a different phrase table ({len(old)} phrases) "
-                             "than the training captions give now; remove the tags to re-mine")
-    writer = StepWriter(path, "tags", storage_options=storage_options)
-    set_provenance(path, "tags", encoder.provenance(
-        template=PHRASE_TEMPLATE, mining={"source": "train captions", "n_train_captions": len(train),
-                                          "min_count": min_count, "n_min": n_min, "n_max": n_max,
-                                          "max_phrases": max_phrases, "n_phrases": len(texts)},
-        ranking="cosine(phrase EOT, mean of sampled frame embeddings)"), storage_options=storage_options)
-    if not complete:
-        emb = encode_phrases(encoder, texts)
-        create_phrase_table(path, len(texts), storage_options=storage_options)
-        group = open_group(path, mode="r+", storage_options=storage_options)
-        group["phrase_embedding"][:] = emb.astype(np.float16)
-        group["phrase_count"][:] = np.array([c for _, c in phrases], dtype=np.int32)
-        group["phrase_text"][:] = np.array(texts, dtype=str)  # last: marks the table complete
-    emb = np.asarray(group["phrase_embedding"][:], dtype=np.float32)
-    k = writer.layout.n_tags
-    frames_state = ds["frames_state"].values
-    n_done = n_failed = 0
-    blocks = list(writer.pending_blocks(retry_failed))
-    it = blocks
-    if progress:
-        from tqdm import tqdm
-        it = tqdm(blocks, desc="tags", unit="block")
-    for idx in it:
-        ok = idx[frames_state[idx] == DONE]
-        errors = {int(i): "frames step not done for this video" for i in idx if frames_state[i] != DONE}
-        data = {}
-        if ok.size:
-            feats = ds["frame_features"][ok].values
-            mask = ds["frame_mask"][ok].values
-            ti, ts = rank_tags(mean_frame_embedding(feats, mask), emb, k=k)
-            full_i = np.full((idx.size, k), -1, dtype=np.int32)
-            full_s = np.zeros((idx.size, k), dtype=np.float32)
-            sel = np.isin(idx, ok)
-            full_i[sel], full_s[sel] = ti, ts
-            data = {"tag_index": full_i, "tag_score": full_s}
-        writer.write(idx, data=data, errors=errors)
-        n_done += int(ok.size)
-        n_failed += len(errors)
-    return {"phrases": len(texts), "done": n_done, "failed": n_failed}

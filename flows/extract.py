@@ -18,17 +18,10 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.steps import (ALL_STEPS, BLOCK_TASKS, MODEL_STEPS, EncoderSpec, StepOptions,
-                         ast_config, style_step, tags_step, validate_store)
-from storage import (StepWriter, StoreError, StoreLayout, as_str, create_store, failures,
-                     read_attrs)
-
-Step = Literal["probe", "crawl", "compress", "frames", "audio", "text", "tags", "style", "validate"]
-Device = Literal["auto", "cpu", "cuda"]
-
-
-class ExtractError(Exception):
-    """A problem found before any heavy work starts (one line, naming the path)."""
+from flows.config import ALL_STEPS, MODEL_STEPS, ExtractConfig
+from flows.errors import ExtractError
+from flows.steps import BLOCK_TASKS, STORE_TASKS, ast_config, validate_store
+from storage import StepWriter, StoreError, StoreLayout, as_str, create_store, failures, read_attrs
 
 
 def _is_url(p: str) -> bool:
@@ -78,38 +71,38 @@ def _open_or_create(store: str, manifest, layout: StoreLayout, storage_options: 
                            f"{layout.audio_dim} and {layout.dim}")
 
 
-def _layout(manifest, spec: EncoderSpec, video_chunk: int) -> StoreLayout:
-    from extractors.clip_encoder import CLIP_MODELS
-    if spec.clip_model not in CLIP_MODELS:
-        raise ExtractError(f"unknown CLIP model {spec.clip_model!r} (known: {', '.join(CLIP_MODELS)})")
+def _layout(manifest, cfg: ExtractConfig) -> StoreLayout:
+    """The new store's sizes, its widths and audio token geometry from the encoder registry."""
+    from extractors.encoders import clip_geometry
+
     try:
-        ast = ast_config(spec)
+        clip = clip_geometry(cfg.clip_model)
+        ast = ast_config(cfg.encoders()).geometry()
     except ValueError as e:
         raise ExtractError(str(e)) from None
-    import open_clip
-    dim = int(open_clip.get_model_config(CLIP_MODELS[spec.clip_model])["embed_dim"])
     return StoreLayout(n_videos=manifest.n_videos, n_captions=len(manifest.caption_text),
-                       n_audio_tokens=ast.n_tokens(), audio_dim=ast.hidden_size, dim=dim,
-                       video_chunk=video_chunk)
+                       dim=clip.embed_dim, n_words=clip.context_length,
+                       n_audio_tokens=ast.n_tokens, audio_dim=ast.hidden_size,
+                       audio_special_tokens=ast.special_tokens, audio_freq_patches=ast.freq_patches,
+                       audio_time_patches=ast.time_patches, video_chunk=cfg.video_chunk)
 
 
-def _run_step(step: str, store: str, spec: EncoderSpec, opts: StepOptions, gpu_resources: bool) -> dict:
+def _run_step(step: str, store: str, cfg: ExtractConfig) -> dict:
     """Submit one task per pending block, wait, and record crashed blocks as failed items."""
     import dask
 
     log = get_run_logger()
-    writer = StepWriter(store, step, storage_options=opts.storage_options)
+    writer = StepWriter(store, step, storage_options=cfg.storage_options)
     blocks = list(writer.pending_blocks())
     if not blocks:
         log.info("%s: nothing to do (all items done)", step)
         return {"done": 0, "failed": 0, "skipped": int(writer.n_items)}
     log.info("%s: %d item(s) in %d block(s)", step, sum(b.size for b in blocks), len(blocks))
     task = BLOCK_TASKS[step]
-    extra = (spec,) if step in MODEL_STEPS else ()
-    annotate = (dask.annotate(resources={"GPU": 1}) if gpu_resources and step in MODEL_STEPS
+    annotate = (dask.annotate(resources={"GPU": 1}) if cfg.gpu_per_worker and step in MODEL_STEPS
                 else contextlib.nullcontext())
     with annotate:
-        futures = [task.submit(store, b.tolist(), int(b[0]), *extra, opts) for b in blocks]
+        futures = [task.submit(store, b.tolist(), int(b[0]), cfg) for b in blocks]
     total = {"done": 0, "failed": 0}
     for b, fut in zip(blocks, futures):
         fut.wait()
@@ -127,7 +120,7 @@ def _run_step(step: str, store: str, spec: EncoderSpec, opts: StepOptions, gpu_r
         except Exception as e:  # noqa: BLE001
             cause = str(e).splitlines()[0]
         log.error("%s block %d failed: %s", step, int(b[0]), cause)
-        w = StepWriter(store, step, storage_options=opts.storage_options)
+        w = StepWriter(store, step, storage_options=cfg.storage_options)
         todo = b[np.isin(b, w.pending())]
         if todo.size:
             w.write(todo, errors={int(i): f"{step} task failed: {cause}" for i in todo})
@@ -135,40 +128,37 @@ def _run_step(step: str, store: str, spec: EncoderSpec, opts: StepOptions, gpu_r
     return total
 
 
-def run_extraction(manifest, store: str, *, spec: EncoderSpec, opts: StepOptions, steps: list[str],
-                   video_chunk: int = 256, gpu_resources: bool = False) -> dict:
+def run_extraction(manifest, store: str, cfg: ExtractConfig) -> dict:
     log = get_run_logger()
-    unknown = [s for s in steps if s not in ALL_STEPS]
-    if unknown:
-        raise ExtractError(f"unknown step(s) {unknown} (steps: {', '.join(ALL_STEPS)})")
-    if set(steps) & {"frames", "text", "tags", "style"}:
-        _check_weights(spec.clip_weights, "CLIP", "--clip-weights", spec.random_init)
+    steps = set(cfg.steps)
+    if steps & {"frames", "text", "tags", "style"}:
+        _check_weights(cfg.clip_weights, "CLIP", "--clip-weights", cfg.random_init)
     if "audio" in steps:
-        _check_weights(spec.ast_weights, "AST", "--ast-weights", spec.random_init)
-    layout = _layout(manifest, spec, video_chunk)
-    _open_or_create(store, manifest, layout, opts.storage_options)
-    if not _is_url(opts.media_dir):
+        _check_weights(cfg.ast_weights, "AST", "--ast-weights", cfg.random_init)
+    media = cfg.media_dir or (store.rstrip("/") + ".media" if not _is_url(store) else None)
+    if media is None:
+        raise ExtractError(f"{store}: a remote store needs --media-dir (a folder every worker can read)")
+    cfg = cfg.model_copy(update={"media_dir": media})
+    _open_or_create(store, manifest, _layout(manifest, cfg), cfg.storage_options)
+    if not _is_url(media):
         try:
-            os.makedirs(opts.media_dir, exist_ok=True)
+            os.makedirs(media, exist_ok=True)
         except OSError as e:
-            raise ExtractError(f"{opts.media_dir}: cannot create the media folder ({e.strerror})") from None
+            raise ExtractError(f"{media}: cannot create the media folder ({e.strerror})") from None
     log.info("store %s: %d videos, %d captions; steps %s", store, manifest.n_videos,
-             len(manifest.caption_text), ", ".join(steps))
+             len(manifest.caption_text), ", ".join(cfg.steps))
     summary: dict[str, dict] = {}
     for step in [s for s in ALL_STEPS if s in steps]:
         t0 = time.perf_counter()
-        if step == "tags":
-            summary[step] = tags_step.submit(store, spec, opts).result()
-        elif step == "style":
-            summary[step] = style_step.submit(store, spec, opts).result()
+        if step in STORE_TASKS:
+            summary[step] = STORE_TASKS[step].submit(store, cfg).result()
         elif step == "validate":
-            problems = validate_store.submit(store, opts).result()
-            summary[step] = {"problems": len(problems)}
+            summary[step] = {"problems": len(validate_store.submit(store, cfg).result())}
         else:
-            summary[step] = _run_step(step, store, spec, opts, gpu_resources)
+            summary[step] = _run_step(step, store, cfg)
         summary[step]["seconds"] = round(time.perf_counter() - t0, 2)
         log.info("%s: %s", step, summary[step])
-    fails = failures(store, opts.storage_options)
+    fails = failures(store, cfg.storage_options)
     _failure_artifact(store, summary, fails)
     for f in fails[:50]:
         log.warning("failed: %s %s: %s", f["step"], f["item"], f["error"])
@@ -190,95 +180,26 @@ def _failure_artifact(store: str, summary: dict, fails: list[dict]) -> None:
                              description="per-step counts and failed items")
 
 
-def _common(store: str, clip_model: str, clip_weights: str | None, ast_weights: str | None,
-            ast_size: str, random_init: bool, device: str, fbank_shift: str, media_dir: str | None,
-            allow_file_urls: bool, crawl_retries: int, keep_audio: bool, workers: int, frame_batch_size: int,
-            audio_batch_size: int, text_batch_size: int, tag_min_count: int,
-            storage_options: dict | None) -> tuple[EncoderSpec, StepOptions]:
-    spec = EncoderSpec(clip_model=clip_model, clip_weights=clip_weights, ast_weights=ast_weights,
-                       ast_size=ast_size, random_init=random_init, device=device, fbank_shift=fbank_shift)
-    media = media_dir or (store.rstrip("/") + ".media" if not _is_url(store) else None)
-    if media is None:
-        raise ExtractError(f"{store}: a remote store needs --media-dir (a folder every worker can read)")
-    opts = StepOptions(media_dir=media, allow_file_urls=allow_file_urls, crawl_retries=crawl_retries,
-                       keep_audio=keep_audio,
-                       workers=workers, frame_batch_size=frame_batch_size, audio_batch_size=audio_batch_size,
-                       text_batch_size=text_batch_size, tag_min_count=tag_min_count,
-                       storage_options=storage_options)
-    return spec, opts
-
-
 # Locally, blocks run one at a time: a block already keeps the cores (decode workers) and
 # the model busy; parallel blocks are what --dask is for.
 LOCAL_RUNNER = ThreadPoolTaskRunner(max_workers=1)
 
 
 @flow(name="extract-msrvtt", log_prints=True, task_runner=LOCAL_RUNNER)
-def extract_msrvtt(
-    data_root: str,
-    store: str,
-    clip_model: str = "ViT-B-32",
-    clip_weights: str | None = None,
-    ast_weights: str | None = None,
-    ast_size: Literal["base", "tiny"] = "base",
-    random_init: bool = False,
-    device: Device = "auto",
-    steps: list[Step] = list(ALL_STEPS),
-    train_list: Literal["9k", "7k"] = "9k",
-    n_val: int = 500,
-    fbank_shift: Literal["fixed-10ms", "fit-1024"] = "fixed-10ms",
-    media_dir: str | None = None,
-    allow_file_urls: bool = False,
-    crawl_retries: int = 3,
-    keep_audio: bool = False,
-    workers: int = 2,
-    frame_batch_size: int = 64,
-    audio_batch_size: int = 8,
-    text_batch_size: int = 256,
-    tag_min_count: int = 5,
-    video_chunk: int = 256,
-    gpu_resources: bool = False,
-    storage_options: dict | None = None,
-) -> dict:
+def extract_msrvtt(data_root: str, store: str, config: ExtractConfig = ExtractConfig(),
+                   train_list: Literal["9k", "7k"] = "9k", n_val: int = 500) -> dict:
     """MSR-VTT folder (``MSRVTT_data.json``, train/test csv, ``videos/all``) -> feature store."""
     from extractors.annotations import AnnotationError, read_msrvtt
     try:
         manifest = read_msrvtt(data_root, train_list=train_list, n_val=n_val)
     except AnnotationError as e:
         raise ExtractError(str(e)) from None
-    spec, opts = _common(store, clip_model, clip_weights, ast_weights, ast_size, random_init, device,
-                         fbank_shift, media_dir, allow_file_urls, crawl_retries, keep_audio, workers,
-                         frame_batch_size,
-                         audio_batch_size, text_batch_size, tag_min_count, storage_options)
-    return run_extraction(manifest, store, spec=spec, opts=opts, steps=list(steps),
-                          video_chunk=video_chunk, gpu_resources=gpu_resources)
+    return run_extraction(manifest, store, config)
 
 
 @flow(name="extract-dataset", log_prints=True, task_runner=LOCAL_RUNNER)
-def extract_dataset(
-    manifest: str,
-    store: str,
-    data_root: str | None = None,
-    dataset: str | None = None,
-    clip_model: str = "ViT-B-32",
-    clip_weights: str | None = None,
-    ast_weights: str | None = None,
-    ast_size: Literal["base", "tiny"] = "base",
-    random_init: bool = False,
-    device: Device = "auto",
-    steps: list[Step] = list(ALL_STEPS),
-    fbank_shift: Literal["fixed-10ms", "fit-1024"] = "fixed-10ms",
-    media_dir: str | None = None,
-    keep_audio: bool = False,
-    workers: int = 2,
-    frame_batch_size: int = 64,
-    audio_batch_size: int = 8,
-    text_batch_size: int = 256,
-    tag_min_count: int = 5,
-    video_chunk: int = 256,
-    gpu_resources: bool = False,
-    storage_options: dict | None = None,
-) -> dict:
+def extract_dataset(manifest: str, store: str, config: ExtractConfig = ExtractConfig(),
+                    data_root: str | None = None, dataset: str | None = None) -> dict:
     """Any dataset from a CSV/JSONL manifest (``video_id, path, caption[, split]``)."""
     from extractors.annotations import AnnotationError, read_manifest_file
     try:
@@ -288,11 +209,7 @@ def extract_dataset(
         m = read_manifest_file(manifest, **kw)
     except AnnotationError as e:
         raise ExtractError(str(e)) from None
-    spec, opts = _common(store, clip_model, clip_weights, ast_weights, ast_size, random_init, device,
-                         fbank_shift, media_dir, False, 0, keep_audio, workers, frame_batch_size,
-                         audio_batch_size, text_batch_size, tag_min_count, storage_options)
-    return run_extraction(m, store, spec=spec, opts=opts, steps=list(steps), video_chunk=video_chunk,
-                          gpu_resources=gpu_resources)
+    return run_extraction(m, store, config)
 
 
 def task_runner(dask: str | None, n_workers: int = 2, gpu_per_worker: bool = False):

@@ -2,11 +2,12 @@
 
 With ``PREFECT_API_URL`` pointing at a server (``prefect server start``), this registers
 ``extract-msrvtt/<name>`` and ``extract-dataset/<name>`` and runs each triggered flow run
-in a subprocess, e.g.::
+in a subprocess. Both take the extraction options as one parameter, ``config``
+(``flows.config.ExtractConfig``: the UI shows its fields as the run form), e.g.::
 
     prefect deployment run 'extract-msrvtt/vtr' --param data_root=/data/msrvtt \\
-        --param store=/data/msrvtt.zarr --param clip_weights=/weights/ViT-B-32.pt \\
-        --param ast_weights=/weights/audioset_10_10_0.4593.pth --watch
+        --param store=/data/msrvtt.zarr --param config='{"clip_weights": "/weights/ViT-B-32.pt",
+        "ast_weights": "/weights/audioset_10_10_0.4593.pth"}' --watch
 """
 from __future__ import annotations
 

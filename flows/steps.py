@@ -1,65 +1,28 @@
-"""Prefect tasks: one step of extraction on one owned block of items.
+"""The extraction steps: each is a compute function (the extractors do the work) plus a
+few declarative arguments to ``flows.step_io.run_step_items``, which owns the store I/O.
 
-Each task reads what it needs from the store, calls ``extractors`` for the work and writes
-through ``storage.StepWriter``; it skips items the store already marks done, so a re-run
-after a crash redoes nothing finished. Per-item failures are written into the store
-(``<step>_state`` = failed, ``<step>_error`` = the one-line cause) and never fail the task.
+``write_<step>(store, [encoder,] cfg, ...)`` runs one step on the store's pending items
+(or on ``indices=``: one block); the Prefect tasks below wrap them, one task per owned
+store block, so a re-run after a crash redoes nothing finished. Per-item failures are
+written into the store (``<step>_state`` = failed, ``<step>_error`` = the one-line cause)
+and never fail the task.
 """
 from __future__ import annotations
 
 import functools
 import os
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 from prefect import get_run_logger, task
 
-from storage import DONE, StepWriter, open_group, read_attrs
-
-MEDIA_STEPS = ("probe", "crawl", "compress")
-MODEL_STEPS = ("frames", "audio", "text", "tags", "style")
-ALL_STEPS = MEDIA_STEPS + MODEL_STEPS + ("validate",)
-
-
-@dataclass(frozen=True)
-class EncoderSpec:
-    """What the model steps need to build their frozen encoders (hashable: one per worker)."""
-
-    clip_model: str = "ViT-B-32"
-    clip_weights: str | None = None
-    ast_weights: str | None = None
-    ast_size: str = "base"
-    random_init: bool = False
-    device: str = "auto"
-    fbank_shift: str = "fixed-10ms"
-
-
-@dataclass(frozen=True)
-class StepOptions:
-    """Knobs of the steps, passed to every task."""
-
-    media_dir: str
-    allow_file_urls: bool = False
-    crawl_retries: int = 3
-    crawl_timeout_s: float = 120.0
-    keep_audio: bool = False
-    workers: int = 2
-    frame_batch_size: int = 64
-    audio_batch_size: int = 8
-    text_batch_size: int = 256
-    decode_timeout_s: float = 60.0
-    tag_min_count: int = 5
-    storage_options: dict | None = field(default=None, hash=False, compare=False)
-
-
-# Geometry of the AST for each size name; "tiny" exists for tests and quick demos (random
-# weights only: a weights file brings its own geometry).
-AST_SIZES = {
-    "base": {},
-    "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128),
-}
-
+from extractors.engine import ItemResult
+from extractors.style import REWRITES
+from flows.config import EncoderSpec, ExtractConfig
+from flows.step_io import StepInputs, check_same_clip, merge_errors, resolve, run_step_items
+from storage import (DONE, MISSING, StepWriter, StoreError, as_str, check_store, layout_of, open_group,
+                     read_attrs, set_provenance, write_table)
 
 # Tasks of one worker share its encoders. Building one seeds torch's global generator, so
 # two threads must never build at once (random-init weights would interleave).
@@ -79,13 +42,18 @@ def _clip_encoder(spec: EncoderSpec):
 
 
 def ast_config(spec: EncoderSpec):
+    """The AST's config for ``spec`` (its geometry from ``extractors.encoders``)."""
+    from dataclasses import asdict
+
     from extractors.ast_encoder import AstEncoderConfig
-    if spec.ast_size not in AST_SIZES:
-        raise ValueError(f"unknown AST size {spec.ast_size!r} (known: {', '.join(AST_SIZES)})")
+    from extractors.encoders import ast_geometry
+
+    geometry = ast_geometry(spec.ast_size)
     if spec.ast_size != "base" and spec.ast_weights:
         raise ValueError(f"--ast-size {spec.ast_size} is for random weights only")
+    shape = {k: v for k, v in asdict(geometry).items() if k != "special_tokens"}
     return AstEncoderConfig(weights=spec.ast_weights, random_init=spec.random_init, device=spec.device,
-                            fbank_shift=spec.fbank_shift, **AST_SIZES[spec.ast_size])
+                            fbank_shift=spec.fbank_shift, **shape)
 
 
 def ast_encoder(spec: EncoderSpec):
@@ -99,161 +67,288 @@ def _ast_encoder(spec: EncoderSpec):
     return create_ast_encoder(ast_config(spec))
 
 
-def _column(store: str, name: str, opts: StepOptions) -> np.ndarray:
-    return np.asarray(open_group(store, mode="r", storage_options=opts.storage_options)[name][:])
+Errors = Callable[[int, str], None] | None
 
 
-def _resolve(root: str, p: str) -> str:
-    return p if os.path.isabs(p) or "://" in p else os.path.join(root, p)
-
-
-def _log_failures(step: str, errors: dict[int, str], ids: np.ndarray) -> None:
-    log = get_run_logger()
-    for i, e in errors.items():
-        log.warning("%s %s: %s", step, ids[i], e)
-
-
-@task(name="probe", task_run_name="probe block {first}")
-def probe_block(store: str, idx: list[int], first: int, opts: StepOptions) -> dict:
+# --- media steps --------------------------------------------------------------------------
+def write_probe(store: str, cfg: ExtractConfig, **run) -> dict:
+    """Duration, fps, display size, rotation and audio presence of each source video."""
     from extractors.errors import MediaError
     from extractors.probe import probe
 
-    w = StepWriter(store, "probe", storage_options=opts.storage_options)
-    root = read_attrs(store, opts.storage_options)["data_root"]
-    paths, ids = _column(store, "video_path", opts), _column(store, "video", opts)
-    idx = np.asarray(idx)
-    cols = {k: [] for k in ("duration", "fps", "width", "height", "rotation", "source_has_audio")}
-    errors: dict[int, str] = {}
-    for i in idx:
-        try:
-            p = probe(_resolve(root, str(paths[i])))
-            if not p.has_video:
-                raise MediaError(p.path, "no video stream")
-            row = (p.duration, p.fps, p.width, p.height, p.rotation, p.has_audio)
-        except MediaError as e:
-            errors[int(i)] = str(e)
-            row = (np.nan, np.nan, 0, 0, 0, False)
-        for k, v in zip(cols, row):
-            cols[k].append(v)
-    w.write(idx, {k: np.asarray(v) for k, v in cols.items()}, errors)
-    _log_failures("probe", errors, ids)
-    return {"done": int(idx.size - len(errors)), "failed": len(errors)}
+    def compute(inp: StepInputs) -> Iterator[ItemResult]:
+        for j, path in enumerate(inp.paths("video_path")):
+            try:
+                p = probe(path)
+                if not p.has_video:
+                    raise MediaError(p.path, "no video stream")
+            except MediaError as e:
+                yield ItemResult(j, None, str(e))
+                continue
+            yield ItemResult(j, {"duration": np.float32(p.duration), "fps": np.float32(p.fps),
+                                 "width": np.int32(p.width), "height": np.int32(p.height),
+                                 "rotation": np.int16(p.rotation), "source_has_audio": np.bool_(p.has_audio)})
+
+    return run_step_items(store, "probe", compute, storage_options=cfg.storage_options, **run)
 
 
-@task(name="crawl", task_run_name="crawl block {first}", retries=2, retry_delay_seconds=5)
-def crawl_block(store: str, idx: list[int], first: int, opts: StepOptions) -> dict:
-    """Original audio where the file has it; otherwise fetch it from the annotation's URL."""
+def write_crawl(store: str, cfg: ExtractConfig, **run) -> dict:
+    """Original audio where the file has it; otherwise fetch it from the annotation's URL.
+    Audio features made while a video had no audio are stale once the crawl finds it."""
     from extractors.crawl import crawl_audio
 
-    w = StepWriter(store, "crawl", storage_options=opts.storage_options)
-    g = open_group(store, mode="r", storage_options=opts.storage_options)
-    ids = np.asarray(g["video"][:])
-    probed = np.asarray(g["probe_state"][:]) == DONE
-    has = np.asarray(g["source_has_audio"][:])
-    src, url = np.asarray(g["video_path"][:]), np.asarray(g["url"][:])
-    start, end = np.asarray(g["start_time"][:]), np.asarray(g["end_time"][:])
-    idx = np.asarray(idx)
-    source, apath, errors = [], [], {}
-    for i in idx:
-        i = int(i)
-        if not probed[i]:
-            errors[i] = "probe step not done for this video (no audio decision possible)"
-            source.append("none"), apath.append("")
-        elif has[i]:
-            source.append("original"), apath.append(str(src[i]))
-        elif not str(url[i]):
-            errors[i] = "no audio stream and no URL to crawl it from"
-            source.append("none"), apath.append("")
-        else:
-            out = os.path.join(opts.media_dir, "audio", f"{ids[i]}.wav")
-            os.makedirs(os.path.dirname(out), exist_ok=True)
-            r = crawl_audio(str(url[i]), float(start[i]) if start[i] >= 0 else None,
-                            float(end[i]) if end[i] > 0 else None, out,
-                            allow_file_urls=opts.allow_file_urls, retries=opts.crawl_retries,
-                            timeout_s=opts.crawl_timeout_s)
-            if r.status == "crawled":
-                source.append("crawled"), apath.append(os.path.abspath(r.path))
+    crawled: list[int] = []
+
+    def compute(inp: StepInputs) -> Iterator[ItemResult]:
+        probed = inp.column("probe_state") == DONE
+        has, src, url = inp.column("source_has_audio"), inp.column("video_path"), inp.column("url")
+        start, end, ids = inp.column("start_time"), inp.column("end_time"), inp.column("video")
+        for j in range(len(inp)):
+            if not probed[j]:
+                yield ItemResult(j, None, "probe step not done for this video (no audio decision possible)")
+            elif has[j]:
+                yield ItemResult(j, {"audio_source": "original", "audio_path": src[j]})
+            elif not url[j]:
+                yield ItemResult(j, None, "no audio stream and no URL to crawl it from")
             else:
-                errors[i] = f"crawl {url[i]}: {r.error}"
-                source.append("none"), apath.append("")
-    w.write(idx, {"audio_source": np.asarray(source, dtype=str), "audio_path": np.asarray(apath, dtype=str)},
-            errors)
-    # audio features made while this video had no audio are stale once the crawl finds it
-    found = idx[np.asarray(source) == "crawled"]
-    audio = StepWriter(store, "audio", storage_options=opts.storage_options)
+                out = os.path.join(cfg.media_dir, "audio", f"{ids[j]}.wav")
+                os.makedirs(os.path.dirname(out), exist_ok=True)
+                r = crawl_audio(url[j], float(start[j]) if start[j] >= 0 else None,
+                                float(end[j]) if end[j] > 0 else None, out, allow_file_urls=cfg.allow_file_urls,
+                                retries=cfg.crawl_retries, timeout_s=cfg.crawl_timeout_s)
+                if r.status != "crawled":
+                    yield ItemResult(j, None, f"crawl {url[j]}: {r.error}")
+                    continue
+                crawled.append(int(inp.idx[j]))
+                yield ItemResult(j, {"audio_source": "crawled", "audio_path": os.path.abspath(r.path)})
+
+    res = run_step_items(store, "crawl", compute, storage_options=cfg.storage_options, **run)
+    audio = StepWriter(store, "audio", storage_options=cfg.storage_options)
+    found = np.asarray(crawled, dtype=np.int64)
     stale = found[audio.states()[found] == DONE] if found.size else found
-    audio.reset(stale)
-    _log_failures("crawl", errors, ids)
-    return {"done": int(idx.size - len(errors)), "failed": len(errors)}
+    for b in np.unique(stale // audio.block_size):
+        audio.reset(stale[stale // audio.block_size == b])
+    return res
 
 
-@task(name="compress", task_run_name="compress block {first}")
-def compress_block(store: str, idx: list[int], first: int, opts: StepOptions) -> dict:
+def write_compress(store: str, cfg: ExtractConfig, **run) -> dict:
+    """A 3 fps, short side 224 copy of each video under the media folder."""
     from extractors.compress import compress_many
 
-    w = StepWriter(store, "compress", storage_options=opts.storage_options)
-    root = read_attrs(store, opts.storage_options)["data_root"]
-    src, ids = _column(store, "video_path", opts), _column(store, "video", opts)
-    idx = np.asarray(idx)
-    out_dir = os.path.join(opts.media_dir, "compressed")
-    os.makedirs(out_dir, exist_ok=True)
-    pairs = [(_resolve(root, str(src[i])), os.path.join(out_dir, f"{ids[i]}.mp4")) for i in idx]
-    results = compress_many(pairs, workers=opts.workers, keep_audio=opts.keep_audio, progress=False)
-    errors = {int(i): r.error for i, r in zip(idx, results) if r.status == "failed"}
-    dst = np.asarray([os.path.abspath(r.dst) for r in results], dtype=str)
-    w.write(idx, {"compressed_path": dst}, errors)
-    _log_failures("compress", errors, ids)
-    return {"done": int(idx.size - len(errors)), "failed": len(errors)}
+    def compute(inp: StepInputs) -> Iterator[ItemResult]:
+        out_dir = os.path.join(cfg.media_dir, "compressed")
+        os.makedirs(out_dir, exist_ok=True)
+        pairs = [(p, os.path.join(out_dir, f"{v}.mp4")) for p, v in zip(inp.paths("video_path"), inp.column("video"))]
+        for j, r in enumerate(compress_many(pairs, workers=cfg.workers, keep_audio=cfg.keep_audio, progress=False)):
+            yield ItemResult(j, None, r.error) if r.status == "failed" else \
+                ItemResult(j, {"compressed_path": os.path.abspath(r.dst)})
+
+    return run_step_items(store, "compress", compute, storage_options=cfg.storage_options, **run)
 
 
-@task(name="frames", task_run_name="frames block {first}")
-def frames_block(store: str, idx: list[int], first: int, spec: EncoderSpec, opts: StepOptions) -> dict:
-    from extractors.store_io import write_frames
-    return write_frames(store, clip_encoder(spec), indices=idx, batch_size=opts.frame_batch_size,
-                        workers=opts.workers, timeout_s=opts.decode_timeout_s,
-                        storage_options=opts.storage_options)
+# --- encoder steps --------------------------------------------------------------------------
+FRAME_BACKEND = "decord"
 
 
-@task(name="audio", task_run_name="audio block {first}")
-def audio_block(store: str, idx: list[int], first: int, spec: EncoderSpec, opts: StepOptions) -> dict:
-    from extractors.store_io import write_audio
-    return write_audio(store, ast_encoder(spec), indices=idx, batch_size=opts.audio_batch_size,
-                       workers=opts.workers, storage_options=opts.storage_options)
+def write_frames(store: str, encoder, cfg: ExtractConfig, **run) -> dict:
+    """Frame features, decoded from the compressed copy when the compress step made one,
+    else from the source video."""
+    from extractors.engine import encode_frames
+
+    n_frames = layout_of(store, cfg.storage_options).n_frames
+
+    def compute(inp: StepInputs) -> Iterator[ItemResult]:
+        comp_ok = inp.column("compress_state") == DONE
+        src, comp = inp.column("video_path"), inp.column("compressed_path")
+        root = str(inp.attrs.get("data_root", ""))
+        paths = [resolve(root, c if ok and c else s) for s, c, ok in zip(src, comp, comp_ok)]
+        return encode_frames(encoder, paths, batch_size=cfg.frame_batch_size, workers=cfg.workers,
+                             n_frames=n_frames, backend=FRAME_BACKEND, timeout_s=cfg.decode_timeout_s)
+
+    return run_step_items(
+        store, "frames", compute, storage_options=cfg.storage_options,
+        check=lambda lay: None if lay.dim == encoder.dim else
+        f"the store holds {lay.dim}-d frame features, the encoder gives {encoder.dim}",
+        provenance=encoder.provenance(n_frames=n_frames, backend=FRAME_BACKEND), **run)
 
 
-@task(name="text", task_run_name="text block {first}")
-def text_block(store: str, idx: list[int], first: int, spec: EncoderSpec, opts: StepOptions) -> dict:
-    from extractors.store_io import write_text
-    return write_text(store, clip_encoder(spec), indices=idx, batch_size=opts.text_batch_size,
-                      storage_options=opts.storage_options)
+def write_audio(store: str, encoder, cfg: ExtractConfig, **run) -> dict:
+    """AST tokens from the crawl step's ``audio_path``; videos whose ``audio_source`` is
+    ``none`` get zeros and ``has_audio`` False (done, not failed)."""
+    from extractors.engine import encode_audio
+
+    def compute(inp: StepInputs) -> Iterator[ItemResult]:
+        # a failed crawl is a decision too (audio_source stays "none"); only a crawl that
+        # has not run yet leaves the audio source unknown
+        crawl_ok = inp.column("crawl_state") != MISSING
+        source, raw, apath = inp.column("audio_source"), inp.column("audio_path"), inp.paths("audio_path")
+        not_ready = {j: "audio source unknown: the crawl step is not done for this video"
+                     for j in range(len(inp)) if not crawl_ok[j]}
+        run_pos = np.array([j for j in range(len(inp)) if j not in not_ready], dtype=np.int64)
+        paths = [None if source[j] == "none" or not raw[j] else apath[j] for j in run_pos]
+        res = encode_audio(encoder, paths, batch_size=cfg.audio_batch_size, workers=cfg.workers)
+        return merge_errors((ItemResult(int(run_pos[r.index]), r.data, r.error) for r in res), not_ready)
+
+    return run_step_items(
+        store, "audio", compute, storage_options=cfg.storage_options,
+        check=lambda lay: None if (lay.n_audio_tokens, lay.audio_dim) == (encoder.n_tokens, encoder.dim) else
+        f"the store holds {lay.n_audio_tokens} x {lay.audio_dim} audio tokens, "
+        f"the AST gives {encoder.n_tokens} x {encoder.dim}",
+        provenance=encoder.provenance(), **run)
 
 
-@task(name="tags")
-def tags_step(store: str, spec: EncoderSpec, opts: StepOptions) -> dict:
-    """Mining needs every training caption, so the tags step is one task over the store."""
-    from extractors.tags import write_tags
-    return write_tags(store, clip_encoder(spec), min_count=opts.tag_min_count,
-                      storage_options=opts.storage_options)
+def _caption_check(encoder) -> Callable:
+    def check(lay) -> str | None:
+        if lay.dim != encoder.dim or lay.n_words != encoder.config.context_length:
+            return (f"the store holds {lay.n_words} x {lay.dim} caption tokens, the encoder "
+                    f"gives {encoder.config.context_length} x {encoder.dim}")
+        return None
+    return check
 
 
-@task(name="style")
-def style_step(store: str, spec: EncoderSpec, opts: StepOptions) -> dict:
-    """Writing-style rewrites of each test video's first caption, encoded by the store's CLIP
-    (a few rows per test video: one task over the store)."""
-    from extractors.style import write_style
-    return write_style(store, clip_encoder(spec), batch_size=opts.text_batch_size,
-                       storage_options=opts.storage_options)
+def write_text(store: str, encoder, cfg: ExtractConfig, **run) -> dict:
+    """Caption token features, masks and EOT embeddings."""
+    from extractors.engine import encode_captions
+
+    return run_step_items(
+        store, "text",
+        lambda inp: encode_captions(encoder, inp.column("caption_text").tolist(), batch_size=cfg.text_batch_size),
+        storage_options=cfg.storage_options, check=_caption_check(encoder), provenance=encoder.provenance(), **run)
+
+
+# --- whole-store steps ----------------------------------------------------------------------
+def write_tags(store: str, encoder, cfg: ExtractConfig, *, progress: bool = False, on_error: Errors = None) -> dict:
+    """Mine the training captions, write the phrase table (once), rank phrases for every
+    pending video whose frames are done. Videos whose frames failed or are missing are
+    recorded as failed tag items (retried on the next run)."""
+    from extractors.tags import PHRASE_TEMPLATE, encode_phrases, mean_frame_embedding, mine_phrases, rank_tags
+
+    g = open_group(store, mode="r", storage_options=cfg.storage_options)
+    split, cap_video = as_str(g["split"][:]), np.asarray(g["caption_video"][:])
+    train = [t for t, v in zip(as_str(g["caption_text"][:]), cap_video) if 0 <= v < len(split) and split[v] == "train"]
+    phrases = mine_phrases(train, min_count=cfg.tag_min_count)
+    if not phrases:
+        raise StoreError(f"{store}: no phrase occurs in at least {cfg.tag_min_count} of the {len(train)} "
+                         "training captions (lower --tag-min-count)")
+    texts = [p for p, _ in phrases]
+    record = encoder.provenance(template=PHRASE_TEMPLATE, mining={
+        "source": "train captions", "n_train_captions": len(train), "min_count": cfg.tag_min_count,
+        "n_phrases": len(texts)}, ranking="cosine(phrase EOT, mean of sampled frame embeddings)")
+    check_same_clip(store, read_attrs(store, cfg.storage_options), record, "frames", "tags need")
+    set_provenance(store, "tags", record, storage_options=cfg.storage_options)
+    columns = {"phrase_text": np.array(texts, str), "phrase_count": np.array([c for _, c in phrases], np.int32)}
+    complete = "phrase_state" in g and bool((np.asarray(g["phrase_state"][:]) == DONE).all())
+    if not complete:
+        columns["phrase_embedding"] = encode_phrases(encoder, texts, batch_size=cfg.text_batch_size)
+    write_table(store, "phrase", columns, storage_options=cfg.storage_options,
+                conflict="the store holds a different phrase table than the training captions give now; "
+                         "remove the tags to re-mine")
+    emb = np.asarray(open_group(store, mode="r", storage_options=cfg.storage_options)["phrase_embedding"][:],
+                     dtype=np.float32)
+
+    def compute(inp: StepInputs) -> Iterator[ItemResult]:
+        k = inp.layout.n_tags
+        frames_ok = inp.column("frames_state") == DONE
+        feats, mask = inp.group["frame_features"], inp.group["frame_mask"]
+        for s in range(0, len(inp), inp.layout.video_chunk):  # a block of frames at a time
+            pos = np.arange(s, min(s + inp.layout.video_chunk, len(inp)))
+            ok = pos[frames_ok[pos]]
+            ranked = {}
+            if ok.size:
+                rows = inp.idx[ok]
+                ti, ts = rank_tags(mean_frame_embedding(feats.oindex[rows], mask.oindex[rows]), emb, k=k)
+                ranked = dict(zip(ok.tolist(), zip(ti, ts)))
+            for j in pos.tolist():
+                if j in ranked:
+                    yield ItemResult(int(j), {"tag_index": ranked[j][0], "tag_score": ranked[j][1]})
+                else:
+                    yield ItemResult(int(j), None, "frames step not done for this video")
+
+    res = run_step_items(store, "tags", compute, storage_options=cfg.storage_options, provenance=record,
+                         progress=progress, on_error=on_error)
+    return {"phrases": len(texts), **res}
+
+
+def write_style(store: str, encoder, cfg: ExtractConfig, *, splits: Sequence[str] = ("test",),
+                styles: Sequence[str] = tuple(REWRITES), seed: int = 0, progress: bool = False,
+                on_error: Errors = None) -> dict:
+    """Plan the rewrites of each ``splits`` video's first caption (the style table's rows),
+    then encode the pending rows. A store holding other complete rows is refused."""
+    from extractors.engine import encode_captions
+    from extractors.style import plan_rewrites
+
+    unknown = [s for s in styles if s not in REWRITES]
+    if unknown:
+        raise ValueError(f"unknown style {unknown[0]!r} (known: {', '.join(REWRITES)})")
+    g = open_group(store, mode="r", storage_options=cfg.storage_options)
+    source, style, text = plan_rewrites(as_str(g["caption_text"][:]), np.asarray(g["caption_video"][:]),
+                                        as_str(g["split"][:]), splits=splits, styles=styles, seed=seed)
+    if source.size == 0:
+        raise StoreError(f"{store}: no caption of a video in split(s) {', '.join(splits)} to rewrite")
+    attrs = read_attrs(store, cfg.storage_options)
+    if "text" not in attrs.get("provenance", {}):
+        raise StoreError(f"{store}: the text step has not run; run `vtr extract --steps text` before style")
+    record = encoder.provenance(styles=list(styles), splits=list(splits), seed=seed,
+                                rows="first caption of each video x style")
+    check_same_clip(store, attrs, record, "text", "style needs")
+    write_table(store, "style_caption", {"style_caption_source": source, "style_caption_style": style,
+                                         "style_caption_text": text}, storage_options=cfg.storage_options,
+                conflict="the store already holds style captions other than these; "
+                         "remove the style_caption_* arrays to write new ones")
+    def compute(inp: StepInputs) -> Iterator[ItemResult]:
+        for r in encode_captions(encoder, inp.column("style_caption_text").tolist(), batch_size=cfg.text_batch_size):
+            yield ItemResult(r.index, r.data and {f"style_{k}": v for k, v in r.data.items()}, r.error)
+
+    res = run_step_items(
+        store, "style", compute,
+        storage_options=cfg.storage_options, check=_caption_check(encoder), provenance=record,
+        progress=progress, on_error=on_error)
+    return {"rows": int(source.size), **res}
+
+
+# --- Prefect tasks --------------------------------------------------------------------------
+MEDIA_WRITERS = {"probe": write_probe, "crawl": write_crawl, "compress": write_compress}
+ENCODER_WRITERS = {"frames": (write_frames, clip_encoder), "audio": (write_audio, ast_encoder),
+                   "text": (write_text, clip_encoder)}
+WHOLE_STORE_WRITERS = {"tags": write_tags, "style": write_style}
+
+
+def _log_error(step: str) -> Callable[[int, str], None]:
+    log = get_run_logger()
+    return lambda i, e: log.warning("%s item %d: %s", step, i, e)
+
+
+def _block_task(step: str, **task_options):
+    def run(store: str, idx: list[int], first: int, cfg: ExtractConfig) -> dict:
+        kw = {"indices": idx, "on_error": _log_error(step)}
+        if step in MEDIA_WRITERS:
+            return MEDIA_WRITERS[step](store, cfg, **kw)
+        fn, encoder = ENCODER_WRITERS[step]
+        return fn(store, encoder(cfg.encoders()), cfg, **kw)
+
+    run.__name__ = run.__qualname__ = f"{step}_block"
+    return task(name=step, task_run_name=f"{step} block {{first}}", **task_options)(run)
+
+
+def _store_task(step: str):
+    def run(store: str, cfg: ExtractConfig) -> dict:
+        return WHOLE_STORE_WRITERS[step](store, clip_encoder(cfg.encoders()), cfg, on_error=_log_error(step))
+
+    run.__name__ = run.__qualname__ = f"{step}_step"
+    return task(name=step)(run)
+
+
+# One task per owned block of items; the crawl's network may fail for a moment: retried.
+BLOCK_TASKS = {s: _block_task(s, **({"retries": 2, "retry_delay_seconds": 5} if s == "crawl" else {}))
+               for s in (*MEDIA_WRITERS, *ENCODER_WRITERS)}
+# Mining needs every training caption and the style rows are few: one task over the store.
+STORE_TASKS = {s: _store_task(s) for s in WHOLE_STORE_WRITERS}
 
 
 @task(name="validate")
-def validate_store(store: str, opts: StepOptions) -> list[str]:
-    from storage import check_store
-    problems = check_store(store, opts.storage_options)
+def validate_store(store: str, cfg: ExtractConfig) -> list[str]:
+    problems = check_store(store, cfg.storage_options)
     log = get_run_logger()
     for p in problems:
         log.error("store check: %s", p)
     return problems
-
-
-BLOCK_TASKS = {"probe": probe_block, "crawl": crawl_block, "compress": compress_block,
-               "frames": frames_block, "audio": audio_block, "text": text_block}

@@ -21,6 +21,8 @@ def check_store(path: str | os.PathLike, storage_options: dict | None = None) ->
     if cv.size and (cv.min() < 0 or cv.max() >= n_v):
         problems.append(f"caption_video: indices outside 0..{n_v - 1}")
     for step in STEPS:
+        if f"{step}_state" not in g:  # a planned table not created yet
+            continue
         state = np.asarray(g[f"{step}_state"][:])
         err = np.asarray(g[f"{step}_error"][:])
         silent = np.flatnonzero((state == FAILED) & (err == ""))
@@ -32,18 +34,17 @@ def check_store(path: str | os.PathLike, storage_options: dict | None = None) ->
     if "phrase_text" in g:
         n_p = g["phrase_text"].shape[0]
         problems += _check_blocks(g, "tags", "video", lambda g, sl, done: _check_tags(g, sl, done, n_p))
-    if "style_caption_source" in g:
-        problems += [f"style: {m}" for m in _check_style(g, cv.size)]
+    if "style_state" in g:
+        problems += _check_blocks(g, "style", "style_caption", lambda g, sl, done: _check_style(g, sl, done, cv.size))
     return problems
 
 
-def _check_style(g, n_captions: int) -> list[str]:
-    src = np.asarray(g["style_caption_source"][:])
-    written = src >= 0  # -1: a row a crash left unwritten (the next run fills it)
+def _check_style(g, sl, done, n_captions: int) -> list[str]:
+    src = np.asarray(g["style_caption_source"][sl])[done]
     msgs = []
-    if (src[written] >= n_captions).any():
+    if ((src < 0) | (src >= n_captions)).any():
         msgs.append(f"style_caption_source outside 0..{n_captions - 1}")
-    if written.any() and _nan_rows(np.asarray(g["style_caption_embedding"][:])[written]).any():
+    if _nan_rows(np.asarray(g["style_caption_embedding"][sl])[done]).any():
         msgs.append("NaN in style_caption_embedding")
     return msgs
 

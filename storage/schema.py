@@ -17,7 +17,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-SCHEMA_VERSION = 1
+# 2: the style step records completion in ``style_state``/``style_error`` (per style row) and
+# the phrase table in ``phrase_state`` (per phrase), like every other step's items;
+# ``storage.upgrade.upgrade_store`` converts a version-1 store in place.
+SCHEMA_VERSION = 2
 FORMAT_NAME = "vtr-zarr"
 
 # Item states of every step (uint8 arrays named ``<step>_state``).
@@ -81,13 +84,18 @@ class VarSpec:
     dtype: str
     step: str  # the step whose writer owns this variable ("manifest" = written at creation)
     fill: object = 0
+    # a table's planned column: written when the table is created (the rows' identity), not
+    # by the step's items
+    key: bool = False
     # per-dimension chunk overrides (audio_tokens: one video per chunk)
     chunks: dict[str, int] = field(default_factory=dict)
     doc: str = ""
 
 
-# Steps and the item dimension each one iterates over. Each has ``<step>_state`` and
-# ``<step>_error`` arrays along that dimension.
+# The extraction steps, in the order they run, and the item dimension each one iterates
+# over: the one list of steps (flows and the CLI derive theirs from it). Each has
+# ``<step>_state`` and ``<step>_error`` arrays along that dimension; an item is finished
+# exactly when its state is DONE or FAILED.
 STEPS: dict[str, str] = {
     "probe": "video",
     "crawl": "video",
@@ -96,7 +104,11 @@ STEPS: dict[str, str] = {
     "audio": "video",
     "text": "caption",
     "tags": "video",
+    "style": "style_caption",
 }
+# Dimensions whose length is known only once a step has planned them (they are created
+# with their table, see ``TABLES``).
+PLANNED_DIMS = ("phrase", "style_caption")
 
 VARIABLES: dict[str, VarSpec] = {
     # written at creation from the annotations
@@ -138,6 +150,8 @@ VARIABLES: dict[str, VarSpec] = {
     "tag_score": VarSpec(("video", "tag"), "float16", "tags", 0, doc="cosine of phrase vs mean frame"),
 }
 for _step, _item_dim in STEPS.items():
+    if _item_dim in PLANNED_DIMS:
+        continue
     VARIABLES[f"{_step}_state"] = VarSpec((_item_dim,), "uint8", _step, MISSING,
                                           doc="0 missing, 1 done, 2 failed")
     VARIABLES[f"{_step}_error"] = VarSpec((_item_dim,), "str", _step, "", doc="why the item failed")
@@ -147,33 +161,62 @@ REQUIRED = (
     "frame_features", "frame_mask", "audio_tokens", "has_audio", "audio_source",
     "caption_text", "caption_video", "caption_embedding", "caption_tokens", "caption_mask",
     "split",
-) + tuple(f"{s}_state" for s in STEPS)
+) + tuple(f"{s}_state" for s, d in STEPS.items() if d not in PLANNED_DIMS)
 
+_STATE_DOC = "0 missing, 1 done, 2 failed"
+
+# The phrase table of the tags step (mined from the training captions; one row per
+# phrase). ``phrase_state`` marks the rows written: the table is complete when all are DONE.
 PHRASE_VARIABLES: dict[str, VarSpec] = {
-    "phrase_text": VarSpec(("phrase",), "str", "tags", ""),
-    "phrase_count": VarSpec(("phrase",), "int32", "tags", 0),
+    "phrase_text": VarSpec(("phrase",), "str", "tags", "", key=True),
+    "phrase_count": VarSpec(("phrase",), "int32", "tags", 0, key=True),
     "phrase_embedding": VarSpec(("phrase", "dim"), "float16", "tags", 0,
                                 doc='EOT of "This is a video about {phrase}."'),
+    "phrase_state": VarSpec(("phrase",), "uint8", "tags", MISSING, doc=_STATE_DOC),
 }
 
 
-# The style step: each planned (caption, writing style) row, encoded by the store's CLIP
-# text tower, along its own dimension (its length is known only once the rewrites are
-# planned, like the phrase table's). ``style_caption_source`` is written last and is -1
-# until then, so a row is complete exactly when its source is >= 0.
+# The style step's items: each planned (caption, writing style) row, encoded by the store's
+# CLIP text tower. The planned columns (source, style, text) are written when the table is
+# created; the step then fills the encodings row by row like any step, with
+# ``style_state``/``style_error`` per row.
 STYLE_VARIABLES: dict[str, VarSpec] = {
-    "style_caption_source": VarSpec(("style_caption",), "int32", "style", -1,
+    "style_caption_source": VarSpec(("style_caption",), "int32", "style", -1, key=True,
                                     doc="index into `caption` of the rewritten caption"),
-    "style_caption_style": VarSpec(("style_caption",), "str", "style", "", doc="rewrite name"),
-    "style_caption_text": VarSpec(("style_caption",), "str", "style", ""),
+    "style_caption_style": VarSpec(("style_caption",), "str", "style", "", key=True, doc="rewrite name"),
+    "style_caption_text": VarSpec(("style_caption",), "str", "style", "", key=True),
     "style_caption_embedding": VarSpec(("style_caption", "dim"), "float16", "style", 0,
                                        doc="as caption_embedding, of the rewritten text"),
     "style_caption_tokens": VarSpec(("style_caption", "word", "dim"), "float16", "style", 0),
     "style_caption_mask": VarSpec(("style_caption", "word"), "bool", "style", False),
+    "style_state": VarSpec(("style_caption",), "uint8", "style", MISSING, doc=_STATE_DOC),
+    "style_error": VarSpec(("style_caption",), "str", "style", "", doc="why the row failed"),
 }
+
+# Tables created by a step once it knows their length: dimension -> variables, and the
+# state array that marks their rows written.
+TABLES: dict[str, dict[str, VarSpec]] = {"phrase": PHRASE_VARIABLES, "style_caption": STYLE_VARIABLES}
+TABLE_STATE = {"phrase": "phrase_state", "style_caption": "style_state"}
+
+# Every variable a store may hold.
+ALL_VARIABLES: dict[str, VarSpec] = {**VARIABLES, **PHRASE_VARIABLES, **STYLE_VARIABLES}
 
 
 def step_variables(step: str) -> list[str]:
-    """Data variables a step writes (its state and error arrays excluded)."""
-    return [n for n, s in VARIABLES.items()
-            if s.step == step and n not in (f"{step}_state", f"{step}_error")]
+    """Data variables a step's items write (state, error and planned columns excluded)."""
+    return [n for n, s in ALL_VARIABLES.items()
+            if s.step == step and not s.key and STEPS.get(step) in s.dims
+            and n not in (f"{step}_state", f"{step}_error")]
+
+
+def schema_table(markdown: bool = False) -> str:
+    """The store's variables as a table (name, dims, dtype, step, doc)."""
+    rows = [(n, ", ".join(s.dims), s.dtype, s.step, s.doc) for n, s in ALL_VARIABLES.items()]
+    head = ("variable", "dims", "dtype", "step", "doc")
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| `" + r[0] + "` | " + " | ".join(c.replace("|", "/") for c in r[1:]) + " |" for r in rows]
+        return "\n".join(lines)
+    widths = [max(len(r[k]) for r in (head, *rows)) for k in range(4)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4]
+                     for r in (head, *rows)).rstrip()

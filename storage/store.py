@@ -15,11 +15,13 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from storage.schema import (
+    DONE,
     FORMAT_NAME,
     PHRASE_VARIABLES,
-    STYLE_VARIABLES,
     REQUIRED,
     SCHEMA_VERSION,
+    TABLE_STATE,
+    TABLES,
     VARIABLES,
     StoreLayout,
     VarSpec,
@@ -40,13 +42,17 @@ def _is_url(path: str) -> bool:
 
 
 def open_group(path: str | os.PathLike, mode: str = "r+",
-               storage_options: dict | None = None) -> zarr.Group:
-    """Open the store's root group; ``path`` may be a local folder or an fsspec URL."""
+               storage_options: dict | None = None, consolidated: bool | None = None) -> zarr.Group:
+    """Open the store's root group; ``path`` may be a local folder or an fsspec URL.
+
+    ``consolidated=False`` lists the arrays actually there, which a crash between creating
+    an array and re-consolidating leaves out of the consolidated metadata.
+    """
     path = str(path)
     if not _is_url(path) and mode in ("r", "r+") and not os.path.isdir(path):
         raise StoreError(f"{path}: no such store (not a directory)")
     try:
-        return zarr.open_group(path, mode=mode, zarr_format=3,
+        return zarr.open_group(path, mode=mode, zarr_format=3, use_consolidated=consolidated,
                                storage_options=storage_options if _is_url(path) else None)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError) as e:
         raise StoreError(f"{path}: not a Zarr v3 group ({e.__class__.__name__})") from None
@@ -196,6 +202,9 @@ def _check_attrs(path: str, attrs: dict) -> None:
         raise StoreError(f"{path}: not a vtr store (attribute vtr_format is "
                          f"{attrs.get('vtr_format')!r}, expected {FORMAT_NAME!r})")
     version = attrs.get("vtr_schema_version")
+    if isinstance(version, int) and version < SCHEMA_VERSION:
+        raise StoreError(f"{path}: schema version {version}, this vtr reads version {SCHEMA_VERSION}; "
+                         f"upgrade it in place with `vtr store upgrade {path}`")
     if version != SCHEMA_VERSION:
         raise StoreError(f"{path}: schema version {version}, this vtr reads version {SCHEMA_VERSION}")
 
@@ -255,17 +264,59 @@ def _same_record(old: dict | None, new: dict) -> bool:
         {k: v for k, v in new.items() if k not in volatile}
 
 
+def write_table(path: str | os.PathLike, dim: str, columns: dict[str, np.ndarray], *, conflict: str,
+                storage_options: dict | None = None) -> np.ndarray:
+    """Create (or resume) the table along the planned dimension ``dim`` (``TABLES``: the
+    phrase table, the style rows) and write ``columns`` into its rows not done yet.
+
+    Returns the indices of those rows. When ``columns`` hold every data variable of the
+    table, the rows are marked done (the state goes in last, so a crash leaves them to
+    redo); otherwise they stay missing for the step's writer. Done rows are never
+    overwritten: a table whose done rows differ in a planned column (or whose length
+    differs) is refused with the one-line ``conflict``.
+    """
+    spec = TABLES[dim]
+    state_name = TABLE_STATE[dim]
+    values = {k: np.asarray(v) for k, v in columns.items()}
+    n = len(next(iter(values.values())))
+    group = open_group(path, mode="r+", storage_options=storage_options, consolidated=False)
+    if state_name in group:
+        state = np.asarray(group[state_name][:])
+        done = state == DONE
+        same = state.size == n and all(
+            np.array_equal(as_str(group[k][:])[done] if spec[k].dtype == "str" else np.asarray(group[k][:])[done],
+                           values[k][done]) for k in values if spec[k].key)
+        if not same:
+            raise StoreError(f"{path}: {conflict} ({state.size} rows in the store, {n} new)")
+        todo = np.flatnonzero(~done)
+    else:
+        layout = StoreLayout.from_json(group.attrs["layout"])
+        for name, var in spec.items():
+            create_array(group, name, var, layout, sizes={dim: n})
+        consolidate(path, storage_options)
+        group = open_group(path, mode="r+", storage_options=storage_options)
+        todo = np.arange(n)
+    if todo.size:
+        for name, v in values.items():
+            var = spec[name]
+            group[name].oindex[todo] = v[todo] if var.dtype == "str" else v[todo].astype(var.dtype)
+        data = [k for k, v in spec.items() if not v.key and k != state_name and not k.endswith("_error")]
+        if all(k in values for k in data):
+            group[state_name].oindex[todo] = np.full(todo.size, DONE, np.uint8)
+    return todo
+
+
 def create_phrase_table(path: str | os.PathLike, n_phrases: int,
                         storage_options: dict | None = None) -> None:
-    """Create the phrase table arrays (their length is known only after mining)."""
-    group = open_group(path, mode="r+", storage_options=storage_options)
+    """Create the empty phrase table arrays (for stores filled by hand: planted stores)."""
+    group = open_group(path, mode="r+", storage_options=storage_options, consolidated=False)
+    if "phrase_state" in group:
+        if group["phrase_state"].shape[0] != n_phrases:
+            raise StoreError(f"{path}: phrase table has {group['phrase_state'].shape[0]} phrases, "
+                             f"the new one {n_phrases}; remove tags to re-mine")
+        return
     layout = StoreLayout.from_json(group.attrs["layout"])
     for name, spec in PHRASE_VARIABLES.items():
-        if name in group:
-            if group[name].shape[0] != n_phrases:
-                raise StoreError(f"{path}: phrase table has {group[name].shape[0]} phrases, "
-                                 f"the new one {n_phrases}; remove tags to re-mine")
-            continue
         create_array(group, name, spec, layout, sizes={"phrase": n_phrases})
     consolidate(path, storage_options)
 
@@ -273,38 +324,14 @@ def create_phrase_table(path: str | os.PathLike, n_phrases: int,
 def write_style_table(path: str | os.PathLike, source: np.ndarray, style: np.ndarray, text: np.ndarray,
                       embedding: np.ndarray, tokens: np.ndarray, mask: np.ndarray,
                       storage_options: dict | None = None) -> int:
-    """Create and fill the style step's rows (``STYLE_VARIABLES``); returns how many rows
-    were written.
-
-    The source index goes in last: a crash before it leaves rows marked unwritten (-1),
-    which a re-run may fill again. Complete rows are never overwritten: a store whose
-    complete table differs from the new one is refused.
-    """
-    group = open_group(path, mode="r+", storage_options=storage_options)
-    layout = StoreLayout.from_json(group.attrs["layout"])
-    values = {"style_caption_style": np.asarray(style, str), "style_caption_text": np.asarray(text, str),
-              "style_caption_embedding": np.asarray(embedding).astype(np.float16),
-              "style_caption_tokens": np.asarray(tokens).astype(np.float16),
-              "style_caption_mask": np.asarray(mask, bool),
-              "style_caption_source": np.asarray(source, np.int32)}
-    new_source = values["style_caption_source"]
-    n = int(new_source.size)
-    if "style_caption_source" in group:
-        old = np.asarray(group["style_caption_source"][:])
-        if old.size != n or (old[old >= 0] != new_source[old >= 0]).any():
-            raise StoreError(f"{path}: the store already holds style captions ({old.size} rows) other than these; "
-                             "remove the style_caption_* arrays to write new ones")
-        todo = np.flatnonzero(old < 0)  # a crash may have left some source chunks unwritten
-    else:
-        for name, spec in STYLE_VARIABLES.items():
-            create_array(group, name, spec, layout, sizes={"style_caption": n})
-        consolidate(path, storage_options)
-        group = open_group(path, mode="r+", storage_options=storage_options)
-        todo = np.arange(n)
-    if todo.size:
-        for name, v in values.items():  # dict order: the source index last
-            group[name].oindex[todo] = v[todo]
-    return int(todo.size)
+    """Create and fill complete style rows in one go (planted stores); returns how many
+    rows were written. See ``write_table`` for what is refused."""
+    columns = {"style_caption_source": np.asarray(source, np.int32), "style_caption_style": np.asarray(style, str),
+               "style_caption_text": np.asarray(text, str), "style_caption_embedding": np.asarray(embedding),
+               "style_caption_tokens": np.asarray(tokens), "style_caption_mask": np.asarray(mask, bool)}
+    return int(write_table(path, "style_caption", columns, storage_options=storage_options,
+                           conflict="the store already holds style captions other than these; "
+                                    "remove the style_caption_* arrays to write new ones").size)
 
 
 def as_str(values: Any) -> np.ndarray:

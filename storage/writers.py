@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 import numpy as np
 import zarr
 
-from storage.schema import DONE, FAILED, MISSING, STEPS, VARIABLES, StoreLayout, step_variables
+from storage.schema import ALL_VARIABLES, DONE, FAILED, MISSING, STEPS, StoreLayout, step_variables
 from storage.store import StoreError, open_group, read_attrs
 
 WRITERS: dict[str, type["StepWriter"]] = {}
@@ -51,11 +51,15 @@ class StepWriter:
         self.layout = StoreLayout.from_json(attrs["layout"])
         self.group: zarr.Group = open_group(path, mode="r+", storage_options=storage_options)
         self.item_dim = STEPS[step]
-        self.n_items = self.layout.dim_sizes()[self.item_dim]
-        self.block_size = self.layout.chunk_for(self.item_dim)
+        if f"{step}_state" not in self.group:  # a planned table not created yet
+            raise StoreError(f"{path}: the {step} step has not planned its {self.item_dim} rows yet")
         self.variables = tuple(step_variables(step)) + tuple(extra_variables)
         self._state = self.group[f"{step}_state"]
         self._error = self.group[f"{step}_error"]
+        # the state array's chunks are the step's blocks (a planned table's length and
+        # chunks are not in the layout)
+        self.n_items = int(self._state.shape[0])
+        self.block_size = int(self._state.chunks[0])
 
     # --- what is there ------------------------------------------------------------
     def states(self) -> np.ndarray:
@@ -118,7 +122,7 @@ class StepWriter:
                 raise ValueError(f"{name}: {values.shape[0]} rows for {idx.size} indices")
             if not ok.any():
                 continue
-            spec = VARIABLES[name]
+            spec = ALL_VARIABLES[name]
             arr = self.group[name]
             rows = values[ok]
             if spec.dtype != "str":
@@ -154,15 +158,17 @@ def _set_rows(arr: zarr.Array, idx: np.ndarray, rows: np.ndarray) -> None:
 def failures(path: str | os.PathLike, storage_options: dict | None = None) -> list[dict]:
     """Every failed item of every step: ``{"step", "item", "index", "error"}``."""
     group = open_group(path, mode="r", storage_options=storage_options)
-    ids = {"video": np.asarray(group["video"][:]), "caption": None}
+    ids = {"video": np.asarray(group["video"][:])}
     out = []
     for step, dim in STEPS.items():
+        if f"{step}_state" not in group:
+            continue
         state = np.asarray(group[f"{step}_state"][:])
         bad = np.flatnonzero(state == FAILED)
         if bad.size == 0:
             continue
         err = group[f"{step}_error"]
         for i in bad:
-            item = str(ids[dim][i]) if dim == "video" else f"caption {int(i)}"
+            item = str(ids[dim][i]) if dim in ids else f"{dim.replace('_', ' ')} {int(i)}"
             out.append({"step": step, "item": item, "index": int(i), "error": str(err[int(i)])})
     return out

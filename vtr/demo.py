@@ -24,6 +24,7 @@ def demo(out: Path = typer.Option(Path("demo"), help="working folder (data, stor
          fresh: bool = typer.Option(False, "--fresh", help="delete OUT first and start over")) -> None:
     """Sample dataset -> feature store (random-init encoders) -> ablation of every head -> one table."""
     from extractors.sample_data import make_sample_dataset, require_ffmpeg
+    from flows.config import ExtractConfig
     from flows.extract import ExtractError, extract_msrvtt
     from storage import format_info, store_info
 
@@ -40,8 +41,8 @@ def demo(out: Path = typer.Option(Path("demo"), help="working folder (data, stor
     typer.echo(f"[2/3] extract-msrvtt (Prefect, ephemeral) -> {store}")
     typer.echo("      (the sample's YouTube URLs cannot be crawled offline: those videos get no audio)")
     try:
-        extract_msrvtt(data_root=str(data), store=str(store), random_init=True, ast_size=ast_size,
-                       crawl_retries=0, tag_min_count=3)
+        extract_msrvtt(data_root=str(data), store=str(store),
+                       config=ExtractConfig(random_init=True, ast_size=ast_size, crawl_retries=0, tag_min_count=3))
     except ExtractError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1)

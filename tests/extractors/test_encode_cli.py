@@ -8,7 +8,7 @@ import typer
 from typer.testing import CliRunner
 
 from extractors.ast_encoder import create_ast_encoder
-from extractors.encode_cli import app, register
+from vtr.commands.encode import app, register
 
 runner = CliRunner()
 CPU = ["--device", "cpu"]

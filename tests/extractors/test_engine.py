@@ -13,10 +13,12 @@ from extractors.clip_encoder import create_clip_encoder
 from extractors.engine import Throughput, create_encoder, encode_audio, encode_captions, encode_frames
 from extractors.fbank import load_fbank
 from extractors.frames import load_clip_frames, normalize_for_clip
-from extractors.store_io import write_audio, write_frames, write_text
+from flows.config import ExtractConfig
+from flows.steps import write_audio, write_frames, write_text
 from storage import (DONE, FAILED, StepWriter, StoreError, StoreLayout, create_store, failures, open_store,
                      read_attrs, set_provenance, store_info)
 
+CFG = ExtractConfig(workers=1)
 TINY_AST = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, device="cpu")
 
 
@@ -59,7 +61,7 @@ def test_frames_in_order_failures_carry_on_and_packing_equals_one_by_one(files, 
     paths = [files[k] for k in ("short", "broken", "long", "missing", "mid")]
     stats = Throughput()
     # batch 7: the long video's 12 frames straddle batches
-    packed = list(encode_frames(clip, paths, batch_size=7, workers=2, stats=stats))
+    packed = list(encode_frames(clip, paths, batch_size=7, timeout_s=60.0, workers=2, stats=stats))
     assert [r.index for r in packed] == [0, 1, 2, 3, 4]
     assert [r.ok for r in packed] == [True, False, True, False, True]
     assert packed[1].error.startswith(files["broken"]) and "\n" not in packed[1].error
@@ -124,7 +126,7 @@ def store(files, tmp_path):
 
 @pytest.mark.slow
 def test_write_frames_and_text_into_store(store, clip, files):
-    res = write_frames(store, clip, batch_size=8, workers=1, progress=False)
+    res = write_frames(store, clip, ExtractConfig(frame_batch_size=8, workers=1))
     assert res == {"done": 3, "failed": 2}
     ds = open_store(store)
     assert ds["frames_state"].values.tolist() == [DONE, FAILED, DONE, DONE, FAILED]
@@ -137,11 +139,11 @@ def test_write_frames_and_text_into_store(store, clip, files):
     assert any("RANDOM-INIT" in w for w in store_info(store)["warnings"])
     # nothing pending any more unless failures are retried; done items are never rewritten
     before = ds["frame_features"].values.copy()
-    assert write_frames(store, clip, retry_failed=False, progress=False) == {"done": 0, "failed": 0}
-    assert write_frames(store, clip, progress=False) == {"done": 0, "failed": 2}
+    assert write_frames(store, clip, CFG, retry_failed=False) == {"done": 0, "failed": 0}
+    assert write_frames(store, clip, CFG) == {"done": 0, "failed": 2}
     np.testing.assert_array_equal(open_store(store)["frame_features"].values, before)
 
-    assert write_text(store, clip, batch_size=4, progress=False) == {"done": 6, "failed": 0}
+    assert write_text(store, clip, ExtractConfig(text_batch_size=4)) == {"done": 6, "failed": 0}
     ds = open_store(store)
     direct = clip.encode_texts(["a counter ticks"])
     np.testing.assert_allclose(ds["caption_embedding"].values[2].astype(np.float32),
@@ -155,7 +157,7 @@ def test_write_audio_follows_the_crawl_step(store, ast, files):
                                         "audio_path": np.array(["", "broken.mp4"])})
     crawl.write(np.array([2, 3]), data={"audio_source": np.array(["original", "crawled"]),
                                         "audio_path": np.array(["long.mp4", files["mid"]])})
-    res = write_audio(store, ast, batch_size=2, workers=1, progress=False)
+    res = write_audio(store, ast, ExtractConfig(audio_batch_size=2, workers=1))
     assert res == {"done": 3, "failed": 2}
     ds = open_store(store)
     assert ds["audio_state"].values.tolist() == [DONE, FAILED, DONE, DONE, FAILED]
@@ -167,12 +169,12 @@ def test_write_audio_follows_the_crawl_step(store, ast, files):
 
 
 def test_store_refuses_mixing_models_and_wrong_geometry(store, clip, ast):
-    write_text(store, clip, indices=[0], progress=False)
+    write_text(store, clip, CFG, indices=[0])
     rec = clip.provenance()
     set_provenance(store, "text", dict(rec, model="open_clip ViT-B-16", weights_sha256="ab" * 32))
     with pytest.raises(StoreError, match="mixing them is refused"):
-        write_text(store, clip, progress=False)
+        write_text(store, clip, CFG)
     big = create_ast_encoder(random_init=True, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                              intermediate_size=32, device="cpu")
     with pytest.raises(StoreError, match="1214 x 64 audio tokens"):
-        write_audio(store, big, progress=False)
+        write_audio(store, big, CFG)

@@ -9,7 +9,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from extractors import media_cli
+from vtr.commands import media as media_cli
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,9 @@ import pytest
 
 from extractors.clip_encoder import create_clip_encoder
 from extractors.tags import PHRASE_TEMPLATE, encode_phrases, is_verb_like, mean_frame_embedding, mine_phrases, \
-    rank_tags, write_tags
+    rank_tags
+from flows.config import ExtractConfig
+from flows.steps import write_tags
 from storage import DONE, FAILED, StepWriter, StoreError, StoreLayout, create_store, open_store, read_attrs, \
     set_provenance
 
@@ -69,7 +71,7 @@ def store(tmp_path, clip):
     create_store(path, dataset="t", video_ids=[f"v{i}" for i in range(7)],
                  splits=["train"] * 5 + ["test", "val"], caption_text=caps, caption_video=cv,
                  layout=StoreLayout(n_videos=7, n_captions=len(caps), n_frames=4, n_tags=3, video_chunk=4))
-    phrase_emb = encode_phrases(clip, ["playing a guitar"])
+    phrase_emb = encode_phrases(clip, ["playing a guitar"], batch_size=8)
     rng = np.random.default_rng(0)
     feats = rng.normal(size=(7, 4, 512)).astype(np.float32)
     feats[0, :2] = phrase_emb[0]       # video 0 shows exactly what "playing a guitar" says
@@ -84,14 +86,14 @@ def store(tmp_path, clip):
 
 
 def test_tags_step_uses_training_captions_only(store, clip):
-    res = write_tags(store, clip, min_count=3, progress=False)
+    res = write_tags(store, clip, ExtractConfig(tag_min_count=3))
     ds = open_store(store)
     texts = [str(t) for t in ds["phrase_text"].values.tolist()]
     assert texts == ["cooking some food", "playing a guitar"]
     assert not any("dancing" in t for t in texts)  # test/val wording never enters
     assert res == {"phrases": 2, "done": 6, "failed": 1}
-    assert ds["phrase_count"].values.tolist() == [3, 3]
-    want = encode_phrases(clip, texts)
+    assert ds["phrase_count"].values.tolist() == [3, 3] and (ds["phrase_state"].values == DONE).all()
+    want = encode_phrases(clip, texts, batch_size=8)
     np.testing.assert_allclose(ds["phrase_embedding"].values.astype(np.float32), want, atol=2e-2, rtol=1e-2)
     assert ds["tags_state"].values.tolist() == [DONE, FAILED, DONE, DONE, DONE, DONE, DONE]
     assert ds["tags_error"].values[1] == "frames step not done for this video"
@@ -101,15 +103,15 @@ def test_tags_step_uses_training_captions_only(store, clip):
     assert prov["mining"]["source"] == "train captions" and prov["mining"]["n_train_captions"] == len(TRAIN)
     assert prov["template"] == PHRASE_TEMPLATE
     # a rerun keeps the phrase table and only retries the failed video
-    again = write_tags(store, clip, min_count=3, progress=False)
+    again = write_tags(store, clip, ExtractConfig(tag_min_count=3))
     assert again == {"phrases": 2, "done": 0, "failed": 1}
     with pytest.raises(StoreError, match="different phrase table"):
-        write_tags(store, clip, min_count=1, progress=False)
+        write_tags(store, clip, ExtractConfig(tag_min_count=1))
 
 
 def test_tags_refuse_nothing_mined_and_another_clip(store, clip):
-    with pytest.raises(StoreError, match="lower --min-count"):
-        write_tags(store, clip, min_count=50, progress=False)
+    with pytest.raises(StoreError, match="lower --tag-min-count"):
+        write_tags(store, clip, ExtractConfig(tag_min_count=50))
     set_provenance(store, "frames", dict(clip.provenance(), model="open_clip ViT-B-16"))
     with pytest.raises(StoreError, match="tags need the same CLIP"):
-        write_tags(store, clip, min_count=3, progress=False)
+        write_tags(store, clip, ExtractConfig(tag_min_count=3))

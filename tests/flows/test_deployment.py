@@ -38,8 +38,8 @@ def test_serve_and_run_deployment(prefect_server, tiny_data, tmp_path):
         store = tmp_path / "dep.zarr"
         r = _prefect(["deployment", "run", "extract-msrvtt/test",
                       "--param", f"data_root={tiny_data}", "--param", f"store={store}",
-                      "--param", "random_init=true", "--param", "ast_size=tiny", "--param", "crawl_retries=0",
-                      "--param", "workers=1", "--param", "tag_min_count=2", "--watch"], env)
+                      "--param", 'config={"random_init": true, "ast_size": "tiny", "crawl_retries": 0, '
+                      '"workers": 1, "tag_min_count": 2}', "--watch"], env)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         ds = open_store(store)
         ids = list(ds.video.values)
@@ -48,7 +48,8 @@ def test_serve_and_run_deployment(prefect_server, tiny_data, tmp_path):
         assert check_store(store) == []
         # a parameter of the wrong type is refused when the run is created, with its name
         r = _prefect(["deployment", "run", "extract-msrvtt/test", "--param", f"data_root={tiny_data}",
-                      "--param", f"store={tmp_path / 'x.zarr'}", "--param", "workers=many"], env, timeout=60)
+                      "--param", f"store={tmp_path / 'x.zarr'}", "--param", 'config={"workers": "many"}'],
+                     env, timeout=60)
         assert r.returncode != 0 and "workers" in (r.stdout + r.stderr)
         assert not (tmp_path / "x.zarr").exists()
     finally:

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from flows.config import ExtractConfig
 from flows.extract import extract_msrvtt
 from storage import DONE, FAILED, check_store, open_store, store_info
 from storage.synthetic import create_synthetic_store
@@ -11,13 +12,13 @@ from vtr.cli import app
 from .conftest import TINY
 
 runner = CliRunner()
+TINY_CONFIG = ExtractConfig(random_init=True, ast_size="tiny", crawl_retries=0, workers=1, tag_min_count=2)
 
 
 @pytest.fixture(scope="module")
 def extracted(tiny_data, tmp_path_factory):
     store = str(tmp_path_factory.mktemp("local") / "s.zarr")
-    result = extract_msrvtt(data_root=str(tiny_data), store=store, random_init=True, ast_size="tiny",
-                            crawl_retries=0, workers=1, tag_min_count=2)
+    result = extract_msrvtt(data_root=str(tiny_data), store=store, config=TINY_CONFIG)
     return store, result
 
 
@@ -40,7 +41,7 @@ def test_flow_completes_and_records_the_corrupt_video(extracted):
     assert (ds.tags_state.values[good] == DONE).all() and ds.sizes["phrase"] > 0
     # the style step rewrote each test video's first caption with the same CLIP
     assert ds.sizes["style_caption"] == result["steps"]["style"]["rows"] > 0
-    assert (ds.style_caption_source.values >= 0).all()
+    assert (ds.style_state.values == DONE).all() and (ds.style_caption_source.values >= 0).all()
     assert prov_model(ds, "style") == prov_model(ds, "text")
     assert check_store(store) == []
     assert result["failures"] >= 1 and result["steps"]["validate"]["problems"] == 0
@@ -57,9 +58,8 @@ def prov_model(ds, step):
 def test_rerun_redoes_nothing_finished(extracted, tiny_data):
     store, _ = extracted
     before = open_store(store).frame_features.values.copy()
-    result = extract_msrvtt(data_root=str(tiny_data), store=store, random_init=True, ast_size="tiny",
-                            crawl_retries=0, workers=1, tag_min_count=2,
-                            steps=["probe", "compress", "frames", "audio", "text"])
+    result = extract_msrvtt(data_root=str(tiny_data), store=store, config=TINY_CONFIG.model_copy(
+        update={"steps": ["probe", "compress", "frames", "audio", "text"]}))
     for step in ("frames", "audio", "text"):
         assert result["steps"][step]["done"] == 0, step
     np.testing.assert_array_equal(open_store(store).frame_features.values, before)
@@ -87,8 +87,27 @@ def test_fail_fast_on_bad_input(tmp_path, tiny_data):
     zarr.open_group(other, mode="r+").attrs["vtr_schema_version"] = 99
     code, out = _cli("--data-root", tiny_data, "--store", other, *TINY)
     assert code == 1 and "schema version 99" in out and str(other) in out
+    import shutil
+    from pathlib import Path
+    v1 = tmp_path / "v1.zarr"  # a store of the previous schema names the upgrade command
+    shutil.copytree(Path(__file__).parents[1] / "storage" / "data" / "v1_store.zarr", v1)
+    code, out = _cli("--data-root", tiny_data, "--store", v1, *TINY)
+    assert code == 1 and f"vtr store upgrade {v1}" in out and out.count("\n") == 0
     code, out = _cli("--data-root", tiny_data, "--store", tmp_path / "b.zarr", "--ast-size", "tiny")
     assert code == 1 and "--clip-weights" in out and "--random-init" in out
     assert not (tmp_path / "b.zarr").exists()
     code, out = _cli("--data-root", tiny_data, "--store", tmp_path / "c.zarr", "--steps", "probe,bogus", *TINY)
     assert code == 2 and "bogus" in out
+
+
+def test_one_config_object_is_the_flows_parameter_and_the_cli_flags():
+    from flows.extract import extract_dataset
+
+    for fl in (extract_msrvtt, extract_dataset):
+        schema = fl.parameters.model_dump()
+        assert schema["properties"]["config"]["$ref"].endswith("/ExtractConfig")
+        assert schema["definitions"]["ExtractConfig"]["properties"]["frame_batch_size"]["default"] == 64
+        assert not set(schema["properties"]) & set(ExtractConfig.model_fields)  # no option twice
+    r = runner.invoke(app, ["extract", "--help"], terminal_width=200)
+    flags = {"--" + name.replace("_", "-") for name in ExtractConfig.model_fields if name != "storage_options"}
+    assert {f for f in flags if f not in r.output} == set()

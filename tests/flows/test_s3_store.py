@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import s3fs
 
+from flows.config import ExtractConfig
 from flows.extract import extract_msrvtt
 from storage import DONE, FAILED, open_store, store_info
 
@@ -42,9 +43,10 @@ def s3_options():
 
 def test_flow_writes_an_s3_store(s3_options, tiny_data, tmp_path):
     store = "s3://vtr-test/msrvtt.zarr"
-    result = extract_msrvtt(data_root=str(tiny_data), store=store, random_init=True, ast_size="tiny",
-                            crawl_retries=0, workers=1, steps=["probe", "crawl", "text"],
-                            media_dir=str(tmp_path / "media"), storage_options=s3_options)
+    cfg = ExtractConfig(random_init=True, ast_size="tiny", crawl_retries=0, workers=1,
+                        steps=["probe", "crawl", "text"], media_dir=str(tmp_path / "media"),
+                        storage_options=s3_options)
+    result = extract_msrvtt(data_root=str(tiny_data), store=store, config=cfg)
     assert result["steps"]["text"]["done"] == 30
     ds = open_store(store, storage_options=s3_options)
     assert (ds.text_state.values == DONE).all()
@@ -53,7 +55,6 @@ def test_flow_writes_an_s3_store(s3_options, tiny_data, tmp_path):
     info = store_info(store, storage_options=s3_options)
     assert info["steps"]["text"]["done"] == 30 and info["bytes"] is None
     # a second run finds everything done in the remote store
-    again = extract_msrvtt(data_root=str(tiny_data), store=store, random_init=True, ast_size="tiny",
-                           crawl_retries=0, workers=1, steps=["text"], media_dir=str(tmp_path / "media"),
-                           storage_options=s3_options)
+    again = extract_msrvtt(data_root=str(tiny_data), store=store,
+                           config=cfg.model_copy(update={"steps": ["text"]}))
     assert again["steps"]["text"]["done"] == 0

@@ -1,2 +1,85 @@
-"""`vtr extract` (moving here from flows/cli.py)."""
-from flows.cli import register  # noqa: F401
+"""`vtr extract`: run the extraction flow locally (Prefect's ephemeral API unless
+PREFECT_API_URL points at a server), optionally on a Dask cluster.
+
+Its extraction flags are generated from ``flows.config.ExtractConfig``'s fields (``--frame-
+batch-size`` for ``frame_batch_size``, ...), so each option and its default live there once.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import typing
+from pathlib import Path
+
+import typer
+from pydantic import ValidationError
+
+from flows.config import ExtractConfig
+from vtr.errors import fail, one_line_errors
+
+# Not flags: set only through the Python API or a deployment's parameters.
+NOT_FLAGS = ("storage_options",)
+
+
+def _flag_type(annotation) -> tuple[type, str]:
+    """The type Typer parses for a config field, and a note on its accepted values."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Literal:
+        return str, " | ".join(map(str, args))
+    if typing.get_origin(annotation) is list:
+        return str, "comma-separated: " + ",".join(typing.get_args(args[0]) if args else ())
+    if type(None) in args:
+        return [a for a in args if a is not type(None)][0], ""
+    return annotation, ""
+
+
+def _config_options() -> list[inspect.Parameter]:
+    params = []
+    for name, field in ExtractConfig.model_fields.items():
+        if name in NOT_FLAGS:
+            continue
+        kind, values = _flag_type(field.annotation)
+        default = ",".join(field.default) if isinstance(field.default, list) else field.default
+        doc = field.description + (f" ({values})" if values and values not in field.description else "")
+        opt = typer.Option(default, "--" + name.replace("_", "-"), help=doc)
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=opt,
+                                        annotation=kind | None if default is None else kind))
+    return params
+
+
+def _config(values: dict) -> ExtractConfig:
+    if isinstance(values.get("steps"), str):
+        values["steps"] = [s.strip() for s in values["steps"].split(",") if s.strip()]
+    try:
+        return ExtractConfig(**values)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"] if not isinstance(p, int))
+        fail(f"--{where.replace('_', '-')}: {err['msg']} (got {err.get('input')!r})", code=2)
+        raise  # not reached: fail() exits
+
+
+def extract(
+    data_root: Path = typer.Option(..., "--data-root", help="MSR-VTT folder (MSRVTT_data.json, csv files, videos/all)"),
+    store: str = typer.Option(..., "--store", help="store path (created if missing, resumed if present) or s3:// URL"),
+    dask: str | None = typer.Option(None, "--dask", help="'local' for a LocalCluster, or a scheduler address tcp://host:8786"),
+    dask_workers: int = typer.Option(2, "--dask-workers", min=1, help="LocalCluster workers"),
+    **options,
+) -> None:
+    """Turn a raw MSR-VTT folder into a complete feature store (resumable: re-run to continue)."""
+    from flows.extract import extract_msrvtt, task_runner
+
+    config = _config(options)
+    runner = task_runner(dask, dask_workers, config.gpu_per_worker)
+    fl = extract_msrvtt.with_options(task_runner=runner) if runner is not None else extract_msrvtt
+    typer.echo(json.dumps(fl(data_root=str(data_root), store=store, config=config), indent=2))
+
+
+_sig = inspect.signature(extract)
+extract.__signature__ = _sig.replace(parameters=[p for p in _sig.parameters.values()
+                                                 if p.kind is not inspect.Parameter.VAR_KEYWORD] + _config_options())
+extract.__annotations__ = {p.name: p.annotation for p in extract.__signature__.parameters.values()}
+
+
+def register(root: typer.Typer) -> None:
+    root.command("extract")(one_line_errors(extract))

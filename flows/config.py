@@ -1,0 +1,69 @@
+"""The extraction options: one typed object, ``ExtractConfig``, with each default written here
+once. Both flows take it as their ``config`` parameter (Prefect shows its fields as the
+deployment's parameter form), ``vtr extract`` generates its flags from its fields, and
+every step reads its knobs from it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from extractors.fbank import SHIFTS, FbankConfig
+from storage.schema import STEPS, StoreLayout
+
+# Every step in run order: the store's steps, then the final check.
+ALL_STEPS: tuple[str, ...] = (*STEPS, "validate")
+Step = Literal[ALL_STEPS]  # type: ignore[valid-type]  # built from the one list
+MEDIA_STEPS = ("probe", "crawl", "compress")
+MODEL_STEPS = tuple(s for s in STEPS if s not in MEDIA_STEPS)
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """What the model steps need to build their frozen encoders (hashable: one per worker)."""
+
+    clip_model: str
+    clip_weights: str | None
+    ast_weights: str | None
+    ast_size: str
+    random_init: bool
+    device: str
+    fbank_shift: str
+
+
+class ExtractConfig(BaseModel):
+    """Every option of an extraction run (the dataset and the store path aside)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    clip_model: str = Field("ViT-B-32", description="ViT-B-32 or ViT-B-16 (extractors.encoders.CLIP_ENCODERS)")
+    clip_weights: str | None = Field(None, description="OpenAI .pt, or open_clip .bin/.safetensors")
+    ast_weights: str | None = Field(None, description="audioset_10_10_0.4593.pth or a Hugging Face folder")
+    random_init: bool = Field(False, description="random encoder weights (tests, demos; flagged RANDOM-INIT)")
+    ast_size: Literal["base", "tiny"] = Field("base", description="base (DeiT-base-384) or tiny (random weights only)")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto | cpu | cuda")
+    fbank_shift: Literal[SHIFTS] = Field(  # type: ignore[valid-type]
+        FbankConfig.shift, description="fbank frame shift: AST's 10 ms, or fit the clip into 1024 frames")
+    steps: list[Step] = Field(list(ALL_STEPS), description="steps to run (they run in the fixed order)")
+    media_dir: str | None = Field(None, description="where compressed videos and crawled audio go "
+                                                     "(default STORE.media; needed for a remote store)")
+    allow_file_urls: bool = Field(False, description="let the crawl read file:// URLs")
+    crawl_retries: int = Field(3, ge=0, description="extra attempts per URL, with back-off")
+    crawl_timeout_s: float = Field(120.0, gt=0, description="wall-clock limit per crawl attempt, seconds")
+    keep_audio: bool = Field(False, description="keep the audio track in the compressed copies")
+    workers: int = Field(2, ge=1, description="decode/compress worker processes per task")
+    frame_batch_size: int = Field(64, ge=1, description="frames per CLIP batch")
+    audio_batch_size: int = Field(8, ge=1, description="clips per AST batch")
+    text_batch_size: int = Field(256, ge=1, description="captions per CLIP text batch")
+    decode_timeout_s: float = Field(60.0, gt=0, description="per-video decode time bound, seconds")
+    tag_min_count: int = Field(5, ge=1, description="a phrase needs this many training captions")
+    video_chunk: int = Field(StoreLayout.video_chunk, ge=1, description="videos per store chunk = per task (new stores only)")
+    gpu_per_worker: bool = Field(False, description="model tasks need a worker with resources GPU=1")
+    storage_options: dict | None = Field(None, description="fsspec options of a remote store (s3://...)")
+
+    def encoders(self) -> EncoderSpec:
+        return EncoderSpec(clip_model=self.clip_model, clip_weights=self.clip_weights,
+                           ast_weights=self.ast_weights, ast_size=self.ast_size, random_init=self.random_init,
+                           device=self.device, fbank_shift=self.fbank_shift)
