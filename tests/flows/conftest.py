@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from extractors.sample_data import make_sample_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--random-init", "--ast-size", "tiny", "--crawl-retries", "0", "--workers", "1"]
@@ -40,9 +39,10 @@ def vtr_cmd(*args) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory) -> Path:
-    """Six sample videos; video2 is truncated to half its bytes (a corrupt file)."""
-    root = make_sample_dataset(tmp_path_factory.mktemp("data") / "msrvtt", n_videos=6, seed=1)
+def tiny_data(tmp_path_factory, served_sample) -> Path:
+    """Six sample videos, silent ones' audio served on loopback; video2 is truncated to a
+    third of its bytes (a corrupt file)."""
+    root = served_sample(tmp_path_factory.mktemp("data") / "msrvtt", n_videos=6, seed=1)
     bad = root / "videos" / "all" / "video2.mp4"
     data = bad.read_bytes()
     bad.write_bytes(data[: len(data) // 3])
