@@ -117,6 +117,12 @@ def test_only_loopback_connections_are_allowed():
 
     with pytest.raises(SocketConnectBlockedError):
         socket.create_connection(("192.0.2.1", 80), timeout=1)  # TEST-NET-1: blocked before connect
+    # and in Python children, through the PYTHONPATH they inherit
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-c", "import socket; socket.create_connection(('192.0.2.1', 80), 1)"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "SocketConnectBlockedError" in r.stderr
     from extractors.sample_server import is_loopback_url
     assert is_loopback_url("http://[::1]:8/x") and is_loopback_url("http://localhost/x")
     assert not is_loopback_url("https://www.youtube.com/watch?v=x") and not is_loopback_url("file:///x")

@@ -11,7 +11,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_demo_prints_the_comparison_table(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_HOME": str(tmp_path / "home")}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+           "PREFECT_HOME": str(tmp_path / "home")}
     cmd = [sys.executable, "-m", "vtr.cli", "demo", "--out", str(tmp_path / "demo"), "--n-videos", "8",
            "--ast-size", "tiny", "--epochs", "1"]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
