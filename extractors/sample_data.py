@@ -1,14 +1,14 @@
 """A small dataset in the real MSR-VTT layout, made with ffmpeg, for demos and tests.
 
 Each video shows one synthetic "scene" (an ffmpeg test pattern of some colour, moving or
-still) with a tone or noise as its sound; captions describe scene and sound from templates,
+still) and some carry a tone or noise track; captions describe the scene from templates,
 so captions and videos share content words (useful once real CLIP weights are used).
 
 About 1 in 3 videos is written without its audio track, as MSR-VTT's silent downloads are.
-Their "original" audio (the whole source clip, of which the video is the ``start``-``end``
-window) is written under ``audio/`` and the annotation URL names it on a server rooted at
-the dataset folder (``extractors.sample_server``), so the crawl has something real to fetch
-and nothing leaves the machine.
+Their "original" audio (a faint room tone over the whole source clip, of which the video is
+the ``start``-``end`` window) is written under ``audio/`` and the annotation URL names it on
+a server rooted at the dataset folder (``extractors.sample_server``), so the crawl has
+something real to fetch and nothing leaves the machine.
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ TEMPLATES = [
 SOUNDS = [("sine", "a tone plays", "with a beeping tone"),
           ("anoisesrc", "static hisses", "with hissing noise")]
 # the silent videos' original audio cycles through these containers (what the crawl meets)
-# at 8 kHz (minutes of source clip each; the encoders here are the quick ones)
+# at 8 kHz (minutes of source clip each; these encoders are the quick ones)
 AUDIO_FORMATS = (("m4a", ["-c:a", "aac", "-b:a", "24k", "-movflags", "+faststart"]),
                  ("ogg", ["-c:a", "libvorbis", "-q:a", "0"]),
                  ("mp3", ["-c:a", "libmp3lame", "-b:a", "24k", "-write_xing", "0"]))
@@ -60,9 +60,9 @@ def require_ffmpeg() -> str:
     return exe
 
 
-def _sound_source(kind: str, freq: float, rate: int = 44100) -> str:
-    return (f"sine=frequency={freq:.0f}:sample_rate={rate}" if kind == "sine"
-            else f"anoisesrc=color=pink:amplitude=0.3:sample_rate={rate}:seed=7")
+def _sound_source(kind: str, freq: float) -> str:
+    return (f"sine=frequency={freq:.0f}:sample_rate=44100" if kind == "sine"
+            else "anoisesrc=color=pink:amplitude=0.3:sample_rate=44100:seed=7")
 
 
 def _make_video(path: Path, scene: str, w: int, h: int, fps: str, dur: float,
@@ -76,8 +76,11 @@ def _make_video(path: Path, scene: str, w: int, h: int, fps: str, dur: float,
     subprocess.run(cmd + BITEXACT + [str(path)], check=True, stdin=subprocess.DEVNULL)
 
 
-def _make_audio(path: Path, codec_args: list[str], kind: str, freq: float, dur: float) -> None:
-    cmd = [require_ffmpeg(), "-v", "error", "-y", "-f", "lavfi", "-i", _sound_source(kind, freq, 8000),
+def _make_audio(path: Path, codec_args: list[str], dur: float) -> None:
+    # the captions of these videos say nothing can be heard: a faint room tone, not silence
+    # (all-zero audio would make every such video's audio features the same)
+    room = "anoisesrc=color=brown:amplitude=0.02:sample_rate=8000:seed=3"
+    cmd = [require_ffmpeg(), "-v", "error", "-y", "-f", "lavfi", "-i", room,
            "-t", f"{dur:.2f}", "-ac", "1", *codec_args]
     subprocess.run(cmd + BITEXACT + [str(path)], check=True, stdin=subprocess.DEVNULL)
 
@@ -134,8 +137,7 @@ def make_sample_dataset(out: str | os.PathLike, n_videos: int = 24, seed: int = 
         if not has_audio:
             ext, codec_args = AUDIO_FORMATS[i % len(AUDIO_FORMATS)]
             # the whole source clip: the annotated window lies inside it, as on YouTube
-            _atomic(adir / f"{vid}.{ext}", lambda tmp: _make_audio(
-                tmp, codec_args, kind, freq, start + dur + 2.0))
+            _atomic(adir / f"{vid}.{ext}", lambda tmp: _make_audio(tmp, codec_args, start + dur + 2.0))
             if base_url:
                 url = f"{base_url.rstrip('/')}/audio/{vid}.{ext}"
         videos.append({"category": int(rng.integers(20)), "url": url,
@@ -144,7 +146,9 @@ def make_sample_dataset(out: str | os.PathLike, n_videos: int = 24, seed: int = 
         order = rng.permutation(len(TEMPLATES))
         for k in range(captions_per_video):
             t = TEMPLATES[order[k % len(TEMPLATES)]]
-            sentences.append({"caption": t.format(scene=scene_text, sound=sound, sound_phrase=sound_phrase),
+            snd = sound if has_audio else "in silence"
+            sp = sound_phrase if has_audio else "nothing can be heard"
+            sentences.append({"caption": t.format(scene=scene_text, sound=snd, sound_phrase=sp),
                               "video_id": vid, "sen_id": len(sentences)})
     n_test = max(1, int(round(n_videos * test_fraction)))
     test_ids = [v["video_id"] for v in videos[-n_test:]]
