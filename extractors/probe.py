@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import stat
 import subprocess
 from dataclasses import asdict, dataclass
@@ -35,21 +34,12 @@ def ffmpeg_path(path: str | os.PathLike) -> str:
     return os.path.abspath(os.fspath(path))
 
 
-# "[mov,mp4,m4a,3gp,3g2,mj2 @ 0x55d0c1a2b3c0] " in front of a demuxer's message
-_CONTEXT = re.compile(r"^\[[^\]]* @ 0x[0-9a-f]+\] ")
-
-
 def tool_cause(stderr: bytes, arg: str) -> str:
-    """ffmpeg/ffprobe stderr as one line: the distinct messages, without the context tags
-    and without the input path the tool puts in front of its last message."""
-    lines = []
-    for line in stderr.decode("utf-8", "replace").splitlines():
-        line = _CONTEXT.sub("", line.strip())
-        if line.startswith(f"{arg}: "):
-            line = line[len(arg) + 2:]
-        if line and line not in lines:
-            lines.append(line)
-    return "; ".join(lines)
+    """The last line of ffmpeg/ffprobe stderr (their verdict), without the input path the
+    tool puts in front of it."""
+    lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+    last = lines[-1] if lines else ""
+    return last[len(arg) + 2:] if last.startswith(f"{arg}: ") else last
 
 
 def run_tool(cmd: list[str], path: str | os.PathLike, arg: str, timeout_s: float) -> bytes:
