@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 
 import numpy as np
 
@@ -15,10 +14,10 @@ def load_audio(path: str | os.PathLike, sr: int = 16000, start: float | None = N
     WAV). ``start``/``end`` in seconds cut a section. ``MediaError`` if there is no audio."""
     import ffmpeg
 
-    from extractors.probe import ffmpeg_path, probe
+    from extractors.probe import ffmpeg_path, probe, run_tool
 
     p = os.fspath(path)
-    info = probe(p)
+    info = probe(p, timeout_s=timeout_s)
     if not info.has_audio:
         raise MediaError(p, "no audio stream")
     in_kw = {}
@@ -26,20 +25,12 @@ def load_audio(path: str | os.PathLike, sr: int = 16000, start: float | None = N
         in_kw["ss"] = float(start)
     if end is not None:
         in_kw["t"] = max(0.0, float(end) - float(start or 0.0))
-    stream = (ffmpeg.input(ffmpeg_path(p), **in_kw)
-              .output("pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=int(sr), map="0:a:0")
-              .global_args("-nostdin", "-v", "error"))
-    proc = stream.run_async(pipe_stdout=True, pipe_stderr=True)
-    try:
-        out, err = proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        raise MediaError(p, f"audio decode timed out after {timeout_s:g} s") from None
-    if proc.returncode != 0:
-        lines = err.decode("utf-8", "replace").strip().splitlines()
-        raise MediaError(p, f"ffmpeg audio decode: {lines[-1] if lines else 'failed'}")
-    wave = np.frombuffer(out, dtype=np.float32)
+    arg = ffmpeg_path(p)
+    cmd = (ffmpeg.input(arg, **in_kw)
+           .output("pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=int(sr), map="0:a:0")
+           .global_args("-nostdin", "-v", "error")
+           .compile())
+    wave = np.frombuffer(run_tool(cmd, p, arg, timeout_s), dtype=np.float32)
     if wave.size == 0:
         raise MediaError(p, "audio stream decodes to no samples")
     return np.clip(wave, -1.0, 1.0)

@@ -8,13 +8,16 @@ result probes as video, so a crash or a failed encode never leaves a file at ``d
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 from extractors.errors import MediaError, one_line
-from extractors.probe import ffmpeg_path, probe
+from extractors.probe import ffmpeg_path, probe, run_tool
+
+# CLIP sees a centred square; a longer side beyond this ratio of the shorter is cropped away,
+# so a 16x2000 strip does not become a 224x28000 frame the encoder refuses
+MAX_ASPECT = 4.0
 
 
 @dataclass
@@ -29,11 +32,13 @@ class CompressResult:
         return asdict(self)
 
 
-def scale_filter(short_side: int = 224) -> str:
+def scale_filter(short_side: int = 224, max_aspect: float = MAX_ASPECT) -> str:
     # ffmpeg's autorotation runs before this filter, so iw/ih are the display size here;
-    # -2 keeps the aspect ratio and rounds to an even size (yuv420p needs it)
-    s = int(short_side)
-    return f"scale=w='if(gt(iw,ih),-2,{s})':h='if(gt(iw,ih),{s},-2)':flags=bicubic,setsar=1"
+    # the centre crop caps the aspect ratio; -2 keeps it and rounds to an even size
+    # (yuv420p needs it)
+    s, a = int(short_side), float(max_aspect)
+    crop = f"crop=w='min(iw,ih*{a:g})':h='min(ih,iw*{a:g})'"
+    return f"{crop},scale=w='if(gt(iw,ih),-2,{s})':h='if(gt(iw,ih),{s},-2)':flags=bicubic,setsar=1"
 
 
 def _valid_output(path: str) -> bool:
@@ -49,8 +54,8 @@ def compress_video(src: str | os.PathLike, dst: str | os.PathLike, *, fps: float
                    preset: str = "veryfast", threads: int = 0,
                    timeout_s: float = 1800.0) -> CompressResult:
     """Returns "compressed" or "skipped" (a valid ``dst`` exists); raises ``MediaError``
-    when the source is unusable or ffmpeg fails (no file is left at ``dst`` then).
-    ``threads`` = 0 lets ffmpeg choose; pools pass 1 per worker."""
+    when the source is unusable, ffmpeg fails or runs past ``timeout_s`` (no file is left
+    at ``dst`` then). ``threads`` = 0 lets ffmpeg choose; pools pass 1 per worker."""
     import ffmpeg
 
     src, dst = os.fspath(src), os.fspath(dst)
@@ -71,18 +76,13 @@ def compress_video(src: str | os.PathLike, dst: str | os.PathLike, *, fps: float
         out_kw.update(acodec="aac", audio_bitrate="128k")
     else:
         out_kw["an"] = None
-    cmd = (ffmpeg.input(ffmpeg_path(src))
+    arg = ffmpeg_path(src)
+    cmd = (ffmpeg.input(arg)
            .output(tmp, vf=f"fps={fps:g},{scale_filter(short_side)}", **out_kw)
            .global_args("-nostdin", "-v", "error", "-y")
            .compile())
     try:
-        try:
-            res = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            raise MediaError(src, f"ffmpeg encode timed out after {timeout_s:g} s") from None
-        if res.returncode != 0:
-            lines = res.stderr.decode("utf-8", "replace").strip().splitlines()
-            raise MediaError(src, f"ffmpeg encode failed: {lines[-1] if lines else res.returncode}")
+        run_tool(cmd, src, arg, timeout_s)
         if not _valid_output(tmp):
             raise MediaError(src, "encoded output does not probe as video")
         os.replace(tmp, dst)

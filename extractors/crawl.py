@@ -61,9 +61,10 @@ class _Quiet:
         self.errors.append(str(msg))
 
 
-def _attempt(url: str, start: float | None, end: float | None, workdir: str,
-             allow_file_urls: bool, socket_timeout: float) -> tuple[str, str]:
-    """One yt-dlp download: ("ok", wav path) or ("err", message)."""
+def _download(url: str, workdir: str, cut: list[str], section: tuple[float, float] | None,
+              allow_file_urls: bool, socket_timeout: float) -> tuple[str, str]:
+    """One yt-dlp download, converted to WAV with ``cut`` as extra ffmpeg output options:
+    ("ok", wav path) or ("err", message)."""
     import yt_dlp
     from yt_dlp.utils import download_range_func
 
@@ -72,19 +73,14 @@ def _attempt(url: str, start: float | None, end: float | None, workdir: str,
         "format": "bestaudio/best",  # the generic extractor offers one format of unknown codec
         "outtmpl": os.path.join(workdir, "dl.%(ext)s"),
         "postprocessors": [{"key": "FFmpegExtractAudio", "preferredcodec": "wav"}],
-        "postprocessor_args": {"extractaudio": ["-ar", "16000", "-ac", "1"]},
+        "postprocessor_args": {"extractaudio": [*cut, "-ar", "16000", "-ac", "1"]},
         "socket_timeout": socket_timeout,
         "retries": 0, "fragment_retries": 0, "extractor_retries": 0,
         "noplaylist": True, "quiet": True, "no_warnings": True, "noprogress": True,
         "logger": log, "enable_file_urls": allow_file_urls, "cachedir": False,
     }
-    if start is not None and end is not None and end > start >= 0:
-        if url.lower().startswith("file:"):
-            # yt-dlp cannot fetch sections of file URLs: take the file, cut while converting
-            opts["postprocessor_args"]["extractaudio"] = [
-                "-ss", f"{float(start):.3f}", "-to", f"{float(end):.3f}", "-ar", "16000", "-ac", "1"]
-        else:
-            opts["download_ranges"] = download_range_func(None, [(float(start), float(end))])
+    if section is not None:
+        opts["download_ranges"] = download_range_func(None, [section])
     try:
         with yt_dlp.YoutubeDL(opts) as ydl:
             ydl.download([url])
@@ -95,6 +91,27 @@ def _attempt(url: str, start: float | None, end: float | None, workdir: str,
     except BaseException as e:  # noqa: BLE001 - becomes the recorded error line
         msg = str(e) or (log.errors[-1] if log.errors else type(e).__name__)
         return "err", msg.replace("ERROR: ", "")
+
+
+def _attempt(url: str, start: float | None, end: float | None, workdir: str,
+             allow_file_urls: bool, socket_timeout: float) -> tuple[str, str]:
+    """One attempt: the window as a section download, else the whole file cut while it is
+    converted. The WAV lasts exactly ``end - start`` when the source is long enough."""
+    if start is None or end is None or not end > start >= 0:
+        return _download(url, workdir, [], None, allow_file_urls, socket_timeout)
+    length = ["-t", f"{float(end) - float(start):.3f}"]
+    whole = ["-ss", f"{float(start):.3f}", *length]
+    if url.lower().startswith("file:"):  # yt-dlp cannot fetch sections of file URLs
+        return _download(url, workdir, whole, None, allow_file_urls, socket_timeout)
+    status, payload = _download(url, workdir, length, (float(start), float(end)),
+                                allow_file_urls, socket_timeout)
+    if status == "ok" or _PERMANENT.search(payload):
+        return status, payload
+    # ffmpeg cuts a section by seeking; a file whose index is at its end (an mp4/m4a without
+    # faststart) on a server without range requests yields an empty section. Take it whole.
+    for f in os.listdir(workdir):
+        os.remove(os.path.join(workdir, f))
+    return _download(url, workdir, whole, None, allow_file_urls, socket_timeout)
 
 
 def _run_attempt(job: dict, timeout_s: float) -> tuple[str, str]:

@@ -19,7 +19,9 @@ class MediaError(Exception):
     def __init__(self, path: str | os.PathLike, cause: object):
         self.path = os.fspath(path)
         text = one_line(cause)
-        for p in {self.path, os.path.abspath(self.path)}:  # ffmpeg repeats the path
+        # ffmpeg repeats the path; the longer form first, or stripping the relative one
+        # would leave the working directory behind
+        for p in sorted({self.path, os.path.abspath(self.path)}, key=len, reverse=True):
             text = text.replace(f"{p}: ", "")
         self.cause = text or "unknown error"
         super().__init__(f"{self.path}: {self.cause}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import re
 import threading
 from typing import Callable
 
@@ -138,6 +139,30 @@ BACKENDS: dict[str, Callable[[str, int], tuple[np.ndarray, np.ndarray]]] = {
 }
 
 
+# decord's C++ log prefix "[08:40:14] /github/workspace/src/video/video_reader.cc:486: " and
+# assertion text "Check failed: st_nb >= 0 (-13 vs. 0) ", and the "[Errno N] " of PyAV
+_NOISE = re.compile(r"^\[\d\d:\d\d:\d\d\] \S+:\d+: |^\[Errno -?\d+\] |Check failed: [^()]*\([^)]*\) ")
+# FFmpeg error codes decord reports by number
+_AVERROR = {"1094995529": "invalid data", "541478725": "end of file"}
+
+
+def _describe(backend: str, e: BaseException, path: str) -> str:
+    """The decoder's own message on one line: ``"decord: <cause>"``. decord appends a C++
+    stack trace and PyAV repeats the path; neither belongs in the stored cause."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    msg = _NOISE.sub("", lines[0]).strip() if lines else ""
+    msg = msg.replace(f": '{path}'", "").replace(path, "file")
+    for code, name in _AVERROR.items():
+        msg = msg.replace(f"failed with {code}", f"failed with {code} ({name})")
+    if not msg or (type(e).__module__ == "builtins" and not isinstance(e, (RuntimeError, OSError))):
+        msg = f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+    return f"{backend}: {msg}"
+
+
+class _Timeout(MediaError):
+    """A decode that overran its bound (no fallback: the next decoder would likely hang too)."""
+
+
 def _serve(conn) -> None:
     """Decode-worker loop: (backend, path, n) in, ("ok", frames) or ("err", line) out."""
     # decord and FFmpeg log to fd 2 from C; the cause goes back through the pipe instead
@@ -151,7 +176,7 @@ def _serve(conn) -> None:
         try:
             reply = ("ok", BACKENDS[backend](path, n))
         except BaseException as e:  # noqa: BLE001 - everything goes back as one line
-            reply = ("err", _describe(backend, e))
+            reply = ("err", _describe(backend, e, path))
         conn.send(reply)
 
 
@@ -176,7 +201,7 @@ class _DecodeWorker:
         self.conn.send((backend, path, n))
         if not self.conn.poll(timeout_s):
             self.close()
-            raise MediaError(path, f"{backend} decode timed out after {timeout_s:g} s")
+            raise _Timeout(path, f"{backend} decode timed out after {timeout_s:g} s")
         try:
             return self.conn.recv()
         except (EOFError, OSError):
@@ -228,16 +253,32 @@ def _run_bounded_thread(backend: str, path: str, n: int, timeout_s: float):
         try:
             box["ok"] = BACKENDS[backend](path, n)
         except BaseException as e:  # noqa: BLE001
-            box["err"] = _describe(backend, e)
+            box["err"] = _describe(backend, e, path)
 
     t = threading.Thread(target=work, daemon=True)
     t.start()
     t.join(timeout_s)
     if t.is_alive():
-        raise MediaError(path, f"{backend} decode timed out after {timeout_s:g} s")
+        raise _Timeout(path, f"{backend} decode timed out after {timeout_s:g} s")
     if "err" in box:
         raise MediaError(path, box["err"])
     return box["ok"]
+
+
+# the decoder tried when the chosen one fails on a file (decord refuses some valid ones:
+# extreme aspect ratios, odd strides)
+FALLBACK = {"decord": "pyav"}
+
+
+def _decode(backend: str, path: str, n: int, timeout_s: float | None):
+    """One backend on ``path`` (an ffmpeg-safe path); ``MediaError`` with its cause."""
+    if timeout_s is None:
+        try:
+            return BACKENDS[backend](path, n)
+        except Exception as e:  # noqa: BLE001 - decord/av raise their own error types
+            raise MediaError(path, _describe(backend, e, path)) from None
+    runner = _run_bounded_thread if mp.current_process().daemon else _run_bounded_process
+    return runner(backend, path, n, timeout_s)
 
 
 def read_frames(path: str | os.PathLike, n: int = 12, backend: str = "decord",
@@ -248,7 +289,8 @@ def read_frames(path: str | os.PathLike, n: int = 12, backend: str = "decord",
     With ``timeout_s`` the decode runs in a long-lived child process (one per thread) that
     is killed and replaced when a file overruns; inside daemonic processes (DataLoader
     workers), which may not fork children, a thread bounds the wait instead. ``None``
-    decodes in-process."""
+    decodes in-process. When decord fails (other than by overrunning), PyAV decodes the
+    file; the ``MediaError`` of a file neither can read names both causes."""
     from extractors.probe import ffmpeg_path
 
     if backend not in BACKENDS:
@@ -260,16 +302,18 @@ def read_frames(path: str | os.PathLike, n: int = 12, backend: str = "decord",
     if os.path.getsize(p) == 0:
         raise MediaError(p, "empty file (0 bytes)")
     src = ffmpeg_path(p)
-    if timeout_s is None:
-        try:
-            return BACKENDS[backend](src, n)
-        except Exception as e:  # noqa: BLE001 - decord/av raise their own error types
-            raise MediaError(p, _describe(backend, e)) from None
-    runner = _run_bounded_thread if mp.current_process().daemon else _run_bounded_process
     try:
-        return runner(backend, src, n, timeout_s)
-    except MediaError as e:
+        return _decode(backend, src, n, timeout_s)
+    except _Timeout as e:
         raise MediaError(p, e.cause) from None
+    except MediaError as e:
+        if backend not in FALLBACK:
+            raise MediaError(p, e.cause) from None
+        first = e.cause
+    try:
+        return _decode(FALLBACK[backend], src, n, timeout_s)
+    except MediaError as e:
+        raise MediaError(p, f"{first}; {e.cause}") from None
 
 
 def resize_center_crop(frames: np.ndarray, size: int = 224) -> np.ndarray:

@@ -1,7 +1,10 @@
-"""What a media file holds, from ffprobe (through ffmpeg-python)."""
+"""What a media file holds, from ffprobe; and the bounded way every ffmpeg tool is run."""
 from __future__ import annotations
 
+import json
 import os
+import stat
+import subprocess
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 
@@ -31,6 +34,29 @@ def ffmpeg_path(path: str | os.PathLike) -> str:
     return os.path.abspath(os.fspath(path))
 
 
+def tool_cause(stderr: bytes, arg: str) -> str:
+    """The last line of ffmpeg/ffprobe stderr (their verdict), without the input path the
+    tool puts in front of it."""
+    lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+    last = lines[-1] if lines else ""
+    return last[len(arg) + 2:] if last.startswith(f"{arg}: ") else last
+
+
+def run_tool(cmd: list[str], path: str | os.PathLike, arg: str, timeout_s: float) -> bytes:
+    """Run an ffmpeg-family command and return its stdout. ``MediaError(path, ...)`` naming
+    the tool and its own message when it fails, or that it was killed at ``timeout_s``
+    (a stalled input: a FIFO nobody writes, a network mount that hangs)."""
+    tool = os.path.basename(cmd[0])
+    try:
+        res = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:  # run() has killed and reaped it
+        raise MediaError(path, f"{tool} timed out after {timeout_s:g} s") from None
+    if res.returncode != 0:
+        cause = tool_cause(res.stderr, arg) or f"exit code {res.returncode}"
+        raise MediaError(path, f"{tool}: {cause}")
+    return res.stdout
+
+
 def _rate(s: str | None) -> float:
     try:
         r = Fraction(s or "0")
@@ -54,23 +80,27 @@ def _rotation(stream: dict) -> int:
     return 0
 
 
-def probe(path: str | os.PathLike) -> ProbeResult:
-    """Raises ``MediaError`` for missing, empty or unreadable files and for files with
-    neither a video nor an audio stream."""
-    import ffmpeg
-
+def probe(path: str | os.PathLike, timeout_s: float = 60.0) -> ProbeResult:
+    """Raises ``MediaError`` for missing, empty or unreadable files, for files with neither
+    a video nor an audio stream, and when ffprobe runs past ``timeout_s``."""
     p = os.fspath(path)
-    if not os.path.exists(p):
-        raise MediaError(p, "no such file")
-    if os.path.isdir(p):
-        raise MediaError(p, "is a directory, not a media file")
-    if os.path.getsize(p) == 0:
-        raise MediaError(p, "empty file (0 bytes)")
     try:
-        info = ffmpeg.probe(ffmpeg_path(p))
-    except ffmpeg.Error as e:
-        err = (e.stderr or b"").decode("utf-8", "replace").strip().splitlines()
-        raise MediaError(p, f"ffprobe: {err[-1] if err else 'failed'}") from None
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise MediaError(p, "no such file") from None
+    except OSError as e:
+        raise MediaError(p, e.strerror or str(e)) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise MediaError(p, "is a directory, not a media file")
+    if stat.S_ISREG(st.st_mode) and st.st_size == 0:
+        raise MediaError(p, "empty file (0 bytes)")
+    arg = ffmpeg_path(p)
+    out = run_tool(["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", arg],
+                   p, arg, timeout_s)
+    try:
+        info = json.loads(out.decode("utf-8", "replace"))
+    except ValueError:
+        raise MediaError(p, "ffprobe: unreadable JSON output") from None
     streams = info.get("streams", [])
     video = next((s for s in streams if s.get("codec_type") == "video"
                   and not (s.get("disposition") or {}).get("attached_pic")), None)

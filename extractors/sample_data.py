@@ -3,6 +3,12 @@
 Each video shows one synthetic "scene" (an ffmpeg test pattern of some colour, moving or
 still) and some carry a tone or noise track; captions describe the scene from templates,
 so captions and videos share content words (useful once real CLIP weights are used).
+
+About 1 in 3 videos is written without its audio track, as MSR-VTT's silent downloads are.
+Their "original" audio (a faint room tone over the whole source clip, of which the video is
+the ``start``-``end`` window) is written under ``audio/`` and the annotation URL names it on
+a server rooted at the dataset folder (``extractors.sample_server``), so the crawl has
+something real to fetch and nothing leaves the machine.
 """
 from __future__ import annotations
 
@@ -37,6 +43,13 @@ TEMPLATES = [
 ]
 SOUNDS = [("sine", "a tone plays", "with a beeping tone"),
           ("anoisesrc", "static hisses", "with hissing noise")]
+# the silent videos' original audio cycles through these containers (what the crawl meets)
+# at 8 kHz (minutes of source clip each; these encoders are the quick ones)
+AUDIO_FORMATS = (("m4a", ["-c:a", "aac", "-b:a", "24k", "-movflags", "+faststart"]),
+                 ("ogg", ["-c:a", "libvorbis", "-q:a", "0"]),
+                 ("mp3", ["-c:a", "libmp3lame", "-b:a", "24k", "-write_xing", "0"]))
+BITEXACT = ["-map_metadata", "-1", "-fflags", "+bitexact", "-flags:v", "+bitexact",
+            "-flags:a", "+bitexact"]
 
 
 def require_ffmpeg() -> str:
@@ -47,36 +60,61 @@ def require_ffmpeg() -> str:
     return exe
 
 
+def _sound_source(kind: str, freq: float) -> str:
+    return (f"sine=frequency={freq:.0f}:sample_rate=44100" if kind == "sine"
+            else "anoisesrc=color=pink:amplitude=0.3:sample_rate=44100:seed=7")
+
+
 def _make_video(path: Path, scene: str, w: int, h: int, fps: str, dur: float,
                 audio: tuple[str, float] | None) -> None:
     cmd = [require_ffmpeg(), "-v", "error", "-y", "-f", "lavfi", "-i", scene.format(w=w, h=h, fps=fps)]
     if audio:
-        kind, freq = audio
-        src = (f"sine=frequency={freq:.0f}:sample_rate=44100" if kind == "sine"
-               else "anoisesrc=color=pink:amplitude=0.3:sample_rate=44100:seed=7")
-        cmd += ["-f", "lavfi", "-i", src]
+        cmd += ["-f", "lavfi", "-i", _sound_source(*audio)]
     cmd += ["-t", f"{dur:.2f}", "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
             "-g", "30", "-bf", "0"]
     cmd += ["-c:a", "aac", "-b:a", "64k", "-ac", "1"] if audio else ["-an"]
-    cmd += ["-map_metadata", "-1", "-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact",
-            str(path)]
-    subprocess.run(cmd, check=True, stdin=subprocess.DEVNULL)
+    subprocess.run(cmd + BITEXACT + [str(path)], check=True, stdin=subprocess.DEVNULL)
+
+
+def _make_audio(path: Path, codec_args: list[str], dur: float) -> None:
+    # the captions of these videos say nothing can be heard: a faint room tone, not silence
+    # (all-zero audio would make every such video's audio features the same)
+    room = "anoisesrc=color=brown:amplitude=0.02:sample_rate=8000:seed=3"
+    cmd = [require_ffmpeg(), "-v", "error", "-y", "-f", "lavfi", "-i", room,
+           "-t", f"{dur:.2f}", "-ac", "1", *codec_args]
+    subprocess.run(cmd + BITEXACT + [str(path)], check=True, stdin=subprocess.DEVNULL)
+
+
+def _atomic(target: Path, make) -> None:
+    """Run ``make(tmp)`` and rename: an interrupted run leaves no half-written file."""
+    if target.exists():
+        return
+    tmp = target.with_name(f".{target.stem}.partial{target.suffix}")
+    make(tmp)
+    os.replace(tmp, target)
 
 
 def make_sample_dataset(out: str | os.PathLike, n_videos: int = 24, seed: int = 0,
                         test_fraction: float = 0.25, captions_per_video: int = 5,
-                        progress: bool = False) -> Path:
-    """Write ``videos/all/videoN.mp4``, ``MSRVTT_data.json``, ``MSRVTT_train.9k.csv``,
+                        progress: bool = False, base_url: str | None = None) -> Path:
+    """Write ``videos/all/videoN.mp4``, ``audio/videoN.{m4a,ogg,mp3}`` (the original audio
+    of the videos without a track), ``MSRVTT_data.json``, ``MSRVTT_train.9k.csv``,
     ``MSRVTT_train.7k.csv`` and ``MSRVTT_JSFUSION_test.csv`` under ``out``.
 
-    Deterministic for a seed: the same annotation bytes, and the same videos (ffmpeg runs
-    in bit-exact mode). About 1 in 3 videos has no audio track, as the crawl wants.
+    ``base_url`` is where ``out`` is served (``SampleServer(out).url``): a silent video's
+    URL is ``{base_url}/audio/...``. Without it silent videos have no URL, and nothing
+    is there to crawl. Media files that exist are kept; the annotations are rewritten, so
+    a new server port only needs another call.
+
+    Deterministic for a seed and base URL: the same annotation bytes, and the same media
+    (ffmpeg runs in bit-exact mode).
     """
     if n_videos < 4:
         raise ValueError("n_videos must be at least 4 (train, validation and test need videos)")
     out = Path(out)
-    vdir = out / "videos" / "all"
+    vdir, adir = out / "videos" / "all", out / "audio"
     vdir.mkdir(parents=True, exist_ok=True)
+    adir.mkdir(exist_ok=True)
     rng = np.random.default_rng(seed)
     videos, sentences = [], []
     it = range(n_videos)
@@ -93,12 +131,16 @@ def make_sample_dataset(out: str | os.PathLike, n_videos: int = 24, seed: int = 
         kind, sound, sound_phrase = SOUNDS[int(rng.integers(len(SOUNDS)))]
         freq = float(rng.integers(200, 2000))
         start = float(np.round(rng.uniform(0, 200), 2))
-        target = vdir / f"{vid}.mp4"
-        if not target.exists():
-            tmp = vdir / f".{vid}.partial.mp4"
-            _make_video(tmp, scene, w, h, fps, dur, (kind, freq) if has_audio else None)
-            os.replace(tmp, target)
-        videos.append({"category": int(rng.integers(20)), "url": f"https://www.youtube.com/watch?v=vtrsample{i:04d}",
+        _atomic(vdir / f"{vid}.mp4", lambda tmp: _make_video(
+            tmp, scene, w, h, fps, dur, (kind, freq) if has_audio else None))
+        url = ""
+        if not has_audio:
+            ext, codec_args = AUDIO_FORMATS[i % len(AUDIO_FORMATS)]
+            # the whole source clip: the annotated window lies inside it, as on YouTube
+            _atomic(adir / f"{vid}.{ext}", lambda tmp: _make_audio(tmp, codec_args, start + dur + 2.0))
+            if base_url:
+                url = f"{base_url.rstrip('/')}/audio/{vid}.{ext}"
+        videos.append({"category": int(rng.integers(20)), "url": url,
                        "video_id": vid, "start time": start, "end time": round(start + dur, 2),
                        "split": "train", "id": i})
         order = rng.permutation(len(TEMPLATES))

@@ -72,3 +72,41 @@ def test_compress_many_inside_a_daemonic_worker(media, tmp_path):
     p.start()
     assert q.get(timeout=60) == ["compressed", "failed"]
     p.join(10)
+
+
+def test_failed_encode_records_ffmpeg_cause(media, tmp_path):
+    with pytest.raises(MediaError) as e:
+        compress_video(media.truncated, tmp_path / "o.mp4")
+    assert e.value.cause == "ffprobe: Invalid data found when processing input"
+    with pytest.raises(MediaError, match="no such file"):
+        compress_video(tmp_path / "missing.mp4", tmp_path / "o.mp4")
+
+
+def test_stalled_ffmpeg_is_killed(media, tmp_path, monkeypatch):
+    """ffmpeg on an input that never delivers a byte (a FIFO nobody writes) is killed at the
+    bound; probe is stubbed to pass it, as a network mount that hangs after opening would."""
+    import time
+
+    from extractors import compress as C
+    fifo = tmp_path / "stall.mp4"
+    os.mkfifo(fifo)
+    monkeypatch.setattr(C, "probe", lambda p: probe(media.cfr))
+    t = time.perf_counter()
+    with pytest.raises(MediaError) as e:
+        compress_video(fifo, tmp_path / "o.mp4", timeout_s=1.0)
+    assert str(e.value) == f"{fifo}: ffmpeg timed out after 1 s" and time.perf_counter() - t < 10
+    assert os.listdir(tmp_path) == ["stall.mp4"]  # no partial output
+
+
+def test_extreme_aspect_is_cropped_to_a_size_the_encoder_takes(tmp_path):
+    """D5: a 16x2000 strip; the long side is cut to MAX_ASPECT times the short one."""
+    from extractors.compress import MAX_ASPECT
+
+    from .conftest import _video
+    src = _video(tmp_path / "strip.mp4", size="16x2000", rate=10, dur=2.0, audio=False)
+    r = compress_video(src, tmp_path / "o.mp4")
+    p = probe(r.dst)
+    assert r.status == "compressed" and (p.width, p.height) == (224, int(224 * MAX_ASPECT))
+    wide = _video(tmp_path / "wide.mp4", size="2000x16", rate=10, dur=2.0, audio=False)
+    p = probe(compress_video(wide, tmp_path / "w.mp4").dst)
+    assert (p.width, p.height) == (int(224 * MAX_ASPECT), 224)

@@ -74,3 +74,33 @@ def test_schemes(media, tmp_path):
     assert r.status == "crawled" and probe(r.path).duration == pytest.approx(1.5, abs=0.1)
     for bad in ("ftp://127.0.0.1/x.mp4", "", "javascript:alert(1)"):
         assert crawl_audio(bad, 0, 1, tmp_path / "y.wav").status == "failed"
+
+
+@pytest.fixture(scope="module")
+def long_sources(http_server):
+    """30 s sources in the containers the crawl meets; the m4a/mp4 keep their index at the
+    end (no faststart), which the test server (no range requests) cannot seek to."""
+    from .conftest import ffmpeg
+    tone = ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "30"]
+    ffmpeg(*tone, "-c:a", "aac", str(http_server.dir / "long.m4a"))
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=96x72:rate=10", *tone, "-c:v", "libx264", "-preset",
+           "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(http_server.dir / "long.mp4"))
+    ffmpeg(*tone, "-c:a", "libopus", "-b:a", "32k", str(http_server.dir / "long.webm"))
+    ffmpeg(*tone, "-ar", "16000", "-ac", "1", str(http_server.dir / "long.wav"))
+    return http_server
+
+
+@pytest.mark.parametrize("ext", ["m4a", "mp4", "webm", "wav"])
+def test_section_crawl_of_direct_media(long_sources, tmp_path, ext):
+    """D13: a window on a direct media URL gives a WAV exactly as long as the window."""
+    r = crawl_audio(f"{long_sources.url}/long.{ext}", 5.0, 17.0, tmp_path / "w.wav", **FAST)
+    assert r.status == "crawled", r.error
+    assert probe(r.path).duration == pytest.approx(12.0, abs=0.02)
+    assert abs(load_audio(r.path)).max() > 0.1
+
+
+def test_section_crawl_through_range_requests(long_sources, tmp_path):
+    from extractors.sample_server import SampleServer
+    with SampleServer(long_sources.dir) as s:
+        r = crawl_audio(f"{s.url}/long.m4a", 20.0, 23.5, tmp_path / "w.wav", **FAST)
+    assert r.status == "crawled" and probe(r.path).duration == pytest.approx(3.5, abs=0.02)

@@ -170,3 +170,61 @@ def test_read_frames_inside_a_daemonic_worker(media):
     p.start()
     assert q.get(timeout=60) == 5
     p.join(10)
+
+
+def _in_process(path, backend):
+    return read_frames(path, backend=backend, timeout_s=None)
+
+
+def _bounded_process(path, backend):
+    return read_frames(path, backend=backend, timeout_s=30)
+
+
+def _bounded_thread(path, backend, monkeypatch):
+    from types import SimpleNamespace
+    # what a DataLoader worker sees: a daemonic process, which may not fork decode children
+    monkeypatch.setattr(F.mp, "current_process", lambda: SimpleNamespace(daemon=True))
+    return read_frames(path, backend=backend, timeout_s=30)
+
+
+@pytest.mark.parametrize("runner", ["in_process", "bounded_process", "bounded_thread"])
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+@pytest.mark.parametrize("name", ["truncated", "text", "missing"])
+def test_failure_causes_come_from_the_decoders(media, tmp_path, monkeypatch, runner, backend, name):
+    """D4: the recorded cause is the decoders' own, one line, on every path (no NameError)."""
+    path = tmp_path / "missing.mp4" if name == "missing" else getattr(media, name)
+    call = {"in_process": _in_process, "bounded_process": _bounded_process,
+            "bounded_thread": lambda p, b: _bounded_thread(p, b, monkeypatch)}[runner]
+    with pytest.raises(MediaError) as e:
+        call(path, backend)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: ") and "\n" not in msg and "NameError" not in msg
+    if name == "missing":
+        assert e.value.cause == "no such file"
+    elif backend == "pyav":
+        assert e.value.cause == "pyav: Invalid data found when processing input"
+    else:  # decord fails, then PyAV: both causes
+        assert e.value.cause.startswith("decord: ") and e.value.cause.endswith(
+            "; pyav: Invalid data found when processing input")
+        assert str(media.dir) not in e.value.cause
+
+
+def test_decord_failure_falls_back_to_pyav(tmp_path):
+    """D5: decord refuses a valid 16x2000 video; PyAV decodes it."""
+    from .conftest import _video
+    src = _video(tmp_path / "strip.mp4", size="16x2000", rate=10, dur=2.0, audio=False)
+    with pytest.raises(Exception, match="size must exactly match"):
+        F.BACKENDS["decord"](str(src), 12)
+    for timeout_s in (None, 30):
+        x, mask = read_frames(src, backend="decord", timeout_s=timeout_s)
+        assert x.shape == (12, 2000, 16, 3) and mask.sum() == 2 and x[mask].std() > 10
+    out, mask = load_clip_frames(src)
+    assert out.shape == (12, 224, 224, 3) and mask.sum() == 2
+
+
+def test_timeout_is_not_retried_with_another_decoder(media, monkeypatch, fresh_worker):
+    monkeypatch.setitem(F.BACKENDS, "decord", _sleepy)
+    t = time.perf_counter()
+    with pytest.raises(MediaError) as e:
+        read_frames(media.cfr, backend="decord", timeout_s=1.0)
+    assert e.value.cause == "decord decode timed out after 1 s" and time.perf_counter() - t < 10

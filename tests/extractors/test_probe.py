@@ -44,3 +44,26 @@ def test_probe_bad_files_raise_one_line(media, name, cause):
 def test_probe_missing_file(tmp_path):
     with pytest.raises(MediaError, match="no such file"):
         probe(tmp_path / "nope.mp4")
+
+
+def test_probe_error_has_no_working_directory_glued_in(media, monkeypatch):
+    """D12: a relative path; the tool's own cause, without the path ffprobe puts in front."""
+    monkeypatch.chdir(media.dir)
+    for name in ("text.mp4", "truncated.mp4"):
+        with pytest.raises(MediaError) as e:
+            probe(name)
+        assert str(e.value) == f"{name}: {e.value.cause}"
+        assert str(media.dir) not in str(e.value) and "/" not in e.value.cause
+        assert e.value.cause == "ffprobe: Invalid data found when processing input"
+
+
+def test_stalled_input_is_killed(tmp_path):
+    """A FIFO nobody writes blocks ffprobe forever: the bound kills it."""
+    import os
+    import time
+    fifo = tmp_path / "stall.mp4"
+    os.mkfifo(fifo)
+    t = time.perf_counter()
+    with pytest.raises(MediaError) as e:
+        probe(fifo, timeout_s=1.0)
+    assert str(e.value) == f"{fifo}: ffprobe timed out after 1 s" and time.perf_counter() - t < 10

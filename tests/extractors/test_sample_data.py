@@ -4,6 +4,7 @@ import json
 import subprocess
 
 import numpy as np
+import pytest
 
 from extractors.annotations import read_msrvtt
 from extractors.sample_data import make_sample_dataset
@@ -64,3 +65,64 @@ def test_sample_dataset_is_deterministic(tmp_path):
     assert digests[0] == digests[1]
     other = make_sample_dataset(tmp_path / "c", n_videos=4, seed=12)
     assert (other / "MSRVTT_data.json").read_bytes() != (tmp_path / "a" / "MSRVTT_data.json").read_bytes()
+
+
+def test_silent_videos_name_their_audio_on_a_loopback_server(tmp_path):
+    import urllib.request
+
+    from extractors.crawl import crawl_audio
+    from extractors.probe import probe
+    from extractors.sample_server import SampleServer, is_loopback_url
+
+    root = tmp_path / "d"
+    with SampleServer(root) as server:
+        assert server.port > 0 and is_loopback_url(server.url)
+        make_sample_dataset(root, n_videos=6, seed=1, base_url=server.url)
+        videos = json.loads((root / "MSRVTT_data.json").read_text())["videos"]
+        silent = [v for v in videos if v["url"]]
+        assert silent and all(v["url"].startswith(f"{server.url}/audio/") for v in silent)
+        with_track = {v["video_id"] for v in videos} - {v["video_id"] for v in silent}
+        assert all(probe(root / "videos" / "all" / f"{v}.mp4").has_audio for v in with_track)
+        assert not any(probe(root / "videos" / "all" / f"{v['video_id']}.mp4").has_audio for v in silent)
+        # range requests, as ffmpeg seeks: a suffix range and a middle range
+        name = silent[0]["url"].rsplit("/", 1)[1]
+        data = (root / "audio" / name).read_bytes()
+        for rng, want in (("bytes=-10", data[-10:]), ("bytes=5-9", data[5:10])):
+            req = urllib.request.Request(silent[0]["url"], headers={"Range": rng})
+            with urllib.request.urlopen(req, timeout=5) as r:
+                assert r.status == 206 and r.read() == want
+        for v in silent:  # the crawl gets each annotated window
+            r = crawl_audio(v["url"], v["start time"], v["end time"], tmp_path / f"{v['video_id']}.wav",
+                            retries=0, timeout_s=60)
+            assert r.status == "crawled", r.error
+            assert probe(r.path).duration == pytest.approx(v["end time"] - v["start time"], abs=0.02)
+    # a new server (a new port) only rewrites the annotations
+    mtimes = {p: p.stat().st_mtime_ns for p in (root / "audio").iterdir()}
+    make_sample_dataset(root, n_videos=6, seed=1, base_url="http://127.0.0.1:9")
+    assert "http://127.0.0.1:9/audio/" in (root / "MSRVTT_data.json").read_text()
+    assert {p: p.stat().st_mtime_ns for p in (root / "audio").iterdir()} == mtimes
+
+
+def test_without_a_server_silent_videos_have_no_url(tmp_path):
+    root = make_sample_dataset(tmp_path / "d", n_videos=4, seed=11)
+    assert not any(v["url"] for v in json.loads((root / "MSRVTT_data.json").read_text())["videos"])
+
+
+@pytest.mark.filterwarnings("ignore:A test tried to use socket")
+def test_only_loopback_connections_are_allowed():
+    """pytest-socket guards the whole run (pyproject addopts): nothing leaves the machine."""
+    import socket
+
+    from pytest_socket import SocketConnectBlockedError
+
+    with pytest.raises(SocketConnectBlockedError):
+        socket.create_connection(("192.0.2.1", 80), timeout=1)  # TEST-NET-1: blocked before connect
+    # and in Python children, through the PYTHONPATH they inherit
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-c", "import socket; socket.create_connection(('192.0.2.1', 80), 1)"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "SocketConnectBlockedError" in r.stderr
+    from extractors.sample_server import is_loopback_url
+    assert is_loopback_url("http://[::1]:8/x") and is_loopback_url("http://localhost/x")
+    assert not is_loopback_url("https://www.youtube.com/watch?v=x") and not is_loopback_url("file:///x")

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from extractors.sample_data import make_sample_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--random-init", "--ast-size", "tiny", "--crawl-retries", "0", "--workers", "1"]
@@ -21,7 +20,8 @@ def free_port() -> int:
 
 
 def vtr_env(**extra) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1",
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+           "PYTHONUNBUFFERED": "1",
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "HF_HUB_OFFLINE": "1"}
     env.update(extra)
     return env
@@ -40,9 +40,11 @@ def vtr_cmd(*args) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory) -> Path:
-    """Six sample videos; video2 is truncated to half its bytes (a corrupt file)."""
-    root = make_sample_dataset(tmp_path_factory.mktemp("data") / "msrvtt", n_videos=6, seed=1)
+def tiny_data(tmp_path_factory, served_sample) -> Path:
+    """Six sample videos, silent ones' audio served on loopback; video2 is truncated to a
+    third of its bytes (a corrupt file)."""
+    # seed 8: video1 and video5 are silent (their audio is crawled), video2 has a track
+    root = served_sample(tmp_path_factory.mktemp("data") / "msrvtt", n_videos=6, seed=8)
     bad = root / "videos" / "all" / "video2.mp4"
     data = bad.read_bytes()
     bad.write_bytes(data[: len(data) // 3])

@@ -10,7 +10,9 @@ from training.heads import create_head
 from training.heads.waver import kd_loss, teacher_embedding
 from training.planted_waver import write_waver_store
 from training.style import style_report
-from training.trainer import TrainConfig, evaluate_split, load_run, train
+from training.evaluate import evaluate_split
+from training.runs import TrainConfig, load_run
+from training.trainer import train
 
 from .conftest import TINY_AVIGATE
 

@@ -11,13 +11,12 @@ TINY_AVIGATE = {"resampler_layers": 1, "fusion_layers": 2, "n_heads": 4, "gate_h
 
 
 @pytest.fixture(scope="session")
-def sample_store(tmp_path_factory) -> str:
-    from extractors.sample_data import make_sample_dataset
+def sample_store(tmp_path_factory, served_sample) -> str:
     from flows.config import ExtractConfig
     from flows.extract import extract_msrvtt
 
     root = tmp_path_factory.mktemp("vtr-sample")
-    data = make_sample_dataset(root / "data", n_videos=12, seed=0)
+    data = served_sample(root / "data", n_videos=12, seed=0)
     store = str(root / "msrvtt.zarr")
     extract_msrvtt(data_root=str(data), store=store, config=ExtractConfig(
         random_init=True, ast_size="tiny", crawl_retries=0, workers=1, tag_min_count=2))

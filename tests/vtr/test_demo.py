@@ -11,7 +11,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_demo_prints_the_comparison_table(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_HOME": str(tmp_path / "home")}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+           "PREFECT_HOME": str(tmp_path / "home")}
     cmd = [sys.executable, "-m", "vtr.cli", "demo", "--out", str(tmp_path / "demo"), "--n-videos", "8",
            "--ast-size", "tiny", "--epochs", "1"]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
@@ -22,6 +23,12 @@ def test_demo_prints_the_comparison_table(tmp_path):
         assert f"| {v} |" in out, v
     assert "| n/a |" not in out.split("Test split")[0]  # the flow's style step feeds the style gap
     assert "random-init encoders: these numbers are meaningless" in out and "--clip-weights" in out
+    # the silent videos' audio was crawled from the demo's loopback server
+    from storage import open_store
+    ds = open_store(str(tmp_path / "demo" / "msrvtt.zarr"))
+    src = set(ds.audio_source.values.tolist())
+    assert src == {"original", "crawled"} and ds.has_audio.values.all(), src
+    assert "served at http://127.0.0.1:" in out
     table = (tmp_path / "demo" / "ablate" / "ablation.md").read_text()
     assert table.startswith("| variant |")
     # a second run resumes: nothing is recomputed, the same table comes back

@@ -45,7 +45,7 @@ def _images(nb) -> int:
 def test_notebook_with_run(sample_store, avigate_run):
     nb = run_notebook(sample_store, avigate_run)
     text = _text(nb)
-    # the sample's silent videos cannot be crawled offline: the failures are shown, not fatal
+    # the failures table and every step's states are shown
     assert "failed item(s)" in text and "crawl" in text
     assert "fusion.0.gate_mha" in text  # gate values per layer
     assert "query:" in text and "rank" in text  # the retrieval example
