@@ -118,11 +118,11 @@ VARIABLES: dict[str, VarSpec] = {
     "url": VarSpec(("video",), "str", "manifest", "", doc="where the video came from (audio crawl)"),
     "start_time": VarSpec(("video",), "float32", "manifest", float("nan"), doc="seconds, -1 if unknown"),
     "end_time": VarSpec(("video",), "float32", "manifest", float("nan"), doc="seconds, -1 if unknown"),
-    "caption_text": VarSpec(("caption",), "str", "manifest", ""),
+    "caption_text": VarSpec(("caption",), "str", "manifest", "", doc="the caption (or paragraph) as annotated"),
     "caption_video": VarSpec(("caption",), "int32", "manifest", -1, doc="index into `video`"),
     # probe
     "duration": VarSpec(("video",), "float32", "probe", float("nan"), doc="seconds"),
-    "fps": VarSpec(("video",), "float32", "probe", float("nan")),
+    "fps": VarSpec(("video",), "float32", "probe", float("nan"), doc="average frame rate"),
     "width": VarSpec(("video",), "int32", "probe", 0, doc="display width (after rotation)"),
     "height": VarSpec(("video",), "int32", "probe", 0, doc="display height (after rotation)"),
     "rotation": VarSpec(("video",), "int16", "probe", 0, doc="degrees from the container's side data"),
@@ -143,17 +143,17 @@ VARIABLES: dict[str, VarSpec] = {
     # text
     "caption_embedding": VarSpec(("caption", "dim"), "float16", "text", 0, doc="EOT after ln_final @ text_projection"),
     "caption_tokens": VarSpec(("caption", "word", "dim"), "float16", "text", 0, doc="all token features, SOT..EOT"),
-    "caption_mask": VarSpec(("caption", "word"), "bool", "text", False),
+    "caption_mask": VarSpec(("caption", "word"), "bool", "text", False, doc="True for SOT..EOT"),
     # tags (the phrase table itself is created by the tags writer: its length is only
     # known after mining)
     "tag_index": VarSpec(("video", "tag"), "int32", "tags", -1, doc="top-K phrase indices per video"),
     "tag_score": VarSpec(("video", "tag"), "float16", "tags", 0, doc="cosine of phrase vs mean frame"),
 }
+_STATE_DOC = "0 missing, 1 done, 2 failed"
 for _step, _item_dim in STEPS.items():
     if _item_dim in PLANNED_DIMS:
         continue
-    VARIABLES[f"{_step}_state"] = VarSpec((_item_dim,), "uint8", _step, MISSING,
-                                          doc="0 missing, 1 done, 2 failed")
+    VARIABLES[f"{_step}_state"] = VarSpec((_item_dim,), "uint8", _step, MISSING, doc=_STATE_DOC)
     VARIABLES[f"{_step}_error"] = VarSpec((_item_dim,), "str", _step, "", doc="why the item failed")
 
 # Variables the readers rely on; open_store refuses a store that lacks any of them.
@@ -163,13 +163,11 @@ REQUIRED = (
     "split",
 ) + tuple(f"{s}_state" for s, d in STEPS.items() if d not in PLANNED_DIMS)
 
-_STATE_DOC = "0 missing, 1 done, 2 failed"
-
 # The phrase table of the tags step (mined from the training captions; one row per
 # phrase). ``phrase_state`` marks the rows written: the table is complete when all are DONE.
 PHRASE_VARIABLES: dict[str, VarSpec] = {
-    "phrase_text": VarSpec(("phrase",), "str", "tags", "", key=True),
-    "phrase_count": VarSpec(("phrase",), "int32", "tags", 0, key=True),
+    "phrase_text": VarSpec(("phrase",), "str", "tags", "", key=True, doc="verb phrase mined from training captions"),
+    "phrase_count": VarSpec(("phrase",), "int32", "tags", 0, key=True, doc="training captions holding it"),
     "phrase_embedding": VarSpec(("phrase", "dim"), "float16", "tags", 0,
                                 doc='EOT of "This is a video about {phrase}."'),
     "phrase_state": VarSpec(("phrase",), "uint8", "tags", MISSING, doc=_STATE_DOC),
@@ -184,11 +182,12 @@ STYLE_VARIABLES: dict[str, VarSpec] = {
     "style_caption_source": VarSpec(("style_caption",), "int32", "style", -1, key=True,
                                     doc="index into `caption` of the rewritten caption"),
     "style_caption_style": VarSpec(("style_caption",), "str", "style", "", key=True, doc="rewrite name"),
-    "style_caption_text": VarSpec(("style_caption",), "str", "style", "", key=True),
+    "style_caption_text": VarSpec(("style_caption",), "str", "style", "", key=True, doc="the rewritten caption"),
     "style_caption_embedding": VarSpec(("style_caption", "dim"), "float16", "style", 0,
                                        doc="as caption_embedding, of the rewritten text"),
-    "style_caption_tokens": VarSpec(("style_caption", "word", "dim"), "float16", "style", 0),
-    "style_caption_mask": VarSpec(("style_caption", "word"), "bool", "style", False),
+    "style_caption_tokens": VarSpec(("style_caption", "word", "dim"), "float16", "style", 0,
+                                    doc="as caption_tokens"),
+    "style_caption_mask": VarSpec(("style_caption", "word"), "bool", "style", False, doc="as caption_mask"),
     "style_state": VarSpec(("style_caption",), "uint8", "style", MISSING, doc=_STATE_DOC),
     "style_error": VarSpec(("style_caption",), "str", "style", "", doc="why the row failed"),
 }
@@ -210,12 +209,22 @@ def step_variables(step: str) -> list[str]:
 
 
 def schema_table(markdown: bool = False) -> str:
-    """The store's variables as a table (name, dims, dtype, step, doc)."""
+    """The store's variables as a table (name, dims, dtype, step, doc). In Markdown (the
+    README's table) each step's ``_state``/``_error`` pair shares one row."""
     rows = [(n, ", ".join(s.dims), s.dtype, s.step, s.doc) for n, s in ALL_VARIABLES.items()]
     head = ("variable", "dims", "dtype", "step", "doc")
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        lines += ["| `" + r[0] + "` | " + " | ".join(c.replace("|", "/") for c in r[1:]) + " |" for r in rows]
+        for name, dims, dtype, step, doc in rows:
+            if name.endswith("_error") and name[:-6] + "_state" in ALL_VARIABLES:
+                continue  # listed with its state
+            names = f"`{name}`"
+            error = name[:-6] + "_error" if name.endswith("_state") else None
+            if error in ALL_VARIABLES:
+                names += f", `{error}`"
+                dtype += " / " + ALL_VARIABLES[error].dtype
+                doc += "; " + ALL_VARIABLES[error].doc
+            lines.append(f"| {names} | {dims} | {dtype} | {step} | {doc.replace('|', '/')} |")
         return "\n".join(lines)
     widths = [max(len(r[k]) for r in (head, *rows)) for k in range(4)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4]
