@@ -109,7 +109,11 @@ def main() -> None:
         torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
         opt.step()
 
+    def peak_rss() -> int:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
     in_memory = loader(small, "memory")
+    peak_before = peak_rss()
     streamed = loader(big, "auto")
     mem_it, str_it = in_memory.epoch(0, 0), streamed.epoch(0, 0)
     times: dict[str, list[float]] = {"memory": [], "stream": []}
@@ -122,12 +126,13 @@ def main() -> None:
     mem_it.close()
     str_it.close()
     t_mem, t_str = float(np.median(times["memory"])), float(np.median(times["stream"]))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_rss()
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     print(f"batch {args.batch_size}, torch threads {torch.get_num_threads()}, medians of {args.steps} steps: "
           f"in memory {t_mem:.2f} s, streamed {t_str:.2f} s: ratio {t_str / t_mem:.2f}")
-    print(f"peak RSS {peak / 2**30:.1f} GiB of {total / 2**30:.1f} GiB RAM "
-          f"(streamed store's audio: {args.videos * 1214 * 768 * 2 / 1e9:.1f} GB)")
+    print(f"peak RSS {peak / 2**30:.2f} GiB of {total / 2**30:.1f} GiB RAM; {peak_before / 2**30:.2f} GiB "
+          f"before the streamed loader, so streaming added {(peak - peak_before) / 2**30:.2f} GiB "
+          f"(the streamed store's audio: {args.videos * 1214 * 768 * 2 / 2**30:.1f} GiB)")
 
 
 if __name__ == "__main__":
