@@ -182,3 +182,17 @@ def test_streamed_and_in_memory_training_are_identical(grid_store, tmp_path, mon
     w1, w2 = (load_file(str(tmp_path / r / "head.safetensors")) for r in ("mem", "str"))
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
     assert layout_of(grid_store).n_audio_tokens == 17
+
+
+def test_vtr_train_with_a_bad_name_prints_one_line(grid_store, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    import vtr.commands.train
+    app = typer.Typer(pretty_exceptions_enable=False)
+    vtr.commands.train.register(app)
+    r = CliRunner().invoke(app, ["train", "--store", grid_store, "--head", "avigate", "--out",
+                                 str(tmp_path / "r"), "--audio-tokens", "pool-32", "--no-progress"])
+    assert r.exit_code == 1
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: audio_tokens 'pool-32' is not one of: all")
