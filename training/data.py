@@ -403,7 +403,7 @@ class TrainLoader:
         budget = available_ram() // 2
         rest = tuple(f for f in fields if f != "audio")
         rest_bytes = split_nbytes(store, data, rest, None)
-        audio_bytes = split_nbytes(store, data, ("audio",), audio) if "audio" in fields else 0
+        audio_bytes = split_nbytes(store, data, ("audio",), audio) if "audio" in fields and audio is not None else 0
         self.stream_audio = audio_bytes > 0 and (
             stream == "dask" or (stream == "auto" and rest_bytes + audio_bytes > budget))
         if stream == "auto":
