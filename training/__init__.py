@@ -21,7 +21,7 @@ Heads (``training.heads``)
 
     Batch keys (``training.data.FIELDS``): ``text`` [B, D] caption embedding,
     ``text_tokens`` [B, W, D] and ``text_mask`` [B, W], ``frames`` [B, N, D] and
-    ``frame_mask`` [B, N], ``audio`` [B, P, Da] pooled AST tokens, ``has_audio`` [B],
+    ``frame_mask`` [B, N], ``audio`` [B, P, Da] float16 AST tokens (all or pooled), ``has_audio`` [B],
     ``tags`` [B, K, D] (the phrase embeddings of the video's top-K tags) and ``tag_mask``
     [B, K] (False past the phrase table and for videos whose tags step is not done).
     During training row i of the text fields is a caption of the video in row i of
@@ -38,14 +38,18 @@ Heads (``training.heads``)
 Audio as the heads consume it
     The store keeps all 1214 AST tokens (2 special + 12 x 101 patches, 768 wide: the
     layout's ``audio_special_tokens``, ``audio_freq_patches``, ``audio_time_patches``) in
-    float16: 1.8 MiB per video, 18 GB for MSR-VTT, too much to hold in RAM. The trainer
-    pools them once per run (``TrainConfig.audio_tokens``, default 32; the value is in
-    the run's config.json) into ``RUN/audio_pool{P}.npy``, memory-mapped: one token that
-    averages the two special tokens, then the patches averaged over frequency and over
-    P - 1 equal time windows (``training.data.pool_audio``). Stores with P or fewer
-    tokens are used as they are. Videos whose audio step is not done, or that have no
-    audio, get ``has_audio`` False: AVIGATE masks them (``audio_zero_fill`` feeds their
-    zero tokens instead, as the release did).
+    float16: 1.8 MiB per video, 16.8 GB for MSR-VTT's 9k training videos.
+    ``TrainConfig.audio_tokens`` (``training.data.AudioTokens``; in the run's config.json)
+    says what the heads read: ``all`` (default, AVIGATE's release) is every token with the
+    special tokens merged into their mean (1213), read from the store by
+    ``training.data.StoreAudio``; ``pool-time-N`` (one merged special token, then the
+    patches averaged over frequency and over N - 1 equal time windows) and
+    ``pool-tokens-N`` (N windows along the token axis) are computed once per run into
+    ``RUN/audio_<option>.npy``, memory-mapped. Audio stays float16 in memory and in the
+    batch (the head casts it); when the train split does not fit half the available RAM
+    the loader reads the audio per batch instead of holding it. Videos whose audio step
+    is not done, or that have no audio, get ``has_audio`` False: AVIGATE masks them
+    (``audio_zero_fill`` feeds their zero tokens instead, as the release did).
 
 Losses (``training.losses``)
     ``info_nce`` (symmetric), ``adaptive_margins`` + ``adaptive_margin_loss`` (AVIGATE:

@@ -1,16 +1,19 @@
-"""Features from a store into batches: splits, audio pooling, no-duplicate batching.
+"""Features from a store into batches: splits, audio tokens (all or pooled), no-duplicate
+batching.
 
 Reads only through ``storage`` (``open_store`` gives lazy dask-backed arrays). A split
 is loaded into memory when it fits (``stream="auto"`` compares its size with half the
-available RAM); otherwise training streams it: each epoch walks chunk-aligned shards of
-videos in random order, loading the next shard in a background thread while the current
-one trains. Evaluation splits are always loaded (they are small). Floating features are
-held as float32 (twice the store's float16) so that building a batch is a plain gather.
+available RAM); otherwise training streams the audio per batch, and when the rest does
+not fit either, each epoch walks chunk-aligned shards of videos in random order, loading
+the next shard in a background thread while the current one trains. Evaluation splits
+are always loaded (they are small). Floating features are held as float32 (twice the
+store's float16) so that building a batch is a plain gather; audio stays float16.
 """
 from __future__ import annotations
 
 import os
 import queue
+import re
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -18,11 +21,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from storage import DONE, StoreError, StoreLayout, layout_of, open_store, read_attrs
 
-# batch key -> (store variable, item dimension). "audio" comes from the pooled cache.
+# batch key -> (store variable, item dimension). "audio" comes from an audio source
+# (``StoreAudio`` or a pooled cache, as ``TrainConfig.audio_tokens`` says).
 FIELDS: dict[str, tuple[str, str]] = {
     "text": ("caption_embedding", "caption"),
     "text_tokens": ("caption_tokens", "caption"),
@@ -69,51 +74,123 @@ def store_identity(path: str) -> dict:
 
 
 # --- audio ------------------------------------------------------------------------------
-def pool_audio(tokens: np.ndarray, n_out: int, layout: StoreLayout) -> np.ndarray:
-    """[n, T, Da] tokens -> [n, n_out, Da] (float16), averaged along time.
+AUDIO_TOKENS_DEFAULT = "all"
 
-    Tokens laid out as the store's ``layout`` says (``audio_special_tokens`` first, then
-    an ``audio_freq_patches`` x ``audio_time_patches`` grid: the AST's 2 + 12 x 101) keep
-    one special token (the mean of the special ones) and average the patches over
-    frequency, then over time windows to ``n_out - 1`` tokens. Other token counts are
-    average-pooled along the token axis; ``n_out <= 0`` or ``T <= n_out`` keeps the
-    tokens as they are.
+
+def audio_grid(layout: StoreLayout) -> bool:
+    """Whether the store's tokens are ``audio_special_tokens`` followed by an
+    ``audio_freq_patches`` x ``audio_time_patches`` grid (the AST's 2 + 12 x 101)."""
+    return (layout.audio_special_tokens >= 1 and layout.n_audio_tokens ==
+            layout.audio_special_tokens + layout.audio_freq_patches * layout.audio_time_patches)
+
+
+@dataclass(frozen=True)
+class AudioTokens:
+    """What a head reads of each video's audio tokens (``TrainConfig.audio_tokens``).
+
+    ``all``: every token, the special tokens merged into one (their mean), so the AST's
+    1214 become AVIGATE's 1213; ``pool-time-N``: the merged special token plus N - 1 equal
+    time windows of the patch grid, each averaged over frequency; ``pool-tokens-N``: N
+    equal windows along the token axis, averaged (any layout; N or fewer tokens are kept).
+    Stores whose tokens are not a special + grid layout get ``all`` as stored.
     """
-    x = torch.from_numpy(np.ascontiguousarray(tokens)).float()
-    n, t, d = x.shape
-    if n_out <= 0 or t <= n_out:
-        return tokens.astype(np.float16, copy=False)
-    n_special, n_freq, n_time = (layout.audio_special_tokens, layout.audio_freq_patches,
-                                 layout.audio_time_patches)
-    if n_special >= 1 and t == n_special + n_freq * n_time and n_out >= 2:
-        special = x[:, :n_special].mean(1, keepdim=True)
-        grid = x[:, n_special:].reshape(n, n_freq, n_time, d).mean(1)  # [n, time, d]
-        timed = torch.nn.functional.adaptive_avg_pool1d(grid.transpose(1, 2), n_out - 1).transpose(1, 2)
-        out = torch.cat([special, timed], dim=1)
-    else:
-        out = torch.nn.functional.adaptive_avg_pool1d(x.transpose(1, 2), n_out).transpose(1, 2)
-    return out.numpy().astype(np.float16)
+
+    pooling: str  # all | pool-time | pool-tokens
+    n: int = 0
+
+    VALID = ("all (every token, special tokens merged) | pool-time-N (1 special + N-1 time windows "
+             "averaged over frequency, N >= 2) | pool-tokens-N (N windows along the tokens, N >= 1)")
+
+    @classmethod
+    def parse(cls, name: str) -> "AudioTokens":
+        if name == "all":
+            return cls("all")
+        m = re.fullmatch(r"(pool-time|pool-tokens)-(\d+)", str(name))
+        if m and int(m[2]) >= (2 if m[1] == "pool-time" else 1):
+            return cls(m[1], int(m[2]))
+        raise ValueError(f"audio_tokens {name!r} is not one of: {cls.VALID}")
+
+    def __str__(self) -> str:
+        return self.pooling if self.pooling == "all" else f"{self.pooling}-{self.n}"
+
+    def check(self, layout: StoreLayout) -> None:
+        """Raise ValueError when this pooling cannot apply to the store's token layout."""
+        if self.pooling != "pool-time":
+            return
+        if not audio_grid(layout):
+            raise ValueError(
+                f"audio_tokens {self}: the store's {layout.n_audio_tokens} audio tokens are not "
+                f"{layout.audio_special_tokens} special + {layout.audio_freq_patches} x "
+                f"{layout.audio_time_patches} patches (use all or pool-tokens-N)")
+        if self.n - 1 > layout.audio_time_patches:
+            raise ValueError(f"audio_tokens {self}: only {layout.audio_time_patches} time patches "
+                             f"(pool-time-N takes N <= {layout.audio_time_patches + 1})")
+
+    def apply(self, tokens: np.ndarray, layout: StoreLayout) -> np.ndarray:
+        """[n, T, Da] store tokens -> [n, P, Da] float16 as this option feeds them."""
+        n_special = layout.audio_special_tokens
+        if self.pooling == "pool-tokens":
+            if tokens.shape[1] <= self.n:
+                return tokens.astype(np.float16, copy=False)
+            x = torch.from_numpy(np.ascontiguousarray(tokens)).float().transpose(1, 2)
+            return F.adaptive_avg_pool1d(x, self.n).transpose(1, 2).numpy().astype(np.float16)
+        if not audio_grid(layout):
+            return tokens.astype(np.float16, copy=False)
+        special = tokens[:, :n_special].astype(np.float32).mean(1, keepdims=True)
+        if self.pooling == "all":
+            return np.concatenate([special.astype(np.float16), tokens[:, n_special:].astype(np.float16)], 1)
+        n, _, d = tokens.shape
+        grid = torch.from_numpy(np.ascontiguousarray(tokens[:, n_special:])).float()
+        grid = grid.reshape(n, layout.audio_freq_patches, layout.audio_time_patches, d).mean(1)
+        timed = F.adaptive_avg_pool1d(grid.transpose(1, 2), self.n - 1).transpose(1, 2).numpy()
+        return np.concatenate([special, timed], 1).astype(np.float16)
 
 
-def pooled_audio(store: str, cache: str, n_out: int, progress: bool = True) -> np.ndarray:
-    """Pooled audio of every video of the store, computed once into ``cache`` (.npy,
-    memory-mapped on later calls). Videos whose audio step is not done are zeros."""
+class StoreAudio:
+    """The store's audio tokens as ``AudioTokens("all")`` feeds them, read on indexing:
+    ``audio[store_video_indices]`` -> [n, T, Da] float16 (zeros for videos whose audio
+    step is not done). ``audio_tokens`` holds one video per chunk, so any set of videos
+    reads whole chunks and nothing else; reading in store order keeps the reads sequential."""
+
+    dtype = np.dtype(np.float16)
+
+    def __init__(self, store: str):
+        ds = open_store(store)
+        self.layout = layout_of(store)
+        self._tokens = ds["audio_tokens"].data
+        self._done = ds["audio_state"].values == DONE
+        probe = AudioTokens("all").apply(np.zeros((1, *self._tokens.shape[1:]), np.float16), self.layout)
+        self.shape = (self._tokens.shape[0], *probe.shape[1:])
+
+    def __getitem__(self, idx) -> np.ndarray:
+        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+        uniq, inverse = np.unique(idx, return_inverse=True)
+        x = AudioTokens("all").apply(np.asarray(self._tokens[uniq].compute()), self.layout)
+        x *= self._done[uniq, None, None]
+        # a split's videos come sorted and unique: no second copy of all their tokens
+        return x if uniq.size == idx.size and (uniq == idx).all() else x[inverse]
+
+
+def pooled_audio(store: str, cache: str, pooling: AudioTokens, progress: bool = True) -> np.ndarray:
+    """Every store video's audio pooled as ``pooling`` says, computed once into ``cache``
+    (.npy, memory-mapped on later calls). Videos whose audio step is not done are zeros."""
     if os.path.exists(cache):
         return np.load(cache, mmap_mode="r")
     ds = open_store(store)
     layout = layout_of(store)
+    pooling.check(layout)
     state = ds["audio_state"].values
     n_v = ds.sizes["video"]
-    probe = pool_audio(np.zeros((1, ds.sizes["audio_token"], ds.sizes["audio_dim"]), np.float16), n_out, layout)
+    probe = pooling.apply(np.zeros((1, ds.sizes["audio_token"], ds.sizes["audio_dim"]), np.float16), layout)
     tmp = cache + ".partial.npy"
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n_v, *probe.shape[1:]))
     step = 64  # 64 x 1.8 MiB of raw AST tokens per read
     tokens = ds["audio_tokens"].data
-    for a in tqdm(range(0, n_v, step), desc="pooling audio", unit="block", disable=not progress):
+    for a in tqdm(range(0, n_v, step), desc=f"audio {pooling}", unit="block", disable=not progress):
         b = min(a + step, n_v)
         done = state[a:b] == DONE
         if done.any():
-            out[a:b] = pool_audio(np.asarray(tokens[a:b].compute()), n_out, layout) * done[:, None, None]
+            out[a:b] = pooling.apply(np.asarray(tokens[a:b].compute()), layout) * done[:, None, None]
     out.flush()
     del out
     os.replace(tmp, cache)  # only a complete cache ever carries the final name
@@ -177,11 +254,12 @@ def select_split(store: str, split: str) -> SplitData:
 
 
 def split_nbytes(store: str, data: SplitData, fields: tuple[str, ...], audio: np.ndarray | None) -> int:
+    """Bytes the split's ``fields`` take in memory (floats as float32, audio as float16)."""
     ds = open_store(store)
     total = 0
     for f in fields:
         if f == "audio":
-            total += data.n_videos * int(np.prod(audio.shape[1:])) * 4
+            total += data.n_videos * int(np.prod(audio.shape[1:])) * 2
             continue
         if f in TAG_FIELDS:
             total += data.n_videos * ds.sizes["tag"] * (ds.sizes["dim"] * 4 if f == "tags" else 1)
@@ -228,7 +306,7 @@ def load_arrays(store: str, data: SplitData, fields: tuple[str, ...], audio: np.
             out[f] = np.asarray(ds[var].data[idx].compute())
             if f == "has_audio":  # only audio that was extracted counts
                 out[f] = out[f] & (ds_state[idx] == DONE)
-        if out[f].dtype.kind == "f":
+        if out[f].dtype.kind == "f" and f != "audio":  # audio stays float16: see to_batch
             # float32 once here, so building a batch is a plain gather: the cheap heads
             # take ~10 ms a step on a CPU, and a cast per batch would show
             out[f] = out[f].astype(np.float32)
@@ -278,7 +356,9 @@ def distinct_video_batches(caption_video: np.ndarray, batch_size: int,
 def to_batch(arrays: dict[str, np.ndarray], caption_rows: np.ndarray | None, video_rows: np.ndarray | None,
              fields: tuple[str, ...], device: torch.device) -> dict[str, torch.Tensor]:
     """Tensors for the given caption rows (text fields) and video rows (video fields);
-    floating features become float32. Pinned memory and non-blocking copies on CUDA."""
+    floating features become float32, except ``audio``: it stays float16 (half the bytes
+    to hold, gather and copy; all 1213 AST tokens of a batch of 128 are 240 MB) and the
+    head casts it on the device. Pinned memory and non-blocking copies on CUDA."""
     out = {}
     for f in fields:
         dim = field_dim(f)
@@ -289,50 +369,75 @@ def to_batch(arrays: dict[str, np.ndarray], caption_rows: np.ndarray | None, vid
         # GIL), while a torch op here would start its own OpenMP team that competes with
         # the training thread for the cores
         x = np.take(arrays[f], np.asarray(rows, dtype=np.int64), axis=0)
-        if x.dtype.kind == "f" and x.dtype != np.float32:
+        if x.dtype.kind == "f" and x.dtype != np.float32 and f != "audio":
             x = x.astype(np.float32)
-        t = torch.from_numpy(x)
-        if device.type == "cuda":
-            t = t.pin_memory().to(device, non_blocking=True)
-        out[f] = t
+        out[f] = to_device(x, device)
     return out
 
 
+def to_device(x: np.ndarray, device: torch.device) -> torch.Tensor:
+    t = torch.from_numpy(x)
+    if device.type == "cuda":
+        t = t.pin_memory().to(device, non_blocking=True)
+    return t
+
+
 class TrainLoader:
-    """Epochs of (caption, video) pair batches for one split, in memory or streamed."""
+    """Epochs of (caption, video) pair batches for one split, in memory or streamed.
+
+    With ``stream="auto"`` the audio is the first to leave memory when the split does not
+    fit half the available RAM: it is by far the largest field (all AST tokens of
+    MSR-VTT's 9k training videos are 16.8 GB), and read per batch from its source (one
+    video per store chunk: whole-chunk reads in store order, in the background thread)
+    it keeps the batches exactly those of the in-memory loader. The other fields are
+    streamed in shards (``stream="dask"``) only when they alone do not fit either.
+    """
 
     def __init__(self, store: str, data: SplitData, fields: tuple[str, ...], batch_size: int,
                  device: torch.device, audio: np.ndarray | None = None, stream: str = "auto",
                  shard_videos: int = 2048, prefetch: int = 4):
         self.store, self.data, self.fields, self.batch_size = store, data, fields, batch_size
         self.device, self.audio, self.prefetch = device, audio, prefetch
-        if stream == "auto":
-            stream = "dask" if split_nbytes(store, data, fields, audio) > available_ram() // 2 else "memory"
-        if stream not in ("memory", "dask"):
+        if stream not in ("auto", "memory", "dask"):
             raise ValueError(f"stream must be auto, memory or dask, not {stream!r}")
+        budget = available_ram() // 2
+        rest = tuple(f for f in fields if f != "audio")
+        rest_bytes = split_nbytes(store, data, rest, None)
+        audio_bytes = split_nbytes(store, data, ("audio",), audio) if "audio" in fields and audio is not None else 0
+        self.stream_audio = audio_bytes > 0 and (
+            stream == "dask" or (stream == "auto" and rest_bytes + audio_bytes > budget))
+        if stream == "auto":
+            stream = "dask" if rest_bytes > budget else "memory"
         self.stream = stream
+        self._held = rest if self.stream_audio else fields
         # shards of consecutive videos (store order, so reads follow the chunks)
         n = data.n_videos
         self.shards = ([np.arange(n)] if stream == "memory" else
                        [np.arange(a, min(a + shard_videos, n)) for a in range(0, n, shard_videos)])
-        self._memory = load_arrays(store, data, fields, audio) if stream == "memory" else None
+        self._memory = load_arrays(store, data, self._held, audio) if stream == "memory" else None
 
     def __len__(self) -> int:
         return max(1, self.data.n_captions // self.batch_size)
 
     def _shard(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         return self._memory if self._memory is not None else load_arrays(
-            self.store, self.data, self.fields, self.audio, rows)
+            self.store, self.data, self._held, self.audio, rows)
 
     def _produce(self, epoch_seed: list[int], q: queue.Queue, stop: threading.Event) -> None:
         try:
             rng = np.random.default_rng(epoch_seed)
             for s in rng.permutation(len(self.shards)):
-                arrays = self._shard(self.shards[s])
+                rows = self.shards[s]
+                arrays = self._shard(rows)
                 for caps in distinct_video_batches(arrays["caption_video"], self.batch_size, rng):
                     if stop.is_set():
                         return
-                    q.put(to_batch(arrays, caps, arrays["caption_video"][caps], self.fields, self.device))
+                    videos = arrays["caption_video"][caps]
+                    batch = to_batch(arrays, caps, videos, self._held, self.device)
+                    if self.stream_audio:
+                        batch["audio"] = to_device(np.asarray(self.audio[self.data.videos[rows[videos]]]),
+                                                   self.device)
+                    q.put(batch)
             q.put(None)
         except BaseException as e:  # noqa: BLE001 - handed to the consumer thread
             q.put(e)

@@ -3,7 +3,7 @@
 A run folder holds ``config.json`` (head, head config, ``TrainConfig``, store identity),
 ``head.safetensors`` (best on val), ``last.safetensors`` + ``last_state.pt`` (optimiser,
 schedule, epoch: what ``resume`` continues from), ``metrics.csv``, ``tb/`` (TensorBoard),
-``test_metrics.json``, the pooled-audio cache, and from ``training.plots``: ``ranks.npz``,
+``test_metrics.json``, the pooled-audio cache (``audio_pool-*.npy``), and from ``training.plots``: ``ranks.npz``,
 ``gates.npz`` (heads with gates) and ``plots/*.png``.
 """
 from __future__ import annotations
@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from training.data import pooled_audio, store_identity
+from storage import layout_of
+from training.data import AUDIO_TOKENS_DEFAULT, AudioTokens, StoreAudio, pooled_audio, store_identity
 from training.heads import Head, create_head, head_option, head_options
 
 
@@ -49,7 +50,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = True  # fp16 autocast + grad scaling; only ever on CUDA
-    audio_tokens: int = 32  # AST tokens pooled to this many (see training.data.pool_audio)
+    audio_tokens: str = AUDIO_TOKENS_DEFAULT  # training.data.AudioTokens: all | pool-time-N | pool-tokens-N
     stream: str = "auto"  # auto | memory | dask
     eval_batch_size: int = 256
 
@@ -60,6 +61,10 @@ class TrainConfig:
             raise ConfigError(f"warmup is a fraction of the steps in [0, 1), got {self.warmup}")
         if self.stream not in ("auto", "memory", "dask"):
             raise ConfigError(f"stream must be auto, memory or dask, not {self.stream!r}")
+        try:
+            AudioTokens.parse(self.audio_tokens)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
 
 def split_settings(settings: dict, heads: Sequence[str]) -> tuple[dict, dict]:
@@ -155,12 +160,20 @@ def check_same_store(run: str, cfg: dict, store: str) -> None:
                        f"created {ident['created']})")
 
 
-def audio_for(head_cls_fields: tuple[str, ...], store: str, run: str, n_tokens: int,
-              progress: bool) -> np.ndarray | None:
-    """The run's pooled-audio cache, when the head reads audio."""
+def audio_for(head_cls_fields: tuple[str, ...], store: str, run: str, audio_tokens: str,
+              progress: bool) -> np.ndarray | StoreAudio | None:
+    """The audio a head reads, indexed by store video (None when it reads none): all
+    tokens straight from the store, or the run's pooled cache ``audio_<option>.npy``."""
     if "audio" not in head_cls_fields:
         return None
-    return pooled_audio(store, os.path.join(run, f"audio_pool{n_tokens}.npy"), n_tokens, progress)
+    pooling = AudioTokens.parse(audio_tokens)
+    try:
+        pooling.check(layout_of(store))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if pooling.pooling == "all":
+        return StoreAudio(store)
+    return pooled_audio(store, os.path.join(run, f"audio_{pooling}.npy"), pooling, progress)
 
 
 def truncate_csv(path: str, last_epoch: int) -> None:

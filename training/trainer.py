@@ -78,6 +78,8 @@ def train(store: str, head_name: str, out: str, head_overrides: dict | None = No
     audio = audio_for(fields, store, out, c.audio_tokens, progress)
     loss_only = tuple(f for f in head.loss_fields if f not in fields)
     loader = TrainLoader(store, train_data, fields + loss_only, c.batch_size, device, audio, stream=c.stream)
+    if loader.stream_audio:
+        log(f"audio tokens ({c.audio_tokens}) do not fit half the available RAM: read per batch")
 
     opt = torch.optim.AdamW(head.param_groups(c.lr, c.weight_decay), lr=c.lr,
                             betas=(c.beta1, c.beta2), eps=c.eps)

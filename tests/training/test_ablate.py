@@ -41,7 +41,7 @@ def test_ablate_prints_and_writes_one_table(app, tmp_path):
     write_waver_store(str(store), 60, 2, audio_share=0.25, n_styles=3, style_tied=0.9, n_shift_styles=2,
                       no_tags_fraction=0.1, no_audio_fraction=0.2, splits=(40, 5, 15), seed=2)
     args = ("ablate", "--store", store, "--out", tmp_path / "ab", "--epochs", 1, "--batch-size", 8,
-            "--lr", 1e-3, "--audio-tokens", 4, "--no-progress", *TINY)
+            "--lr", 1e-3, "--audio-tokens", "pool-tokens-4", "--no-progress", *TINY)
     r = run(app, *args)
     assert r.exit_code == 0, r.output
     md = (tmp_path / "ab" / "ablation.md").read_text()

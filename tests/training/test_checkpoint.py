@@ -5,14 +5,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from training.data import pooled_audio, select_split
+from training.data import AudioTokens, pooled_audio, select_split
 from training.evaluate import evaluate_run, evaluate_split
 from training.runs import RunError, TrainConfig, load_run
 from training.trainer import train
 
 from .conftest import TINY_AVIGATE
 
-CFG = dict(epochs=3, batch_size=32, lr=1e-3, audio_tokens=8, seed=3)
+CFG = dict(epochs=3, batch_size=32, lr=1e-3, audio_tokens="pool-tokens-8", seed=3)
 
 
 class Interrupt(Exception):
@@ -30,7 +30,7 @@ def test_checkpoint_round_trip_gives_identical_scores(split_code_store, tmp_path
                    progress=False, log=quiet)
     head, cfg = load_run(run)
     assert cfg["head"] == "avigate" and cfg["head_config"]["audio"]["fusion_layers"] == 1
-    audio = pooled_audio(store, str(tmp_path / "run" / "audio_pool8.npy"), 8)
+    audio = pooled_audio(store, str(tmp_path / "run" / "audio_pool-tokens-8.npy"), AudioTokens.parse("pool-tokens-8"))
     again = evaluate_split(head, store, select_split(store, "test"), audio, torch.device("cpu"))
     assert again["multi"] == result["test"]["multi"] and again["single"] == result["test"]["single"]
     assert evaluate_run(store, run, "test", "cpu", progress=False)["multi"] == result["test"]["multi"]

@@ -30,7 +30,7 @@ def run(app, *args):
 def test_train_and_eval_on_a_tiny_store(app, tiny, tmp_path):
     out = tmp_path / "run"
     r = run(app, "train", "--store", tiny, "--head", "avigate", "--out", out, "--epochs", 2,
-            "--batch-size", 4, "--lr", 1e-3, "--audio-tokens", 4, "--set", "fusion_layers=1",
+            "--batch-size", 4, "--lr", 1e-3, "--audio-tokens", "pool-tokens-4", "--set", "fusion_layers=1",
             "--set", "resampler_layers=1", "--set", "n_heads=4", "--no-progress", "--device", "cpu")
     assert r.exit_code == 0, r.output
     assert "split 'val' is empty" in r.output  # told, not crashed: the last epoch is kept
@@ -47,7 +47,7 @@ def test_meanpool_zero_fill_switch_and_errors(app, tiny, tmp_path):
     r = run(app, "train", "--store", tiny, "--head", "meanpool", "--out", tmp_path / "m", "--audio-zero-fill")
     assert r.exit_code == 1 and "reads no audio" in r.output
     r = run(app, "train", "--store", tiny, "--head", "avigate", "--out", tmp_path / "z", "--epochs", 1,
-            "--batch-size", 4, "--audio-tokens", 4, "--audio-zero-fill", "--set", "fusion_layers=1",
+            "--batch-size", 4, "--audio-tokens", "pool-tokens-4", "--audio-zero-fill", "--set", "fusion_layers=1",
             "--set", "resampler_layers=1", "--no-progress")
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "z" / "config.json").read_text())["head_config"]["audio"]["zero_fill"] is True
@@ -91,10 +91,10 @@ def test_random_store_with_the_ast_token_layout(app, tmp_path):
     fill_random(store, ("frames", "audio", "text"))
     out = tmp_path / "run"
     r = run(app, "train", "--store", store, "--head", "avigate", "--out", out, "--epochs", 1,
-            "--batch-size", 8, "--audio-tokens", 8, "--set", "fusion_layers=1", "--set", "resampler_layers=1",
+            "--batch-size", 8, "--audio-tokens", "pool-time-8", "--set", "fusion_layers=1", "--set", "resampler_layers=1",
             "--set", "n_heads=4", "--no-progress")
     assert r.exit_code == 0, r.output
-    pooled = np.load(out / "audio_pool8.npy")
+    pooled = np.load(out / "audio_pool-time-8.npy")
     assert pooled.shape == (24, 8, 16) and np.isfinite(pooled.astype(np.float32)).all()
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from storage import StoreLayout
-from training.data import EmptySplitError, distinct_video_batches, pool_audio, select_split
+from training.data import EmptySplitError, AudioTokens, distinct_video_batches, select_split
 from training.planted import write_planted_store
 
 
@@ -18,27 +18,27 @@ def test_batches_never_repeat_a_video_and_cover_almost_all():
     assert len(one) == len(two) and all((a == b).all() for a, b in zip(one, two))  # seeded
 
 
-def test_pool_audio_ast_layout():
+def test_pooled_audio_tokens_follow_the_layout():
     ast = StoreLayout(n_videos=1, n_captions=1)  # the defaults: the AST's 2 + 12 x 101 tokens
     n, d = 2, 4
     special = np.stack([np.full((n, d), 1.0), np.full((n, d), 3.0)], 1)
     # patches: value = time index, constant over frequency
     grid = np.broadcast_to(np.arange(101, dtype=np.float32)[None, None, :, None], (n, 12, 101, d))
     tokens = np.concatenate([special, grid.reshape(n, 1212, d)], 1).astype(np.float16)
-    out = pool_audio(tokens, 5, ast)
+    out = AudioTokens.parse("pool-time-5").apply(tokens, ast)
     assert out.shape == (n, 5, d) and out.dtype == np.float16
     assert np.allclose(out[:, 0], 2.0)  # mean of the two special tokens
     assert np.all(np.diff(out[0, 1:, 0].astype(np.float32)) > 0)  # time order kept
-    assert pool_audio(tokens[:, :16], 32, ast).shape == (n, 16, d)  # short layouts are kept
-    assert pool_audio(np.ones((1, 64, d), np.float16), 8, ast).shape == (1, 8, d)
+    assert AudioTokens.parse("pool-tokens-32").apply(tokens[:, :16], ast).shape == (n, 16, d)  # short layouts are kept
+    assert AudioTokens.parse("pool-tokens-8").apply(np.ones((1, 64, d), np.float16), ast).shape == (1, 8, d)
     # the geometry comes from the layout: one special token and a 4 x 5 grid
     small = StoreLayout(n_videos=1, n_captions=1, n_audio_tokens=21, audio_special_tokens=1,
                         audio_freq_patches=4, audio_time_patches=5)
     grid = np.broadcast_to(np.arange(5, dtype=np.float32)[None, None, :, None], (n, 4, 5, d))
     tokens = np.concatenate([np.full((n, 1, d), 7.0), grid.reshape(n, 20, d)], 1).astype(np.float16)
-    out = pool_audio(tokens, 6, small)
+    out = AudioTokens.parse("pool-time-6").apply(tokens, small)
     assert np.allclose(out[:, 0], 7.0) and np.allclose(out[0, 1:, 0], np.arange(5))
-    assert not np.allclose(pool_audio(tokens, 6, ast)[:, 0], 7.0)  # not the AST grid: plain pooling
+    assert not np.allclose(AudioTokens.parse("pool-tokens-6").apply(tokens, ast)[:, 0], 7.0)  # plain pooling
 
 
 def test_empty_split_is_a_clear_error(tmp_path):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.data import pooled_audio, select_split
+from training.data import AudioTokens, pooled_audio, select_split
 from training.heads import create_head
 from training.evaluate import evaluate_split
 from training.runs import TrainConfig
@@ -13,13 +13,13 @@ from training.trainer import train
 
 from .conftest import TINY_AVIGATE
 
-FAST = dict(batch_size=32, lr=1e-3, audio_tokens=8, seed=0)
+FAST = dict(batch_size=32, lr=1e-3, audio_tokens="pool-tokens-8", seed=0)
 
 
 def zero_shot_r1(store, name, overrides, audio_cache, audio_dim=32):
     torch.manual_seed(0)
     head = create_head(name, overrides, dim=64, audio_dim=audio_dim)
-    audio = pooled_audio(store, audio_cache, 8, progress=False) if name == "avigate" else None
+    audio = pooled_audio(store, audio_cache, AudioTokens.parse("pool-tokens-8"), progress=False) if name == "avigate" else None
     rep = evaluate_split(head, store, select_split(store, "test"), audio, torch.device("cpu"))
     return rep["multi"]["t2v"]["R1"]
 

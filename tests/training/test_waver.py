@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.data import pooled_audio, select_split
+from training.data import AudioTokens, pooled_audio, select_split
 from training.heads import create_head
 from training.heads.waver import kd_loss, teacher_embedding
 from training.planted_waver import write_waver_store
@@ -16,7 +16,7 @@ from training.trainer import train
 
 from .conftest import TINY_AVIGATE
 
-FAST = dict(batch_size=32, lr=1e-3, audio_tokens=8, seed=0)
+FAST = dict(batch_size=32, lr=1e-3, audio_tokens="pool-tokens-8", seed=0)
 TINY_WAVER = {"n_heads": 4, "temporal_layers": 1, "wti_hidden": 64}
 TINY_BOTH = {**TINY_WAVER, **TINY_AVIGATE, "temporal_layers": 0}
 VARIANTS = [("waver", {**TINY_WAVER, "distill": d}) for d in ("none", "injection", "kd")] + \
@@ -155,7 +155,7 @@ def test_every_variant_learns(tagged_store, tmp_path, name, ov):
     torch.manual_seed(0)
     untrained = create_head(name, ov, dim=64, audio_dim=32)
     test = select_split(store, "test")
-    audio = pooled_audio(store, str(tmp_path / "a.npy"), 8, progress=False) if "audio" in untrained.video_fields else None
+    audio = pooled_audio(store, str(tmp_path / "a.npy"), AudioTokens.parse("pool-tokens-8"), progress=False) if "audio" in untrained.video_fields else None
     before = evaluate_split(untrained, store, test, audio, torch.device("cpu"))["multi"]["t2v"]["R1"]
     res = train(store, name, str(tmp_path / "run"), ov, TrainConfig(epochs=4, **FAST), **QUIET)["test"]
     chance = 100 / res["n_videos"]

@@ -13,7 +13,7 @@ TINY = ["--set", "n_heads=4", "--set", "temporal_layers=1", "--set", "resampler_
 def test_ablate_prints_its_table_on_an_extracted_store(sample_store, tmp_path):
     out = tmp_path / "ablate"
     r = runner.invoke(app, ["ablate", "--store", sample_store, "--out", str(out), "--epochs", "1",
-                            "--batch-size", "8", "--audio-tokens", "8", "--no-progress", *TINY])
+                            "--batch-size", "8", "--audio-tokens", "pool-time-8", "--no-progress", *TINY])
     assert r.exit_code == 0, r.output[-3000:]
     md = (out / "ablation.md").read_text()
     assert md.strip() in r.output

@@ -26,7 +26,7 @@ HELP = {
     "warmup": "fraction of the steps of linear warm-up",
     "device": "auto | cpu | cuda",
     "amp": "fp16 autocast (CUDA only)",
-    "audio_tokens": "AST tokens pooled to this many",
+    "audio_tokens": "all | pool-time-N | pool-tokens-N (what the head reads of the AST tokens)",
     "stream": "auto | memory | dask (stream the train split when it exceeds half the RAM)",
 }
 
