@@ -28,15 +28,21 @@ def _run_name(setting: dict) -> str:
     return "_".join(f"{k}={v}" for k, v in setting.items()).replace("/", "-") or "default"
 
 
+def check_grid(grid: dict[str, list], head: str) -> None:
+    """Every key a ``TrainConfig`` field or an option of ``head`` (the error names the
+    valid keys), each with at least one value."""
+    if not grid or any(not v for v in grid.values()):
+        raise ConfigError("--grid wants key=v1,v2,... with at least one value")
+    split_settings(dict.fromkeys(grid), [head])
+
+
 def run_sweep(store: str, head: str, grid: dict[str, list], out: str, config: TrainConfig | None = None,
               overrides: dict | None = None, clip: ClipWeights | None = None, progress: bool = True,
               log=print) -> dict:
     """Train ``head`` once per setting of ``grid`` (``TrainConfig`` fields or head
     options -> values) on top of ``config`` and ``overrides``; returns what ``sweep.json``
     holds. A grid key the head and ``TrainConfig`` lack names the valid keys."""
-    if not grid or any(not v for v in grid.values()):
-        raise ConfigError("--grid wants key=v1,v2,... with at least one value")
-    split_settings(dict.fromkeys(grid), [head])  # raises, naming the valid keys
+    check_grid(grid, head)
     try:
         select_split(store, "val")
     except EmptySplitError as e:
@@ -90,4 +96,4 @@ def sweep_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["grid_settings", "run_sweep", "sweep_table"]
+__all__ = ["check_grid", "grid_settings", "run_sweep", "sweep_table"]

@@ -219,10 +219,12 @@ def sweep_cmd(
 ) -> None:
     """Train every setting of a grid, choose the best on val only, score test once for the
     chosen setting; print the table and write sweep.json."""
-    from training.sweep import run_sweep
+    from training.sweep import check_grid, run_sweep
 
     head, config, overrides = merged_settings(head, recipe, sets, train_flags or {})
-    result = run_sweep(store, head, parse_grid(grid), out, config, overrides, clip=clip_weights(store, init),
+    settings = parse_grid(grid)
+    check_grid(settings, head)  # before the CLIP file is read and hashed
+    result = run_sweep(store, head, settings, out, config, overrides, clip=clip_weights(store, init),
                        progress=progress, log=_log)
     typer.echo(result["markdown"])
     typer.echo(f"wrote {os.path.join(out, 'sweep.json')}")
