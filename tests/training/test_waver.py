@@ -122,6 +122,19 @@ def test_videos_without_tags_get_no_injection():
     assert not torch.allclose(inj[0], plain[0])
 
 
+def test_padded_tags_never_reach_the_frames():
+    """With the injection path open, garbage in the padded tag slots changes nothing (the
+    frames attend to valid tags only)."""
+    torch.manual_seed(0)
+    head = create_head("waver", {**TINY_WAVER, "distill": "injection", "temporal_layers": 0, "tag_k": 6},
+                       dim=64).eval()
+    torch.nn.init.normal_(head.injection.residual.weight)
+    b = _batch()
+    g = dict(b, tags=torch.where(b["tag_mask"][..., None], b["tags"], torch.full_like(b["tags"], 30.0)))
+    with torch.no_grad():
+        torch.testing.assert_close(head.encode_video(g)["frames"], head.encode_video(b)["frames"], rtol=0, atol=1e-6)
+
+
 def test_kd_loss_and_teacher():
     s = torch.randn(5, 5) * 10
     valid = torch.tensor([True, True, False, True, True])
@@ -133,6 +146,12 @@ def test_kd_loss_and_teacher():
     s2[:, 2] = 1e4  # a video the teacher cannot score is out of both distributions
     assert float(kd_loss(s2, t, valid, 4.0)) == pytest.approx(float(loss))
     assert float(kd_loss(s, t, torch.tensor([True] + [False] * 4), 4.0)) == 0.0
+    # the paper's form: T^2 * KL(teacher || student) at temperature T, rows averaged
+    T, cols = 4.0, valid.nonzero().squeeze(1)
+    want = T ** 2 * torch.nn.functional.kl_div(torch.log_softmax(s[:, cols] / T, -1),
+                                               torch.log_softmax(t[:, cols] / T, -1),
+                                               log_target=True, reduction="batchmean")
+    assert float(loss) == pytest.approx(float(want), rel=1e-5)
     tags = torch.randn(3, 4, 8)
     g, has = teacher_embedding(tags, torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0], [1, 0, 0, 0]]).bool(), 2)
     assert has.tolist() == [True, False, True]
@@ -165,18 +184,22 @@ def test_every_variant_learns(tagged_store, tmp_path, name, ov):
         assert "kd_loss" in rows[0].split(",")
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "seed-fragile: t2v R@1 (avigate, waver, avigate+waver) at seed 0 was 19.6/14.6/27.5 with the "
-    "fusion FFN's biases and is 27.5/14.6/20.0 without them (the release's cross_ff); at seeds 1 "
-    "and 2 both give avigate 19.6/25.4 against avigate+waver 20.8/26.7, under the +4 asked. "
-    "The planted store needs the rework of issue 13 (tags from frames) before this claim is tested"))
-def test_combined_head_beats_both_parents_on_a_split_code(split_store, tmp_path):
+@pytest.mark.slow
+def test_combined_head_beats_both_parents_on_a_split_code(tmp_path):
+    """5/8 of the code in frames bent far from the caption space, 3/8 only in audio; tags
+    ranked from the frames. avigate hears the audio but reads the bent frames; waver gets
+    the frame content in caption space through the tags but is deaf; avigate+waver has
+    both. Averaged over two stores; measured t2v R@1 (avigate, waver, avigate+waver):
+    seed 1 23.3 / 16.7 / 45.0, seed 2 10.0 / 17.9 / 33.8."""
     r1 = {}
-    for name, ov in (("avigate", TINY_AVIGATE), ("waver", {**TINY_WAVER, "distill": "injection"}),
-                     ("avigate+waver", {**TINY_BOTH, "distill": "injection"})):
-        res = train(split_store, name, str(tmp_path / name), ov, TrainConfig(epochs=8, **FAST), **QUIET)
-        r1[name] = res["test"]["multi"]["t2v"]["R1"]
-    assert r1["avigate+waver"] > max(r1["avigate"], r1["waver"]) + 4, r1
+    for seed in (1, 2):
+        store = split_store(str(tmp_path / f"split{seed}.zarr"), seed)
+        for name, ov in (("avigate", TINY_AVIGATE), ("waver", {**TINY_WAVER, "distill": "injection"}),
+                         ("avigate+waver", {**TINY_BOTH, "distill": "injection"})):
+            res = train(store, name, str(tmp_path / f"{name}{seed}"), ov, TrainConfig(epochs=8, **FAST), **QUIET)
+            r1.setdefault(name, []).append(res["test"]["multi"]["t2v"]["R1"])
+    mean = {k: float(np.mean(v)) for k, v in r1.items()}
+    assert mean["avigate+waver"] > max(mean["avigate"], mean["waver"]) + 8, r1
 
 
 def test_kd_shrinks_the_style_shift_gap(styled_store, tmp_path):
