@@ -1,5 +1,5 @@
-"""WAVER heads: exact masks, the KD loss, every variant learns, KD shrinks the style-shift
-gap, the planted tags follow the tags step's rule, and AVIGATE+WAVER beats both parents
+"""WAVER heads: exact masks, the KD loss, every variant learns, the style-shift gap is
+measured, the planted tags follow the tags step's rule, and AVIGATE+WAVER beats both parents
 when the code is split across frames and audio."""
 import numpy as np
 import pytest
@@ -209,10 +209,14 @@ def test_combined_head_beats_both_parents_on_a_split_code(tmp_path):
     assert mean["avigate+waver"] > max(mean["avigate"], mean["waver"]) + 8, r1
 
 
-def test_kd_shrinks_the_style_shift_gap(styled_store, tmp_path):
+def test_style_shift_gap_is_measured_for_every_head(styled_store, tmp_path):
     """A writer's style is a cue to the look of the videos it mostly describes: contrastive
-    training learns the cue, rewriting the caption as another writer misleads it. The
-    teacher (caption vs tags, text in one template) has no such cue."""
+    training learns the cue, rewriting the caption as another writer misleads it.
+
+    No claim that KD shrinks the gap: with tags ranked from the frames (as real tags are),
+    the frames' look reaches the tags, so the teacher inherits the style cue. Measured at
+    seed 0 (mean gap): meanpool 14.2, waver/none 11.7, waver/kd 15.4; at the sweep's
+    kd_temperature 1, kd's gap is 20.8 (teacher_k 8) and 44.6 (teacher_k 4)."""
     test = select_split(styled_store, "test")
     rep = {}
     for key, name, ov in (("meanpool", "meanpool", None), ("none", "waver", {**TINY_WAVER, "distill": "none"}),
@@ -221,10 +225,9 @@ def test_kd_shrinks_the_style_shift_gap(styled_store, tmp_path):
         head, _ = load_run(str(tmp_path / key))
         rep[key] = style_report(head, styled_store, test, None, torch.device("cpu"))
     gap = {k: r["mean_gap"] for k, r in rep.items()}
-    assert gap["kd"] < gap["meanpool"] - 4 and gap["kd"] < gap["none"] - 4, gap
     assert gap["meanpool"] > 5, gap  # the store does plant a gap
     plain = {k: r["plain"]["R1"] for k, r in rep.items()}
-    assert plain["kd"] > plain["meanpool"] - 5, plain  # robust without getting worse
+    assert plain["kd"] > plain["meanpool"] - 5, plain  # KD costs no plain R@1
     assert set(rep["kd"]["styles"]) == {"writer+1", "writer+2", "writer+3"}
     assert np.isfinite(rep["kd"]["writers"]["gap"])
 
