@@ -23,7 +23,7 @@ from training.runs import TrainConfig, load_run
 from training.style import style_report
 from training.trainer import train
 
-FAST = dict(batch_size=32, lr=1e-3, audio_tokens=8, seed=0, epochs=10)
+FAST = dict(batch_size=32, lr=1e-3, audio_tokens="pool-tokens-8", seed=0, epochs=10)
 SMALL_WAVER = {"n_heads": 4, "temporal_layers": 1, "wti_hidden": 64}
 HEADS = (("meanpool", "meanpool", None), ("waver/none", "waver", {**SMALL_WAVER, "distill": "none"}),
          ("waver/kd", "waver", {**SMALL_WAVER, "distill": "kd"}))

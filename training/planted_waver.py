@@ -1,15 +1,16 @@
 """Planted-structure stores for WAVER: tags, a phrase table, writing styles and their
 style-shifted captions, built on ``training.planted`` (tests, benchmarks, ``vtr ablate``).
 
-Every video has a hidden code ``c`` split into a frame part, an audio part
-(``audio_share``) and a tag part (``tag_share``). Captions see the whole code through a
-random linear map ``w_text`` (the text space); frames see the frame part through that
-map bent by ``misalign``; audio tokens see the audio part. Phrases have their own codes
-(frame and tag parts only: the teacher is vision-language, it hears nothing); a phrase's
-embedding is its code through ``w_text`` (text side, like CLIP's text tower on "This is
-a video about ..."), and each video's tags are the ``n_tags`` phrases whose codes are
-closest to its frame + tag code. So with ``tag_share > 0`` only a head that reads tags
-recovers the tag part, and only one that also reads audio recovers everything.
+Every video has a hidden code ``c`` split into a frame part and an audio part
+(``audio_share``). Captions see the whole code through a random linear map ``w_text``
+(the text space); frames see the frame part through that map bent by ``misalign``; audio
+tokens see the audio part. Phrases have their own codes (frame part only: the teacher is
+vision-language, it hears nothing); a phrase's embedding is its code through ``w_text``
+(text side, like CLIP's text tower on "This is a video about ..."). Each video's tags
+are ranked from its STORED frames exactly as the flow's tags step ranks them
+(``tags_from_frames``), so tags carry nothing the frames lack: what they add is a view
+of the frame content in the caption space (the frames are bent away from it), averaged
+over the video's frames and phrases.
 
 Writing styles (``n_styles``): each caption is written in one of ``n_styles`` styles, a
 style being an offset added to all its token features inside a ``style_rank``-dim
@@ -35,9 +36,23 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
+def tags_from_frames(frames: np.ndarray, frame_mask: np.ndarray, phrase_emb: np.ndarray,
+                     k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The tags step's rule (``extractors/tags.py``: ``mean_frame_embedding`` then
+    ``rank_tags``), restated because training may not import the extractors: phrases
+    ranked by cosine against the mean of the video's valid frames, top ``k``, ties to the
+    lower index. Returns indices ``[V, k]`` and their cosines."""
+    f = np.asarray(frames, np.float32)
+    m = np.asarray(frame_mask, bool)[..., None]
+    mean = (f * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1)
+    cos = _unit_rows(mean) @ _unit_rows(np.asarray(phrase_emb, np.float32)).T
+    top = np.argsort(-cos, axis=1, kind="stable")[:, :k]
+    return top.astype(np.int32), np.take_along_axis(cos, top, axis=1).astype(np.float32)
+
+
 def write_waver_store(path: str | os.PathLike, n_videos: int, captions_per_video: int = 3, *,
                       splits: tuple[int, int, int] | None = None, code_dim: int = 16,
-                      audio_share: float = 0.0, tag_share: float = 0.0, n_phrases: int = 256,
+                      audio_share: float = 0.0, n_phrases: int = 256,
                       n_tags: int = 8, tag_noise: float = 0.1, no_tags_fraction: float = 0.0,
                       no_audio_fraction: float = 0.0, n_styles: int = 0, style_rank: int = 4,
                       style_scale: float = 1.0, style_nuisance: float = 1.0, style_tied: float = 0.0,
@@ -57,11 +72,10 @@ def write_waver_store(path: str | os.PathLike, n_videos: int, captions_per_video
         n_audio_tokens=n_audio_tokens, audio_dim=audio_dim, n_words=n_words, n_tags=n_tags)
 
     n_audio = int(round(audio_share * code_dim))
-    n_tag = int(round(tag_share * code_dim))
-    n_frame = code_dim - n_audio - n_tag
+    n_frame = code_dim - n_audio
     if n_frame < 1:
-        raise ValueError("audio_share + tag_share leave no code dimension for the frames")
-    fr, au = slice(0, n_frame), slice(n_frame, n_frame + n_audio)  # the tag part is the rest
+        raise ValueError("audio_share leaves no code dimension for the frames")
+    fr, au = slice(0, n_frame), slice(n_frame, code_dim)
     code = rng.standard_normal((n_videos, code_dim)).astype(np.float32)
     w_text = rng.standard_normal((code_dim, dim)).astype(np.float32) / np.sqrt(code_dim)
     w_frame = ((1 - misalign) * w_text[fr]
@@ -106,18 +120,17 @@ def write_waver_store(path: str | os.PathLike, n_videos: int, captions_per_video
         return {"data": {"caption_embedding": emb, "caption_tokens": tok, "caption_mask": mask}}
     write_step(path, "text", text)
 
-    # tags: phrases (frame + tag parts of a code) ranked against each video's frame + tag code
-    seen = np.r_[np.arange(n_frame), np.arange(n_frame + n_audio, code_dim)]
+    # tags: phrases (frame part of a code) ranked against each video's stored frames
     phrase_code = np.zeros((n_phrases, code_dim), np.float32)
-    phrase_code[:, seen] = rng.standard_normal((n_phrases, seen.size))
+    phrase_code[:, fr] = rng.standard_normal((n_phrases, n_frame))
     phrase_emb = phrase_code @ w_text + tag_noise * rng.standard_normal((n_phrases, dim), dtype=np.float32)
     create_phrase_table(path, n_phrases)
     group = open_group(path, mode="r+")
     group["phrase_embedding"][:] = phrase_emb.astype(np.float16)
     group["phrase_count"][:] = np.full(n_phrases, 10, dtype=np.int32)
     group["phrase_text"][:] = np.array([f"doing thing {i}" for i in range(n_phrases)], dtype=str)
-    cos = _unit_rows(code[:, seen]) @ _unit_rows(phrase_code[:, seen]).T
-    top = np.argsort(-cos, axis=1, kind="stable")[:, :n_tags]
+    top, top_cos = tags_from_frames(group["frame_features"][:], group["frame_mask"][:],
+                                    group["phrase_embedding"][:], n_tags)
     no_tags = rng.random(n_videos) < no_tags_fraction
 
     def tags(idx):
@@ -129,7 +142,7 @@ def write_waver_store(path: str | os.PathLike, n_videos: int, captions_per_video
             ts = np.zeros((idx.size, n_tags), np.float32)
             sel = ~no_tags[idx]
             ti[sel] = top[ok]
-            ts[sel] = np.take_along_axis(cos[ok], top[ok], axis=1)
+            ts[sel] = top_cos[ok]
             data = {"tag_index": ti, "tag_score": ts}
         return {"data": data, "errors": errors}
     write_step(path, "tags", tags)
@@ -153,7 +166,7 @@ def write_waver_store(path: str | os.PathLike, n_videos: int, captions_per_video
                              emb, tok, mask)
         n_rows = source.size
     return {"layout": layout, "code": code, "has_audio": has_audio, "split": split, "no_tags": no_tags,
-            "parts": (n_frame, n_audio, n_tag), "n_style_captions": n_rows}
+            "parts": (n_frame, n_audio), "n_style_captions": n_rows}
 
 
 __all__ = ["write_waver_store"]
@@ -169,18 +182,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--captions", type=int, default=3)
     p.add_argument("--code-dim", type=int, default=8)
     p.add_argument("--audio-share", type=float, default=0.375)
-    p.add_argument("--tag-share", type=float, default=0.375)
     p.add_argument("--noise", type=float, default=1.0)
     p.add_argument("--styles", type=int, default=4, help="writers (0: no styles)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     n_test = n_val = a.videos // 8
     info = write_waver_store(a.store, a.videos, a.captions, splits=(a.videos - 2 * n_test, n_val, n_test),
-                             code_dim=a.code_dim, audio_share=a.audio_share, tag_share=a.tag_share,
+                             code_dim=a.code_dim, audio_share=a.audio_share,
                              noise=a.noise, caption_noise=0.7 * a.noise, n_styles=a.styles,
                              style_tied=0.9, style_scale=0.6, style_nuisance=0.6, no_audio_fraction=0.1,
                              no_tags_fraction=0.05, seed=a.seed)
-    print(f"wrote {a.store}: {a.videos} videos, code parts (frames, audio, tags) = {info['parts']}, "
+    print(f"wrote {a.store}: {a.videos} videos, code parts (frames, audio) = {info['parts']}, "
           f"{info['n_style_captions']} style-shifted captions")
 
 

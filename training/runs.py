@@ -41,6 +41,9 @@ class TrainConfig:
     epochs: int = 5
     batch_size: int = 128
     lr: float = 1e-4
+    # lr multiplier of the tensors initialised from CLIP (``training.clip_init``); the
+    # releases train them at the head's rate (their coef_lr is for CLIP's own weights)
+    clip_lr_scale: float = 1.0
     weight_decay: float = 0.2
     beta1: float = 0.9
     beta2: float = 0.98
@@ -59,6 +62,8 @@ class TrainConfig:
             raise ConfigError(f"need epochs >= 1 and batch size >= 2 (got {self.epochs}, {self.batch_size})")
         if not 0 <= self.warmup < 1:
             raise ConfigError(f"warmup is a fraction of the steps in [0, 1), got {self.warmup}")
+        if self.clip_lr_scale < 0:
+            raise ConfigError(f"clip_lr_scale must be >= 0, got {self.clip_lr_scale}")
         if self.stream not in ("auto", "memory", "dask"):
             raise ConfigError(f"stream must be auto, memory or dask, not {self.stream!r}")
         try:

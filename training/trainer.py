@@ -17,7 +17,8 @@ from tqdm import tqdm
 from storage import layout_of
 from training.data import EmptySplitError, TrainLoader, select_split, store_identity
 from training.evaluate import autocast, evaluate_split, flat_metrics, selection_score
-from training.heads import create_head
+from training.clip_init import ClipWeights, init_from_clip
+from training.heads import Head, create_head
 from training.plots import record_eval_details, write_plots
 from training.runs import (ConfigError, DivergedError, RunError, TrainConfig, append_csv, audio_for,
                            check_same_store, load_checkpoint, load_run, read_config, resolve_device,
@@ -32,14 +33,35 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def optimizer_groups(head: Head, c: TrainConfig, from_clip: list[str]) -> list[dict]:
+    """The head's AdamW groups, each split so the tensors in ``from_clip`` train at
+    ``lr * clip_lr_scale`` (no split when the scale is 1: the groups stay the head's)."""
+    groups = head.param_groups(c.lr, c.weight_decay)
+    if c.clip_lr_scale == 1.0 or not from_clip:
+        return groups
+    params = dict(head.named_parameters())
+    clip_ids = {id(params[n]) for n in from_clip if n in params}
+    out = []
+    for g in groups:
+        own = [p for p in g["params"] if id(p) not in clip_ids]
+        clip = [p for p in g["params"] if id(p) in clip_ids]
+        out += [{**g, "params": own}] if own else []
+        out += [{**g, "params": clip, "lr": g["lr"] * c.clip_lr_scale,
+                 "group": g.get("group", "") + "+clip"}] if clip else []
+    return out
+
+
 def train(store: str, head_name: str, out: str, head_overrides: dict | None = None,
           config: TrainConfig | None = None, resume: bool = False, progress: bool = True,
-          log=print) -> dict:
+          log=print, clip: ClipWeights | None = None, score_test: bool = True) -> dict:
     """Train ``head_name`` on the store's train split into run folder ``out``.
 
     Returns ``{"best_epoch", "val": report or None, "test": report or None}``.
     ``resume`` continues an interrupted run from its last finished epoch with the
-    configuration saved in the run (the arguments given now are ignored).
+    configuration saved in the run (the arguments given now are ignored). ``clip``:
+    initialise the head's transformers from these CLIP weights (``training.clip_init``);
+    None starts them at random. ``score_test=False`` leaves the test split unscored
+    (``training.sweep`` scores only the setting it picks).
     """
     cfg_path = os.path.join(out, "config.json")
     if resume:
@@ -64,6 +86,14 @@ def train(store: str, head_name: str, out: str, head_overrides: dict | None = No
                            max_frames=layout.n_frames).to(device)
     except (KeyError, ValueError) as e:  # the head's own config checks: bad user input
         raise ConfigError(e.args[0] if e.args else str(e)) from None
+    if resume:
+        init = saved.get("init", {"from": "random", "tensors": []})
+    elif clip is not None:
+        names = init_from_clip(head, clip.state)
+        init = {"from": "clip", "weights": clip.path, "sha256": clip.sha256, "tensors": names}
+        log(f"initialised {len(names)} tensors from CLIP ({clip.path})")
+    else:
+        init = {"from": "random", "tensors": []}
     train_data = select_split(store, "train")
     try:
         val_data = select_split(store, "val")
@@ -73,7 +103,8 @@ def train(store: str, head_name: str, out: str, head_overrides: dict | None = No
     os.makedirs(out, exist_ok=True)
     if not resume:
         write_json(cfg_path, {"head": head_name, "head_config": dataclasses.asdict(head.config),
-                              "train": dataclasses.asdict(c), "store": store_identity(store)})
+                              "train": dataclasses.asdict(c), "store": store_identity(store),
+                              "init": init})
     fields = head.text_fields + head.video_fields
     audio = audio_for(fields, store, out, c.audio_tokens, progress)
     loss_only = tuple(f for f in head.loss_fields if f not in fields)
@@ -81,7 +112,7 @@ def train(store: str, head_name: str, out: str, head_overrides: dict | None = No
     if loader.stream_audio:
         log(f"audio tokens ({c.audio_tokens}) do not fit half the available RAM: read per batch")
 
-    opt = torch.optim.AdamW(head.param_groups(c.lr, c.weight_decay), lr=c.lr,
+    opt = torch.optim.AdamW(optimizer_groups(head, c, init["tensors"]), lr=c.lr,
                             betas=(c.beta1, c.beta2), eps=c.eps)
     total = c.epochs * len(loader)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -154,6 +185,8 @@ def train(store: str, head_name: str, out: str, head_overrides: dict | None = No
     result = {"best_epoch": best_epoch, "val": None, "test": None}
     if val_data is not None:
         result["val"] = evaluate_split(best, store, val_data, audio, device, c.eval_batch_size, c.amp)
+    if not score_test:
+        return result
     try:
         test_data = select_split(store, "test")
     except EmptySplitError as e:
@@ -165,4 +198,4 @@ def train(store: str, head_name: str, out: str, head_overrides: dict | None = No
     return result
 
 
-__all__ = ["lr_factor", "train"]
+__all__ = ["lr_factor", "optimizer_groups", "train"]

@@ -31,8 +31,9 @@ def shared_code_store(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def split_code_store(tmp_path_factory):
-    """A quarter of the code only in frames, the rest only in audio; a tenth of the videos silent."""
+    """Half of the code only in frames, half only in audio (a head that reads one of them
+    sees half the code); a tenth of the videos silent."""
     path = str(tmp_path_factory.mktemp("stores") / "split.zarr")
-    info = write_planted_store(path, 300, 3, audio_share=0.75, misalign=0.5, noise=1.0,
+    info = write_planted_store(path, 300, 3, audio_share=0.5, misalign=0.5, noise=1.0,
                                caption_noise=0.7, code_dim=8, no_audio_fraction=0.1, seed=2)
     return path, info

@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from training.data import AudioTokens, pooled_audio, select_split
+from training.data import AudioTokens, load_arrays, pooled_audio, select_split
 from training.heads import create_head
-from training.evaluate import evaluate_split
-from training.runs import TrainConfig
+from training.evaluate import evaluate_split, similarity_matrix
+from training.metrics import retrieval_report
+from training.runs import TrainConfig, load_run
 from training.trainer import train
 
 from .conftest import TINY_AVIGATE
@@ -43,7 +44,23 @@ def test_heads_learn_a_shared_code(shared_code_store, tmp_path, name):
     assert any(p.name.startswith("events") for p in (tmp_path / "run" / "tb").iterdir())
 
 
+def _r1_without(head, store, audio, drop: str) -> float:
+    """Test t2v R@1 of a trained head with one input taken away at evaluation: ``frames``
+    zeroed (positions stay) or every video's ``audio`` marked silent."""
+    test = select_split(store, "test")
+    arrays = load_arrays(store, test, head.text_fields + head.video_fields, audio)
+    if drop == "frames":
+        arrays["frames"] = np.zeros_like(arrays["frames"])
+    else:
+        arrays["has_audio"] = np.zeros_like(arrays["has_audio"])
+    sim = similarity_matrix(head, arrays, torch.device("cpu"))
+    return retrieval_report(sim, arrays["caption_video"], test.first_captions())["multi"]["t2v"]["R1"]
+
+
 def test_audio_matters_and_silence_is_safe(split_code_store, tmp_path):
+    """Half the code is only in the frames, half only in the audio: AVIGATE must use both.
+    A head that merely read audio (or frames) would see half the code, as meanpool does,
+    and would lose nothing when the other input is taken away."""
     store, info = split_code_store
     assert 0 < (~info["has_audio"]).sum() < len(info["has_audio"])
     res = {}
@@ -52,6 +69,11 @@ def test_audio_matters_and_silence_is_safe(split_code_store, tmp_path):
                           progress=False, log=lambda m: None)
     r1 = {k: v["test"]["multi"]["t2v"]["R1"] for k, v in res.items()}
     assert r1["avigate"] > r1["meanpool"] + 15, r1
+    head, _ = load_run(str(tmp_path / "avigate"))
+    audio = pooled_audio(store, str(tmp_path / "a.npy"), AudioTokens.parse(FAST["audio_tokens"]), progress=False)
+    without = {drop: _r1_without(head, store, audio, drop) for drop in ("frames", "audio")}
+    # measured at seed 0: 50.0 with both, 31.1 without frames, 36.7 without audio
+    assert all(r < r1["avigate"] - 8 for r in without.values()), (r1, without)
     rows = (tmp_path / "avigate" / "metrics.csv").read_text().splitlines()
     header, last = rows[0].split(","), rows[-1].split(",")
     gates = float(last[header.index("gate_mha_abs")])

@@ -1,6 +1,6 @@
-"""WAVER heads: exact masks, the KD loss, every variant learns, KD shrinks the style-shift
-gap, and AVIGATE+WAVER beats both parents when the code is split across frames, audio
-and tags."""
+"""WAVER heads: exact masks, the KD loss, every variant learns, the style-shift gap is
+measured, the planted tags follow the tags step's rule, and AVIGATE+WAVER beats both parents
+when the code is split across frames and audio."""
 import numpy as np
 import pytest
 import torch
@@ -17,7 +17,10 @@ from training.trainer import train
 from .conftest import TINY_AVIGATE
 
 FAST = dict(batch_size=32, lr=1e-3, audio_tokens="pool-tokens-8", seed=0)
-TINY_WAVER = {"n_heads": 4, "temporal_layers": 1, "wti_hidden": 64}
+# the tag and KD settings the learning claims below were measured at (before `vtr sweep`
+# chose the defaults 4, 4 and 1 on val)
+TINY_WAVER = {"n_heads": 4, "temporal_layers": 1, "wti_hidden": 64,
+              "tag_k": 8, "teacher_k": 8, "kd_temperature": 8.0}
 TINY_BOTH = {**TINY_WAVER, **TINY_AVIGATE, "temporal_layers": 0}
 VARIANTS = [("waver", {**TINY_WAVER, "distill": d}) for d in ("none", "injection", "kd")] + \
     [("avigate+waver", {**TINY_BOTH, "distill": d}) for d in ("injection", "kd")]
@@ -34,13 +37,11 @@ def tagged_store(tmp_path_factory):
     return path, info
 
 
-@pytest.fixture(scope="module")
-def split_store(tmp_path_factory):
-    """Code split: a quarter in frames, 3/8 only in audio, 3/8 only in tags."""
-    path = str(tmp_path_factory.mktemp("waver") / "split.zarr")
-    write_waver_store(path, 300, 3, code_dim=8, audio_share=0.375, tag_share=0.375, noise=1.0,
-                      caption_noise=0.7, no_audio_fraction=0.1, no_tags_fraction=0.1, n_shift_styles=0,
-                      splits=(200, 20, 80), seed=1)
+def split_store(path: str, seed: int) -> str:
+    """Code split: 5/8 in frames (bent far from the caption space), 3/8 only in audio."""
+    write_waver_store(path, 300, 3, code_dim=8, audio_share=0.375, noise=1.0, caption_noise=0.7, misalign=0.8,
+                      no_audio_fraction=0.1, no_tags_fraction=0.1, n_shift_styles=0, splits=(200, 20, 80),
+                      seed=seed)
     return path
 
 
@@ -124,6 +125,19 @@ def test_videos_without_tags_get_no_injection():
     assert not torch.allclose(inj[0], plain[0])
 
 
+def test_padded_tags_never_reach_the_frames():
+    """With the injection path open, garbage in the padded tag slots changes nothing (the
+    frames attend to valid tags only)."""
+    torch.manual_seed(0)
+    head = create_head("waver", {**TINY_WAVER, "distill": "injection", "temporal_layers": 0, "tag_k": 6},
+                       dim=64).eval()
+    torch.nn.init.normal_(head.injection.residual.weight)
+    b = _batch()
+    g = dict(b, tags=torch.where(b["tag_mask"][..., None], b["tags"], torch.full_like(b["tags"], 30.0)))
+    with torch.no_grad():
+        torch.testing.assert_close(head.encode_video(g)["frames"], head.encode_video(b)["frames"], rtol=0, atol=1e-6)
+
+
 def test_kd_loss_and_teacher():
     s = torch.randn(5, 5) * 10
     valid = torch.tensor([True, True, False, True, True])
@@ -135,6 +149,12 @@ def test_kd_loss_and_teacher():
     s2[:, 2] = 1e4  # a video the teacher cannot score is out of both distributions
     assert float(kd_loss(s2, t, valid, 4.0)) == pytest.approx(float(loss))
     assert float(kd_loss(s, t, torch.tensor([True] + [False] * 4), 4.0)) == 0.0
+    # the paper's form: T^2 * KL(teacher || student) at temperature T, rows averaged
+    T, cols = 4.0, valid.nonzero().squeeze(1)
+    want = T ** 2 * torch.nn.functional.kl_div(torch.log_softmax(s[:, cols] / T, -1),
+                                               torch.log_softmax(t[:, cols] / T, -1),
+                                               log_target=True, reduction="batchmean")
+    assert float(loss) == pytest.approx(float(want), rel=1e-5)
     tags = torch.randn(3, 4, 8)
     g, has = teacher_embedding(tags, torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0], [1, 0, 0, 0]]).bool(), 2)
     assert has.tolist() == [True, False, True]
@@ -160,31 +180,43 @@ def test_every_variant_learns(tagged_store, tmp_path, name, ov):
     res = train(store, name, str(tmp_path / "run"), ov, TrainConfig(epochs=4, **FAST), **QUIET)["test"]
     chance = 100 / res["n_videos"]
     assert res["multi"]["t2v"]["R1"] > 10 * chance, res["multi"]
-    assert res["multi"]["t2v"]["R1"] > before + 20, (before, res["multi"])
+    # the KD teacher's tags are ranked against the bent frames (as real tags are), so they
+    # are a noisy target: measured at seed 0, waver/kd 54.4 -> 63.3, avigate+waver/kd
+    # 56.7 -> 66.7, against gains of more than 20 for the heads without a teacher
+    gain = 6 if ov["distill"] == "kd" else 20
+    assert res["multi"]["t2v"]["R1"] > before + gain, (before, res["multi"])
     assert res["single"]["v2t"]["R1"] > 10 * chance
     rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     if ov["distill"] == "kd":
         assert "kd_loss" in rows[0].split(",")
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "seed-fragile: t2v R@1 (avigate, waver, avigate+waver) at seed 0 was 19.6/14.6/27.5 with the "
-    "fusion FFN's biases and is 27.5/14.6/20.0 without them (the release's cross_ff); at seeds 1 "
-    "and 2 both give avigate 19.6/25.4 against avigate+waver 20.8/26.7, under the +4 asked. "
-    "The planted store needs the rework of issue 13 (tags from frames) before this claim is tested"))
-def test_combined_head_beats_both_parents_on_a_split_code(split_store, tmp_path):
+@pytest.mark.slow
+def test_combined_head_beats_both_parents_on_a_split_code(tmp_path):
+    """5/8 of the code in frames bent far from the caption space, 3/8 only in audio; tags
+    ranked from the frames. avigate hears the audio but reads the bent frames; waver gets
+    the frame content in caption space through the tags but is deaf; avigate+waver has
+    both. Averaged over two stores; measured t2v R@1 (avigate, waver, avigate+waver):
+    seed 1 23.3 / 16.7 / 45.0, seed 2 10.0 / 17.9 / 33.8."""
     r1 = {}
-    for name, ov in (("avigate", TINY_AVIGATE), ("waver", {**TINY_WAVER, "distill": "injection"}),
-                     ("avigate+waver", {**TINY_BOTH, "distill": "injection"})):
-        res = train(split_store, name, str(tmp_path / name), ov, TrainConfig(epochs=8, **FAST), **QUIET)
-        r1[name] = res["test"]["multi"]["t2v"]["R1"]
-    assert r1["avigate+waver"] > max(r1["avigate"], r1["waver"]) + 4, r1
+    for seed in (1, 2):
+        store = split_store(str(tmp_path / f"split{seed}.zarr"), seed)
+        for name, ov in (("avigate", TINY_AVIGATE), ("waver", {**TINY_WAVER, "distill": "injection"}),
+                         ("avigate+waver", {**TINY_BOTH, "distill": "injection"})):
+            res = train(store, name, str(tmp_path / f"{name}{seed}"), ov, TrainConfig(epochs=8, **FAST), **QUIET)
+            r1.setdefault(name, []).append(res["test"]["multi"]["t2v"]["R1"])
+    mean = {k: float(np.mean(v)) for k, v in r1.items()}
+    assert mean["avigate+waver"] > max(mean["avigate"], mean["waver"]) + 8, r1
 
 
-def test_kd_shrinks_the_style_shift_gap(styled_store, tmp_path):
+def test_style_shift_gap_is_measured_for_every_head(styled_store, tmp_path):
     """A writer's style is a cue to the look of the videos it mostly describes: contrastive
-    training learns the cue, rewriting the caption as another writer misleads it. The
-    teacher (caption vs tags, text in one template) has no such cue."""
+    training learns the cue, rewriting the caption as another writer misleads it.
+
+    No claim that KD shrinks the gap: with tags ranked from the frames (as real tags are),
+    the frames' look reaches the tags, so the teacher inherits the style cue. Measured at
+    seed 0 (mean gap): meanpool 14.2, waver/none 11.7, waver/kd 15.4; at the sweep's
+    kd_temperature 1, kd's gap is 20.8 (teacher_k 8) and 44.6 (teacher_k 4)."""
     test = select_split(styled_store, "test")
     rep = {}
     for key, name, ov in (("meanpool", "meanpool", None), ("none", "waver", {**TINY_WAVER, "distill": "none"}),
@@ -193,10 +225,9 @@ def test_kd_shrinks_the_style_shift_gap(styled_store, tmp_path):
         head, _ = load_run(str(tmp_path / key))
         rep[key] = style_report(head, styled_store, test, None, torch.device("cpu"))
     gap = {k: r["mean_gap"] for k, r in rep.items()}
-    assert gap["kd"] < gap["meanpool"] - 4 and gap["kd"] < gap["none"] - 4, gap
     assert gap["meanpool"] > 5, gap  # the store does plant a gap
     plain = {k: r["plain"]["R1"] for k, r in rep.items()}
-    assert plain["kd"] > plain["meanpool"] - 5, plain  # robust without getting worse
+    assert plain["kd"] > plain["meanpool"] - 5, plain  # KD costs no plain R@1
     assert set(rep["kd"]["styles"]) == {"writer+1", "writer+2", "writer+3"}
     assert np.isfinite(rep["kd"]["writers"]["gap"])
 
@@ -217,3 +248,20 @@ def test_decorrelation_regulariser():
     t, v = head.encode_text(b), head.encode_video(b)
     head.loss(head.similarity(t, v), b, t, v).backward()
     assert "decorrelation" in head.extra_metrics() and head.extra_metrics() == {}  # epoch means, then reset
+
+
+def test_planted_tags_follow_the_tags_step(tagged_store):
+    """The planted store's tags are what the flow's tags step would rank from its stored
+    frames and phrase embeddings (extractors/tags.py), so they hold nothing the frames
+    lack."""
+    from extractors.tags import mean_frame_embedding, rank_tags
+    from storage import open_group
+
+    store, info = tagged_store
+    g = open_group(store, mode="r")
+    want, want_score = rank_tags(mean_frame_embedding(g["frame_features"][:], g["frame_mask"][:]),
+                                 g["phrase_embedding"][:], k=g["tag_index"].shape[1])
+    ok = ~info["no_tags"]
+    assert ok.sum() > 200
+    np.testing.assert_array_equal(g["tag_index"][:][ok], want[ok])
+    np.testing.assert_allclose(g["tag_score"][:][ok], want_score[ok], atol=1e-3)  # stored as float16

@@ -37,6 +37,7 @@ class AudioFusionConfig:
     gate_hidden: int = 256
     mix: float = 0.05  # v = mix * fused + (1 - mix) * (frames + position)
     query_lr_scale: float = 100.0  # the release: 1e-2 for the queries, 1e-4 for the rest
+    query_weight_decay: float = 0.0  # the release decays them at 0.2 (recipe avigate-msrvtt)
     zero_fill: bool = False  # the release: silent videos' all-zero tokens go through
 
 
@@ -161,11 +162,11 @@ class AudioGatedFusion:
         return mix * f + (1 - mix) * f0, f0
 
     def with_query_group(self, groups: list[dict], lr: float) -> list[dict]:
-        """The resampler queries in their own group: higher lr, no weight decay (AVIGATE)."""
+        """The resampler queries in their own group: higher lr (AVIGATE), their own decay."""
         for g in groups:
             g["params"] = [p for p in g["params"] if p is not self.queries]
         groups.append({"params": [self.queries], "lr": lr * self.fusion_config.query_lr_scale,
-                       "weight_decay": 0.0, "group": "queries"})
+                       "weight_decay": self.fusion_config.query_weight_decay, "group": "queries"})
         return [g for g in groups if g["params"]]
 
 

@@ -1,9 +1,13 @@
-"""`vtr train`, `vtr eval`, `vtr ablate` and `vtr report`.
+"""`vtr train`, `vtr eval`, `vtr sweep`, `vtr ablate` and `vtr report`.
 
-The training flags of `train` and `ablate` are the fields of ``training.runs.TrainConfig``
-(``--epochs``, ``--batch-size``, ``--amp/--no-amp``, ...), generated from it so each
-default is written once, in the dataclass. ``--set key=value`` sets any of them or any
-option of the heads being trained.
+The training flags of `train`, `sweep` and `ablate` are the fields of
+``training.runs.TrainConfig`` (``--epochs``, ``--batch-size``, ``--amp/--no-amp``, ...),
+generated from it so each default is written once, in the dataclass. ``--set key=value``
+sets any of them or any option of the heads being trained; ``--recipe`` (``training.recipes``)
+sets them first, under the flags and ``--set``.
+
+CLIP initialisation (``training.clip_init``): training may not open checkpoints, so the
+CLIP file the store's provenance names is read here, with the extractors' loader.
 """
 from __future__ import annotations
 
@@ -28,7 +32,12 @@ HELP = {
     "amp": "fp16 autocast (CUDA only)",
     "audio_tokens": "all | pool-time-N | pool-tokens-N (what the head reads of the AST tokens)",
     "stream": "auto | memory | dask (stream the train split when it exceeds half the RAM)",
+    "clip_lr_scale": "lr multiplier of the tensors initialised from CLIP",
 }
+
+INIT_HELP = ("clip | random: start the head's transformers from the CLIP weights the store's "
+             "provenance names, or at random (default: clip when that file is present with its "
+             "recorded sha256, else random with a notice)")
 
 
 def parse_sets(items: list[str]) -> dict:
@@ -76,23 +85,81 @@ def with_train_flags(fn: Callable) -> Callable:
     return wrapper
 
 
-def train_config(train_flags: dict, train_sets: dict) -> TrainConfig:
-    """The ``TrainConfig`` of the flags and ``--set`` values given (a field given both ways
-    is an error: which one counts would be a guess)."""
+def train_config(train_flags: dict, train_sets: dict, base: dict | None = None) -> TrainConfig:
+    """The ``TrainConfig`` of ``base`` (a recipe's values) under the flags and ``--set``
+    values given (a field given both as a flag and with ``--set`` is an error: which one
+    counts would be a guess)."""
     both = sorted(set(train_flags) & set(train_sets))
     if both:
         raise ConfigError(f"{', '.join(both)}: given both as a flag and with --set")
-    return TrainConfig(**train_flags, **train_sets)
+    return TrainConfig(**{**(base or {}), **train_flags, **train_sets})
 
 
 def _log(message: str) -> None:
     typer.echo(message, err=True)
 
 
+def clip_weights(store: str, init: str | None, log: Callable[[str], None] = _log):
+    """The CLIP weights to initialise from (``training.clip_init.ClipWeights``), or None.
+
+    ``init`` None: clip when the store's recorded file is present with the recorded
+    sha256, else random with a one-line notice. ``"clip"``: that file or an error naming
+    it. ``"random"``: None."""
+    from extractors.weights import WeightsError, load_state_dict, strip_prefix
+    from training.clip_init import ClipWeights, recorded_clip_weights
+
+    if init not in (None, "clip", "random"):
+        raise ConfigError(f"--init must be clip or random, not {init!r}")
+    if init == "random":
+        return None
+    recorded = recorded_clip_weights(store)
+    if recorded is None:
+        why = f"{store}: its features were not made with a CLIP weights file (RANDOM-INIT or none recorded)"
+        if init == "clip":
+            raise ConfigError(f"--init clip: {why}")
+        log(f"note: {why}; the head's transformers start at random")
+        return None
+    path, sha256 = recorded
+    try:
+        ckpt = load_state_dict(path, sha256)
+    except WeightsError as e:
+        if init == "clip":
+            raise WeightsError(e.path, f"--init clip: {e.cause}") from None
+        log(f"note: {e}; the head's transformers start at random (--init clip makes this an error)")
+        return None
+    return ClipWeights(ckpt.path, ckpt.sha256, strip_prefix(ckpt.state_dict, "module."))
+
+
+def merged_settings(head: str | None, recipe: str | None, sets: list[str],
+                    train_flags: dict) -> tuple[str, TrainConfig, dict]:
+    """``(head, TrainConfig, head overrides)`` of recipe < flags < ``--set`` (a field given
+    both as a flag and with ``--set`` is an error)."""
+    from training.heads import HEADS
+    from training.recipes import load_recipe
+
+    rec = load_recipe(recipe) if recipe else None
+    if rec is not None and head is not None and head != rec.head:
+        raise ConfigError(f"--recipe {recipe} trains head {rec.head!r}, not --head {head!r}")
+    head = head or (rec.head if rec else None)
+    if head is None:
+        raise ConfigError("give --head or --recipe")
+    if head not in HEADS:
+        raise ConfigError(f"unknown head {head!r} (known: {', '.join(sorted(HEADS))})")
+    train_sets, overrides = split_settings(parse_sets(sets), [head])
+    config = train_config(train_flags, train_sets, rec.train if rec else None)
+    return head, config, {**(rec.head_options if rec else {}), **overrides}
+
+
 def train_cmd(
     store: str = typer.Option(..., "--store", help="feature store (Zarr folder)"),
-    head: str = typer.Option(..., "--head", help="head name: meanpool | avigate | ..."),
-    out: str = typer.Option(..., "--out", help="run folder to create (or continue with --resume)"),
+    head: Optional[str] = typer.Option(None, "--head", help="head name: meanpool | avigate | ... "
+                                                            "(default: the recipe's)"),
+    out: str = typer.Option("", "--out", help="run folder to create (or continue with --resume)"),
+    recipe: Optional[str] = typer.Option(None, "--recipe", help="a release's training settings: "
+                                                                "avigate-msrvtt | waver-msrvtt | clip4clip-meanpool"),
+    init: Optional[str] = typer.Option(None, "--init", help=INIT_HELP),
+    print_config: bool = typer.Option(False, "--print-config",
+                                      help="print the merged config (recipe < flags < --set) and exit"),
     audio_zero_fill: bool = typer.Option(False, "--audio-zero-fill",
                                          help="feed silent videos' zero tokens (the release) instead of masking"),
     sets: list[str] = typer.Option([], "--set", help="training or head option key=value (repeatable), "
@@ -102,22 +169,78 @@ def train_cmd(
     train_flags: dict | None = None,
 ) -> None:
     """Train a retrieval head on the store's train split; select on val; test once."""
-    from training.heads import HEADS, head_option
+    from training.heads import head_option
     from training.metrics import format_report
     from training.trainer import train
 
-    if head not in HEADS:
-        raise ConfigError(f"unknown head {head!r} (known: {', '.join(sorted(HEADS))})")
-    train_sets, overrides = split_settings(parse_sets(sets), [head])
+    head, config, overrides = merged_settings(head, recipe, sets, train_flags or {})
     if audio_zero_fill:
         if head_option(head, "audio_zero_fill") is None:
             raise ConfigError(f"--audio-zero-fill: head {head!r} reads no audio")
         overrides["audio_zero_fill"] = True
-    config = train_config(train_flags or {}, train_sets)
-    result = train(store, head, out, overrides, config, resume=resume, progress=progress, log=_log)
+    if print_config:
+        typer.echo(json.dumps(merged_config(store, head, recipe, config, overrides), indent=2))
+        return
+    if not out:
+        raise ConfigError("--out is required (the run folder)")
+    clip = None if resume else clip_weights(store, init)
+    result = train(store, head, out, overrides, config, resume=resume, progress=progress, log=_log, clip=clip)
     if result["test"] is not None:
         typer.echo(format_report(result["test"], f"test (best epoch {result['best_epoch'] + 1})"))
         typer.echo(f"wrote {os.path.join(out, 'test_metrics.json')}")
+
+
+def merged_config(store: str, head: str, recipe: str | None, config: TrainConfig, overrides: dict) -> dict:
+    """What ``--print-config`` shows: the head's full config on this store's sizes (as the
+    trainer builds it) and the ``TrainConfig``."""
+    from storage import layout_of
+    from training.heads import head_config
+
+    layout = layout_of(store)
+    try:
+        hc = head_config(head, overrides, dim=layout.dim, audio_dim=layout.audio_dim, max_frames=layout.n_frames)
+    except (KeyError, ValueError) as e:
+        raise ConfigError(e.args[0] if e.args else str(e)) from None
+    return {"head": head, "recipe": recipe, "head_config": dataclasses.asdict(hc),
+            "train": dataclasses.asdict(config)}
+
+
+def sweep_cmd(
+    store: str = typer.Option(..., "--store", help="feature store (Zarr folder)"),
+    head: Optional[str] = typer.Option(None, "--head", help="head name (default: the recipe's)"),
+    out: str = typer.Option(..., "--out", help="folder for the runs, sweep.json and sweep.md"),
+    grid: list[str] = typer.Option(..., "--grid", help="key=v1,v2,... (repeatable): a training or head "
+                                                      "option and the values to try"),
+    recipe: Optional[str] = typer.Option(None, "--recipe", help="settings every run starts from"),
+    init: Optional[str] = typer.Option(None, "--init", help=INIT_HELP),
+    sets: list[str] = typer.Option([], "--set", help="training or head option key=value for every run"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    train_flags: dict | None = None,
+) -> None:
+    """Train every setting of a grid, choose the best on val only, score test once for the
+    chosen setting; print the table and write sweep.json."""
+    from training.sweep import check_grid, run_sweep
+
+    head, config, overrides = merged_settings(head, recipe, sets, train_flags or {})
+    settings = parse_grid(grid)
+    check_grid(settings, head)  # before the CLIP file is read and hashed
+    result = run_sweep(store, head, settings, out, config, overrides, clip=clip_weights(store, init),
+                       progress=progress, log=_log)
+    typer.echo(result["markdown"])
+    typer.echo(f"wrote {os.path.join(out, 'sweep.json')}")
+
+
+def parse_grid(items: list[str]) -> dict[str, list]:
+    """``key=v1,v2`` items as ``{key: [v1, v2]}`` (values read as JSON when they parse)."""
+    grid = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or not key or not values:
+            raise ConfigError(f"--grid wants key=v1,v2,..., got {item!r}")
+        if key in grid:
+            raise ConfigError(f"--grid {key} given twice")
+        grid[key] = [parse_sets([f"v={v}"])["v"] for v in values.split(",")]
+    return grid
 
 
 def eval_cmd(
@@ -178,5 +301,6 @@ def report_cmd(run: str = typer.Argument(..., help="run folder written by vtr tr
 def register(root: typer.Typer) -> None:
     root.command("train")(one_line_errors(with_train_flags(train_cmd)))
     root.command("eval")(one_line_errors(eval_cmd))
+    root.command("sweep")(one_line_errors(with_train_flags(sweep_cmd)))
     root.command("report")(one_line_errors(report_cmd))
     root.command("ablate")(one_line_errors(with_train_flags(ablate_cmd)))
