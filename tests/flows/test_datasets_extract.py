@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from extractors.datasets import get_dataset, list_datasets
 from extractors.sample_server import start_sample_server
-from storage import DONE, FAILED, layout_of, open_store, read_attrs
+from storage import DONE, FAILED, as_str, layout_of, open_store, read_attrs
 from vtr.cli import app
 
 from .conftest import TINY
@@ -90,7 +90,7 @@ def test_sample_extracts_with_its_counts_sizes_and_audio(extracted, name):
     root, store, code, out = extracted(name)
     assert code == 0, out
     ds = open_store(store)
-    split, cv = ds.split.values.astype(str), ds.caption_video.values
+    split, cv = as_str(ds.split.values), ds.caption_video.values
     for s, (n_v, n_c) in COUNTS[name].items():
         assert ((split == s).sum(), (split[cv] == s).sum()) == (n_v, n_c), s
     n_frames, n_words = SIZES.get(name, (12, 32))
@@ -104,13 +104,13 @@ def test_sample_extracts_with_its_counts_sizes_and_audio(extracted, name):
     assert ok.sum() == len(split) - (name == MISSING[0])
     assert (ds.text_state.values == DONE).all()
     # audio: own track, crawled by the YouTube id, or none (DiDeMo's silent Flickr files)
-    src, has = ds.audio_source.values.astype(str), ds.has_audio.values
+    src, has = as_str(ds.audio_source.values), ds.has_audio.values
     probed_audio = ds.source_has_audio.values
     assert (src[probed_audio & ok] == "original").all()
     silent = ~probed_audio & ok
     if name in CRAWLED:
         assert silent.any() and (src[silent] == "crawled").all() and has[silent].all()
-        assert (ds.url.values.astype(str)[silent] != "").all()
+        assert (as_str(ds.url.values)[silent] != "").all()
     elif name == "didemo":
         assert silent.any() and (src[silent] == "none").all() and not has[silent].any()
     elif name != "msrvtt":
@@ -122,7 +122,7 @@ def test_paragraphs_are_the_release_joins(extracted):
     assert code == 0, out
     ann = json.loads((root / "val_1.json").read_text())
     ds = open_store(store)
-    text = dict(zip(ds.video.values.astype(str)[ds.caption_video.values], ds.caption_text.values.astype(str)))
+    text = dict(zip(as_str(ds.video.values)[ds.caption_video.values], as_str(ds.caption_text.values)))
     for key, entry in ann.items():
         assert text[key[2:]] == " ".join(entry["sentences"])  # leading spaces kept: double spaces
     assert any("  " in t for t in text.values())
@@ -130,7 +130,7 @@ def test_paragraphs_are_the_release_joins(extracted):
     assert code == 0, out
     moments = json.loads((root / "test_data.json").read_text())
     ds = open_store(store)
-    text = dict(zip(ds.video.values.astype(str)[ds.caption_video.values], ds.caption_text.values.astype(str)))
+    text = dict(zip(as_str(ds.video.values)[ds.caption_video.values], as_str(ds.caption_text.values)))
     for name in {m["video"] for m in moments}:
         assert text[name] == " ".join(m["description"] for m in moments if m["video"] == name)
     assert read_attrs(store)["max_seconds"] == 31.0
@@ -141,8 +141,8 @@ def test_listed_video_without_a_file_fails_alone(extracted):
     root, store, code, out = extracted(MISSING[0])
     assert code == 0, out
     ds = open_store(store)
-    ids = ds.video.values.astype(str)
-    gone = [i for i, p in enumerate(ds.video_path.values.astype(str)) if not (root / p).exists()]
+    ids = as_str(ds.video.values)
+    gone = [i for i, p in enumerate(as_str(ds.video_path.values)) if not (root / p).exists()]
     assert len(gone) == 1 and ids[gone[0]].startswith(MISSING[1])
     assert ds.probe_state.values[gone[0]] == FAILED
     assert "no such file" in str(ds.probe_error.values[gone[0]]) or "No such file" in str(ds.probe_error.values[gone[0]])

@@ -49,7 +49,7 @@ def test_every_head_trains_on_64_frames_and_64_words(app, tmp_path):
     rows = json.loads((tmp_path / "ab" / "ablation.json").read_text())["rows"]
     assert [row["variant"] for row in rows] == list(VARIANTS)
     for variant in VARIANTS:
-        cfg = json.loads((tmp_path / "ab" / "runs" / variant / "config.json").read_text())["head_config"]
+        cfg = json.loads((tmp_path / "ab" / "runs" / variant.replace("/", "-") / "config.json").read_text())["head_config"]
         assert cfg.get("max_frames", 64) == 64  # sized from the store, not a built-in 12
     r = run(app, "eval", "--store", store, "--run", tmp_path / "ab" / "runs" / "avigate")
     assert r.exit_code == 0, r.output
@@ -64,7 +64,8 @@ def test_multi_sentence_store_is_reported_by_its_protocol(app, tmp_path):
     set_protocol(store, "multi")
     out = tmp_path / "run"
     r = run(app, "train", "--store", store, "--head", "avigate", "--out", out, "--epochs", 2, "--batch-size", 8,
-            "--audio-tokens", 4, "--no-progress", "--device", "cpu", *TINY[:6])
+            "--audio-tokens", 4, "--no-progress", "--device", "cpu", "--set", "n_heads=4",
+            "--set", "resampler_layers=1", "--set", "fusion_layers=1")
     assert r.exit_code == 0, r.output
     assert "protocol: multi (CLIP4Clip's multi-sentence" in r.output
     r = run(app, "eval", "--store", store, "--run", out)
