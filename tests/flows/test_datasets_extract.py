@@ -64,7 +64,8 @@ def extracted(tmp_path_factory, served_sample):
         if name == "msrvtt":
             served_sample(root, n_videos=8, seed=8)
         else:
-            get_dataset(name).write_sample(root, seed=0)
+            code, out = cli("sample-data", "--dataset", name, root)
+            assert code == 0 and f"vtr extract --dataset {name} --data-root {root}" in out, out
         if name in CRAWLED:  # the stand-in originals, served on loopback
             servers.append(start_sample_server(root))
             options = ["--dataset-options", f"youtube_url={servers[-1].url}/youtube/{{id}}.m4a"]
