@@ -44,6 +44,13 @@ class Manifest:
     urls: list[str] = field(default_factory=list)
     start_times: list[float] = field(default_factory=list)
     end_times: list[float] = field(default_factory=list)
+    # What the dataset's registry entry says about retrieval on it (``read_dataset`` fills
+    # these): the evaluation protocol, and the frame/word sizes and frame window its
+    # releases use (None: the store's defaults, the whole video).
+    protocol: str = "single"
+    n_frames: int | None = None
+    n_words: int | None = None
+    max_seconds: float | None = None
 
     def __post_init__(self):
         n = len(self.video_ids)
@@ -63,7 +70,8 @@ class Manifest:
         return dict(dataset=self.dataset, video_ids=self.video_ids, splits=self.splits,
                     caption_text=self.caption_text, caption_video=self.caption_video,
                     video_paths=self.video_paths, urls=self.urls, start_times=self.start_times,
-                    end_times=self.end_times, data_root=self.root)
+                    end_times=self.end_times, data_root=self.root, protocol=self.protocol,
+                    max_seconds=self.max_seconds)
 
 
 def _read_json(path: Path) -> dict:

@@ -67,8 +67,9 @@ class FrameItems(torch.utils.data.Dataset):
     """Item i -> (i, valid frames uint8 [k, S, S, 3], mask [n], error)."""
 
     def __init__(self, paths: Sequence[str | os.PathLike], n_frames: int = StoreLayout.n_frames, size: int = 224,
-                 backend: str = "decord", timeout_s: float | None = 60.0):
+                 backend: str = "decord", timeout_s: float | None = 60.0, max_seconds: float | None = None):
         self.paths, self.n, self.size, self.backend, self.timeout_s = list(paths), n_frames, size, backend, timeout_s
+        self.max_seconds = max_seconds
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -78,7 +79,7 @@ class FrameItems(torch.utils.data.Dataset):
 
         try:
             frames, mask = load_clip_frames(self.paths[i], n=self.n, size=self.size, backend=self.backend,
-                                            timeout_s=self.timeout_s)
+                                            timeout_s=self.timeout_s, max_seconds=self.max_seconds)
         except Exception as e:  # noqa: BLE001 - one bad file must not stop the batch
             return i, None, None, _error_text(self.paths[i], e)
         mask = np.asarray(mask, dtype=bool)
@@ -188,16 +189,17 @@ def _packed(stream: Iterable, batch_size: int, row_shape: tuple[int, ...], row_d
 
 # --- encoders ---------------------------------------------------------------------------------
 def encode_frames(encoder, paths: Sequence[str | os.PathLike], *, batch_size: int, timeout_s: float | None,
-                  workers: int | None = None, n_frames: int = StoreLayout.n_frames, backend: str = "decord", stats: Throughput | None = None
-                  ) -> Iterator[ItemResult]:
-    """Per video: ``frame_features [n_frames, D]`` (zero in padded slots) and ``frame_mask``."""
+                  workers: int | None = None, n_frames: int = StoreLayout.n_frames, backend: str = "decord", stats: Throughput | None = None,
+                  max_seconds: float | None = None) -> Iterator[ItemResult]:
+    """Per video: ``frame_features [n_frames, D]`` (zero in padded slots) and ``frame_mask``;
+    frames from the first ``max_seconds`` only when given."""
     from extractors.frames import normalize_for_clip
 
     workers = default_workers() if workers is None else workers
     pin = pin_memory(encoder.device)
     size = encoder.image_size
     stats = stats if stats is not None else Throughput()
-    loader = _loader(FrameItems(paths, n_frames, size, backend, timeout_s), workers, pin)
+    loader = _loader(FrameItems(paths, n_frames, size, backend, timeout_s, max_seconds), workers, pin)
 
     def run(x: torch.Tensor) -> np.ndarray:
         x = x.to(encoder.device, non_blocking=pin)

@@ -19,10 +19,12 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-def sample_positions(n_frames_total: int, fps: float, n: int = 12) -> tuple[np.ndarray, np.ndarray]:
-    """Frame indices at 1 fps (``round(sec * fps)`` while inside the video), thinned with
-    ``linspace(0, k - 1, n)`` when there are more than ``n``; padded slots hold index 0 and
-    mask False."""
+def sample_positions(n_frames_total: int, fps: float, n: int = 12,
+                     max_seconds: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Frame indices at 1 fps (``round(sec * fps)`` while inside the video, and for
+    ``sec <= max_seconds`` when given: CLIP4Clip's inclusive window, 0-31 s for DiDeMo),
+    thinned with ``linspace(0, k - 1, n)`` when there are more than ``n``; padded slots hold
+    index 0 and mask False."""
     if n < 1:
         raise ValueError("n must be at least 1")
     idx = np.zeros(n, dtype=np.int64)
@@ -35,7 +37,7 @@ def sample_positions(n_frames_total: int, fps: float, n: int = 12) -> tuple[np.n
     sec = 0
     while True:
         i = int(np.rint(sec * fps))
-        if i >= n_frames_total:
+        if i >= n_frames_total or (max_seconds is not None and sec > max_seconds):
             break
         pos.append(i)
         sec += 1
@@ -54,12 +56,12 @@ def _rotate(frames: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(frames, k=-(rotation // 90), axes=(1, 2)))
 
 
-def _decode_decord(path: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+def _decode_decord(path: str, n: int, max_seconds: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     import decord
 
     vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
     total, fps = len(vr), float(vr.get_avg_fps())
-    idx, mask = sample_positions(total, fps, n)
+    idx, mask = sample_positions(total, fps, n, max_seconds)
     if not mask.any():
         raise RuntimeError("no decodable frames")
     got = vr.get_batch(idx[mask].tolist()).asnumpy()
@@ -71,7 +73,7 @@ def _cw_rotation(frame) -> int:
     return int(round(-float(getattr(frame, "rotation", 0) or 0))) % 360
 
 
-def _decode_pyav(path: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+def _decode_pyav(path: str, n: int, max_seconds: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     import av
 
     with av.open(path) as container:
@@ -83,7 +85,7 @@ def _decode_pyav(path: str, n: int) -> tuple[np.ndarray, np.ndarray]:
         total = int(stream.frames or 0)
         if total <= 0 and stream.duration and stream.time_base:
             total = int(round(float(stream.duration * stream.time_base) * fps))
-        idx, mask = sample_positions(total, fps, n)
+        idx, mask = sample_positions(total, fps, n, max_seconds)
         wanted = {int(i) for i in idx[mask]}
         kept: dict[int, np.ndarray] = {}
         count, rotation = 0, 0
@@ -100,16 +102,16 @@ def _decode_pyav(path: str, n: int) -> tuple[np.ndarray, np.ndarray]:
         raise RuntimeError("no decodable frames")
     if len(kept) < len(wanted) or not wanted:
         # the header's frame count was missing or too high: sample from the real count
-        return _decode_pyav_counted(path, n, rotation, count, fps)
+        return _decode_pyav_counted(path, n, rotation, count, fps, max_seconds)
     got = np.stack([kept[int(i)] for i in idx[mask]])
     return _pack(got, mask, rotation)
 
 
 def _decode_pyav_counted(path: str, n: int, rotation: int, total: int,
-                         fps: float) -> tuple[np.ndarray, np.ndarray]:
+                         fps: float, max_seconds: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     import av
 
-    idx, mask = sample_positions(total, fps, n)
+    idx, mask = sample_positions(total, fps, n, max_seconds)
     if not mask.any():
         raise RuntimeError("no decodable frames")
     wanted = set(int(i) for i in idx[mask])
@@ -131,9 +133,9 @@ def _pack(got: np.ndarray, mask: np.ndarray, rotation: int) -> tuple[np.ndarray,
     return out, mask
 
 
-# The decoder interface: (path, n) -> (uint8 [n, H, W, 3] upright RGB, mask [n]), raising on
+# The decoder interface: (path, n, max_seconds) -> (uint8 [n, H, W, 3] upright RGB, mask [n]), raising on
 # any failure. decord is the design's choice; PyAV is the second opinion and the fallback.
-BACKENDS: dict[str, Callable[[str, int], tuple[np.ndarray, np.ndarray]]] = {
+BACKENDS: dict[str, Callable[[str, int, float | None], tuple[np.ndarray, np.ndarray]]] = {
     "decord": _decode_decord,
     "pyav": _decode_pyav,
 }
@@ -164,17 +166,17 @@ class _Timeout(MediaError):
 
 
 def _serve(conn) -> None:
-    """Decode-worker loop: (backend, path, n) in, ("ok", frames) or ("err", line) out."""
+    """Decode-worker loop: (backend, path, n, max_seconds) in, ("ok", frames) or ("err", line) out."""
     # decord and FFmpeg log to fd 2 from C; the cause goes back through the pipe instead
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     while True:
         try:
-            backend, path, n = conn.recv()
+            backend, path, n, max_seconds = conn.recv()
         except (EOFError, OSError):
             return
         try:
-            reply = ("ok", BACKENDS[backend](path, n))
+            reply = ("ok", BACKENDS[backend](path, n, max_seconds))
         except BaseException as e:  # noqa: BLE001 - everything goes back as one line
             reply = ("err", _describe(backend, e, path))
         conn.send(reply)
@@ -196,9 +198,9 @@ class _DecodeWorker:
         self.owner = os.getpid()
         self.files = 0
 
-    def call(self, backend: str, path: str, n: int, timeout_s: float):
+    def call(self, backend: str, path: str, n: int, timeout_s: float, max_seconds: float | None = None):
         self.files += 1
-        self.conn.send((backend, path, n))
+        self.conn.send((backend, path, n, max_seconds))
         if not self.conn.poll(timeout_s):
             self.close()
             raise _Timeout(path, f"{backend} decode timed out after {timeout_s:g} s")
@@ -232,26 +234,26 @@ def shutdown_decode_workers() -> None:
         _local.worker = None
 
 
-def _run_bounded_process(backend: str, path: str, n: int, timeout_s: float):
+def _run_bounded_process(backend: str, path: str, n: int, timeout_s: float, max_seconds: float | None = None):
     w = getattr(_local, "worker", None)
     if w is None or not w.alive():
         if w is not None:
             w.close()
         w = _local.worker = _DecodeWorker()
-    status, payload = w.call(backend, path, n, timeout_s)
+    status, payload = w.call(backend, path, n, timeout_s, max_seconds)
     if status == "err":
         raise MediaError(path, payload)
     return payload
 
 
-def _run_bounded_thread(backend: str, path: str, n: int, timeout_s: float):
+def _run_bounded_thread(backend: str, path: str, n: int, timeout_s: float, max_seconds: float | None = None):
     # daemonic processes (DataLoader workers) may not start children: bound with a thread;
     # a hung decoder then leaks its thread but the run goes on
     box: dict = {}
 
     def work():
         try:
-            box["ok"] = BACKENDS[backend](path, n)
+            box["ok"] = BACKENDS[backend](path, n, max_seconds)
         except BaseException as e:  # noqa: BLE001
             box["err"] = _describe(backend, e, path)
 
@@ -270,20 +272,20 @@ def _run_bounded_thread(backend: str, path: str, n: int, timeout_s: float):
 FALLBACK = {"decord": "pyav"}
 
 
-def _decode(backend: str, path: str, n: int, timeout_s: float | None):
+def _decode(backend: str, path: str, n: int, max_seconds: float | None, timeout_s: float | None):
     """One backend on ``path`` (an ffmpeg-safe path); ``MediaError`` with its cause."""
     if timeout_s is None:
         try:
-            return BACKENDS[backend](path, n)
+            return BACKENDS[backend](path, n, max_seconds)
         except Exception as e:  # noqa: BLE001 - decord/av raise their own error types
             raise MediaError(path, _describe(backend, e, path)) from None
     runner = _run_bounded_thread if mp.current_process().daemon else _run_bounded_process
-    return runner(backend, path, n, timeout_s)
+    return runner(backend, path, n, timeout_s, max_seconds)
 
 
 def read_frames(path: str | os.PathLike, n: int = 12, backend: str = "decord",
-                timeout_s: float | None = 60.0) -> tuple[np.ndarray, np.ndarray]:
-    """The ``n`` sampled frames as uint8 ``[n, H, W, 3]`` RGB at display size (rotation
+                timeout_s: float | None = 60.0, max_seconds: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n`` sampled frames (of the first ``max_seconds``, see ``sample_positions``) as uint8 ``[n, H, W, 3]`` RGB at display size (rotation
     applied; zeros in padded slots) and the mask.
 
     With ``timeout_s`` the decode runs in a long-lived child process (one per thread) that
@@ -303,7 +305,7 @@ def read_frames(path: str | os.PathLike, n: int = 12, backend: str = "decord",
         raise MediaError(p, "empty file (0 bytes)")
     src = ffmpeg_path(p)
     try:
-        return _decode(backend, src, n, timeout_s)
+        return _decode(backend, src, n, max_seconds, timeout_s)
     except _Timeout as e:
         raise MediaError(p, e.cause) from None
     except MediaError as e:
@@ -311,7 +313,7 @@ def read_frames(path: str | os.PathLike, n: int = 12, backend: str = "decord",
             raise MediaError(p, e.cause) from None
         first = e.cause
     try:
-        return _decode(FALLBACK[backend], src, n, timeout_s)
+        return _decode(FALLBACK[backend], src, n, max_seconds, timeout_s)
     except MediaError as e:
         raise MediaError(p, f"{first}; {e.cause}") from None
 
@@ -342,10 +344,10 @@ def resize_center_crop(frames: np.ndarray, size: int = 224) -> np.ndarray:
 
 
 def load_clip_frames(path: str | os.PathLike, n: int = 12, size: int = 224, backend: str = "decord",
-                     timeout_s: float | None = 60.0) -> tuple[np.ndarray, np.ndarray]:
+                     timeout_s: float | None = 60.0, max_seconds: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``read_frames`` + ``resize_center_crop``: uint8 ``[n, size, size, 3]`` and the mask
     (padded slots stay zero)."""
-    frames, mask = read_frames(path, n=n, backend=backend, timeout_s=timeout_s)
+    frames, mask = read_frames(path, n=n, backend=backend, timeout_s=timeout_s, max_seconds=max_seconds)
     out = np.zeros((n, size, size, 3), dtype=np.uint8)
     out[mask] = resize_center_crop(frames[mask], size)
     return out, mask

@@ -6,7 +6,7 @@ every step reads its knobs from it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,6 +31,7 @@ class EncoderSpec:
     random_init: bool
     device: str
     fbank_shift: str
+    context_length: int  # CLIP's text context: the store's words per caption
 
 
 class ExtractConfig(BaseModel):
@@ -62,8 +63,20 @@ class ExtractConfig(BaseModel):
     video_chunk: int = Field(StoreLayout.video_chunk, ge=1, description="videos per store chunk = per task (new stores only)")
     gpu_per_worker: bool = Field(False, description="model tasks need a worker with resources GPU=1")
     storage_options: dict | None = Field(None, description="fsspec options of a remote store (s3://...)")
+    dataset_options: dict[str, Any] = Field(
+        {}, description="the dataset reader's options, key=value (n_val, seed, video_dir, youtube_url, "
+                        "train_list: see extractors.datasets; each reader takes its own)")
+    n_frames: int | None = Field(None, ge=1, description="frames per video (default: the dataset's, 12; "
+                                                         "64 for DiDeMo and ActivityNet; new stores only)")
+    n_words: int | None = Field(None, ge=3, le=77, description="tokens per caption, SOT and EOT included "
+                                                               "(default: the dataset's, 32; 64 for "
+                                                               "DiDeMo and ActivityNet; new stores only)")
 
-    def encoders(self) -> EncoderSpec:
+    def encoders(self, n_words: int | None = None) -> EncoderSpec:
+        """The encoders' spec; ``n_words``: the store's caption length (default: the CLIP's)."""
+        from extractors.encoders import clip_geometry
+
         return EncoderSpec(clip_model=self.clip_model, clip_weights=self.clip_weights,
                            ast_weights=self.ast_weights, ast_size=self.ast_size, random_init=self.random_init,
-                           device=self.device, fbank_shift=self.fbank_shift)
+                           device=self.device, fbank_shift=self.fbank_shift,
+                           context_length=n_words or clip_geometry(self.clip_model).context_length)

@@ -72,7 +72,8 @@ def _open_or_create(store: str, manifest, layout: StoreLayout, storage_options: 
 
 
 def _layout(manifest, cfg: ExtractConfig) -> StoreLayout:
-    """The new store's sizes, its widths and audio token geometry from the encoder registry."""
+    """The new store's sizes: frames and words per the config, else the dataset's (the
+    manifest's), else the defaults; widths and audio token geometry from the encoder registry."""
     from extractors.encoders import clip_geometry
 
     try:
@@ -81,7 +82,8 @@ def _layout(manifest, cfg: ExtractConfig) -> StoreLayout:
     except ValueError as e:
         raise ExtractError(str(e)) from None
     return StoreLayout(n_videos=manifest.n_videos, n_captions=len(manifest.caption_text),
-                       dim=clip.embed_dim, n_words=clip.context_length,
+                       n_frames=cfg.n_frames or manifest.n_frames or StoreLayout.n_frames,
+                       dim=clip.embed_dim, n_words=cfg.n_words or manifest.n_words or clip.context_length,
                        n_audio_tokens=ast.n_tokens, audio_dim=ast.hidden_size,
                        audio_special_tokens=ast.special_tokens, audio_freq_patches=ast.freq_patches,
                        audio_time_patches=ast.time_patches, video_chunk=cfg.video_chunk)
@@ -198,15 +200,27 @@ def extract_msrvtt(data_root: str, store: str, config: ExtractConfig = ExtractCo
 
 
 @flow(name="extract-dataset", log_prints=True, task_runner=LOCAL_RUNNER)
-def extract_dataset(manifest: str, store: str, config: ExtractConfig = ExtractConfig(),
+def extract_dataset(manifest: str | None = None, store: str = "", config: ExtractConfig = ExtractConfig(),
                     data_root: str | None = None, dataset: str | None = None) -> dict:
-    """Any dataset from a CSV/JSONL manifest (``video_id, path, caption[, split]``)."""
+    """A registered dataset's folder (``dataset=`` its name, ``data_root=`` the folder;
+    ``config.dataset_options`` go to its reader), or any dataset from a CSV/JSONL manifest
+    (``manifest=``: ``video_id, path, caption[, split]``; ``dataset`` then names it)."""
     from extractors.annotations import AnnotationError, read_manifest_file
+    from extractors.datasets import read_dataset
+
+    if not store:
+        raise ExtractError("no store path given (store=...)")
     try:
-        kw = {"root": data_root} if data_root else {}
-        if dataset:
-            kw["dataset"] = dataset
-        m = read_manifest_file(manifest, **kw)
+        if manifest:
+            kw = {"root": data_root} if data_root else {}
+            if dataset:
+                kw["dataset"] = dataset
+            m = read_manifest_file(manifest, **kw)
+        elif dataset and data_root:
+            m = read_dataset(dataset, data_root, **config.dataset_options)
+        else:
+            raise ExtractError("give dataset= and data_root= (a registered dataset's folder), "
+                               "or manifest= (a CSV/JSONL manifest)")
     except AnnotationError as e:
         raise ExtractError(str(e)) from None
     return run_extraction(m, store, config)

@@ -8,6 +8,10 @@ in a subprocess. Both take the extraction options as one parameter, ``config``
     prefect deployment run 'extract-msrvtt/vtr' --param data_root=/data/msrvtt \\
         --param store=/data/msrvtt.zarr --param config='{"clip_weights": "/weights/ViT-B-32.pt",
         "ast_weights": "/weights/audioset_10_10_0.4593.pth"}' --watch
+
+``extract-dataset`` takes a registered dataset (``--param dataset=vatex --param
+data_root=/data/vatex``; reader options in ``config``'s ``dataset_options``) or a
+CSV/JSONL manifest (``--param manifest=list.csv``).
 """
 from __future__ import annotations
 

@@ -130,7 +130,9 @@ def write_results(writer: StepWriter, results: Iterator[ItemResult], progress: b
         if good:
             for name in good[0].data:
                 proto = np.asarray(good[0].data[name])
-                rows = np.zeros((len(batch), *proto.shape), dtype=proto.dtype)
+                # strings take the widest of the batch ("crawled" first must not cut "original")
+                dtype = np.asarray([r.data[name] for r in good]).dtype if proto.dtype.kind == "U" else proto.dtype
+                rows = np.zeros((len(batch), *proto.shape), dtype=dtype)
                 for j, r in enumerate(batch):
                     if r.ok:
                         rows[j] = r.data[name]

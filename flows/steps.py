@@ -38,7 +38,7 @@ def clip_encoder(spec: EncoderSpec):
 def _clip_encoder(spec: EncoderSpec):
     from extractors.clip_encoder import create_clip_encoder
     return create_clip_encoder(model=spec.clip_model, weights=spec.clip_weights,
-                               random_init=spec.random_init, device=spec.device)
+                               random_init=spec.random_init, device=spec.device, context_length=spec.context_length)
 
 
 def ast_config(spec: EncoderSpec):
@@ -152,10 +152,12 @@ FRAME_BACKEND = "decord"
 
 def write_frames(store: str, encoder, cfg: ExtractConfig, **run) -> dict:
     """Frame features, decoded from the compressed copy when the compress step made one,
-    else from the source video."""
+    else from the source video: the store's ``n_frames`` of them, from its first
+    ``max_seconds`` (an attribute; None: the whole video)."""
     from extractors.engine import encode_frames
 
     n_frames = layout_of(store, cfg.storage_options).n_frames
+    max_seconds = read_attrs(store, cfg.storage_options).get("max_seconds")
 
     def compute(inp: StepInputs) -> Iterator[ItemResult]:
         comp_ok = inp.column("compress_state") == DONE
@@ -163,13 +165,14 @@ def write_frames(store: str, encoder, cfg: ExtractConfig, **run) -> dict:
         root = str(inp.attrs.get("data_root", ""))
         paths = [resolve(root, c if ok and c else s) for s, c, ok in zip(src, comp, comp_ok)]
         return encode_frames(encoder, paths, batch_size=cfg.frame_batch_size, workers=cfg.workers,
-                             n_frames=n_frames, backend=FRAME_BACKEND, timeout_s=cfg.decode_timeout_s)
+                             n_frames=n_frames, max_seconds=max_seconds, backend=FRAME_BACKEND,
+                             timeout_s=cfg.decode_timeout_s)
 
     return run_step_items(
         store, "frames", compute, storage_options=cfg.storage_options,
         check=lambda lay: None if lay.dim == encoder.dim else
         f"the store holds {lay.dim}-d frame features, the encoder gives {encoder.dim}",
-        provenance=encoder.provenance(n_frames=n_frames, backend=FRAME_BACKEND), **run)
+        provenance=encoder.provenance(n_frames=n_frames, max_seconds=max_seconds, backend=FRAME_BACKEND), **run)
 
 
 def write_audio(store: str, encoder, cfg: ExtractConfig, **run) -> dict:
@@ -313,6 +316,11 @@ ENCODER_WRITERS = {"frames": (write_frames, clip_encoder), "audio": (write_audio
 WHOLE_STORE_WRITERS = {"tags": write_tags, "style": write_style}
 
 
+def _encoders(store: str, cfg: ExtractConfig) -> EncoderSpec:
+    """The encoders for ``store``: CLIP's text context is the store's words per caption."""
+    return cfg.encoders(n_words=layout_of(store, cfg.storage_options).n_words)
+
+
 def _log_error(step: str) -> Callable[[int, str], None]:
     log = get_run_logger()
     return lambda i, e: log.warning("%s item %d: %s", step, i, e)
@@ -324,7 +332,7 @@ def _block_task(step: str, **task_options):
         if step in MEDIA_WRITERS:
             return MEDIA_WRITERS[step](store, cfg, **kw)
         fn, encoder = ENCODER_WRITERS[step]
-        return fn(store, encoder(cfg.encoders()), cfg, **kw)
+        return fn(store, encoder(_encoders(store, cfg)), cfg, **kw)
 
     run.__name__ = run.__qualname__ = f"{step}_block"
     return task(name=step, task_run_name=f"{step} block {{first}}", **task_options)(run)
@@ -332,7 +340,7 @@ def _block_task(step: str, **task_options):
 
 def _store_task(step: str):
     def run(store: str, cfg: ExtractConfig) -> dict:
-        return WHOLE_STORE_WRITERS[step](store, clip_encoder(cfg.encoders()), cfg, on_error=_log_error(step))
+        return WHOLE_STORE_WRITERS[step](store, clip_encoder(_encoders(store, cfg)), cfg, on_error=_log_error(step))
 
     run.__name__ = run.__qualname__ = f"{step}_step"
     return task(name=step)(run)

@@ -27,6 +27,11 @@ FORMAT_NAME = "vtr-zarr"
 MISSING, DONE, FAILED = 0, 1, 2
 STATE_NAMES = {MISSING: "missing", DONE: "done", FAILED: "failed"}
 
+# How a store's test split is scored (attribute ``protocol``): single = one caption per
+# video, square matrix; multi = several captions per video, CLIP4Clip's multi-sentence
+# protocol (MSVD, VATEX); paragraph = one paragraph per video, scored like single.
+PROTOCOLS = ("single", "multi", "paragraph")
+
 
 @dataclass(frozen=True)
 class StoreLayout:

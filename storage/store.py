@@ -18,6 +18,7 @@ from storage.schema import (
     DONE,
     FORMAT_NAME,
     PHRASE_VARIABLES,
+    PROTOCOLS,
     REQUIRED,
     SCHEMA_VERSION,
     TABLE_STATE,
@@ -110,9 +111,14 @@ def create_store(
     end_times: Sequence[float] | None = None,
     layout: StoreLayout | None = None,
     data_root: str = "",
+    protocol: str = "single",
+    max_seconds: float | None = None,
     storage_options: dict | None = None,
 ) -> StoreLayout:
     """Write an empty store (all features missing) from a dataset's manifest.
+
+    ``protocol`` (one of ``PROTOCOLS``) is how the test split is scored; ``max_seconds``
+    limits the frames step to the first seconds of each video (None: all of it).
 
     Refuses to touch an existing path: nothing already written is ever overwritten.
     """
@@ -126,6 +132,8 @@ def create_store(
     cv = np.asarray(caption_video, dtype=np.int64)
     if n_c and (cv.min() < 0 or cv.max() >= n_v):
         raise StoreError(f"{path}: caption_video holds indices outside 0..{n_v - 1}")
+    if protocol not in PROTOCOLS:
+        raise StoreError(f"{path}: unknown protocol {protocol!r} (expected {' | '.join(PROTOCOLS)})")
     bad = sorted(set(splits) - {"train", "val", "test"})
     if bad:
         raise StoreError(f"{path}: unknown split names {bad} (expected train | val | test)")
@@ -176,6 +184,8 @@ def create_store(
         "dataset": dataset,
         "layout": layout.to_json(),
         "data_root": str(data_root),
+        "protocol": protocol,
+        "max_seconds": max_seconds,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "provenance": {},
     })

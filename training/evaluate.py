@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from storage import read_attrs
 from training.data import SplitData, load_arrays, select_split, to_batch
 from training.heads import Head
 from training.metrics import retrieval_report
@@ -60,10 +61,12 @@ def similarity_matrix(head: Head, arrays: dict[str, np.ndarray], device: torch.d
 
 def evaluate_split(head: Head, store: str, data: SplitData, audio: np.ndarray | None,
                    device: torch.device, batch_size: int = 256, amp: bool = True) -> dict:
-    """Single-caption (first caption per video) and multi-caption metrics of one split."""
+    """Single-caption (first caption per video) and multi-caption metrics of one split,
+    labelled with the store's protocol (the one its dataset is scored by)."""
     arrays = load_arrays(store, data, head.text_fields + head.video_fields, audio)
     sim = similarity_matrix(head, arrays, device, batch_size, amp=amp)
-    report = retrieval_report(sim, arrays["caption_video"], data.first_captions())
+    report = retrieval_report(sim, arrays["caption_video"], data.first_captions(),
+                              protocol=read_attrs(store).get("protocol", "single"))
     report["split"] = data.name
     return report
 

@@ -10,8 +10,11 @@ strictly higher scores); on ties CLIP4Clip emits one rank per tied position, so 
 number of queries changes, which we do not reproduce. A constant matrix therefore gives
 the worst rank, never a perfect score.
 
-Multi-caption protocol (``caption_video`` given): text->video ranks each caption's video
-among all videos. Video->text has two conventions (``v2t``):
+Multi-caption protocol (``caption_video`` given), CLIP4Clip's multi-sentence evaluation
+(MSVD, VATEX): text->video ranks each caption's video among all videos, and MdR is the
+lower of the two middle ranks on an even count (``torch.median``, as CLIP4Clip's
+``tensor_text_to_video_metrics``), not numpy's mean of them. Video->text has two
+conventions (``v2t``):
 
 * ``"groups"`` (the default, CLIP4Clip's ``tensor_video_to_text_sim``): each video's
   candidates are the videos' caption groups, a group scoring its best caption; the rank
@@ -28,18 +31,28 @@ import numpy as np
 
 KEYS = ("R1", "R5", "R10", "MdR", "MnR")
 V2T = ("groups", "captions")
+# What each store protocol (storage.PROTOCOLS) is scored by, for the report's first rows.
+PRIMARY = {"single": "single", "paragraph": "single", "multi": "multi"}
+PROTOCOL_NOTES = {
+    "single": "one caption per video (the first), square matrix",
+    "paragraph": "one paragraph per video, square matrix",
+    "multi": "CLIP4Clip's multi-sentence: every caption ranks the videos; each video ranks the "
+             "caption groups, a group scoring its best caption",
+}
 
 
-def rank_metrics(ranks: np.ndarray) -> dict[str, float]:
-    """R@1/5/10, MdR and MnR from 0-based ranks."""
+def rank_metrics(ranks: np.ndarray, lower_median: bool = False) -> dict[str, float]:
+    """R@1/5/10, MdR and MnR from 0-based ranks; ``lower_median``: MdR from the lower
+    middle rank of an even count (torch's median) instead of numpy's mean of the two."""
     ranks = np.asarray(ranks, dtype=np.float64)
     if ranks.size == 0:
         raise ValueError("no queries to rank")
+    median = np.sort(ranks)[(ranks.size - 1) // 2] if lower_median else np.median(ranks)
     return {
         "R1": float(100.0 * np.mean(ranks < 1)),
         "R5": float(100.0 * np.mean(ranks < 5)),
         "R10": float(100.0 * np.mean(ranks < 10)),
-        "MdR": float(np.median(ranks) + 1),
+        "MdR": float(median + 1),
         "MnR": float(np.mean(ranks) + 1),
     }
 
@@ -137,19 +150,23 @@ def retrieval_metrics(sim, caption_video: np.ndarray | None = None,
         s = _as_array(sim)
         return rank_metrics(ranks_single(s if direction == "t2v" else s.T))
     if direction == "t2v":
-        return rank_metrics(ranks_text_to_video(sim, caption_video))
+        return rank_metrics(ranks_text_to_video(sim, caption_video), lower_median=True)
     return rank_metrics(ranks_video_to_text(sim, caption_video, v2t))
 
 
-def retrieval_report(sim, caption_video: np.ndarray, single_rows: np.ndarray) -> dict:
-    """Both protocols from one [n_captions, n_videos] matrix.
+def retrieval_report(sim, caption_video: np.ndarray, single_rows: np.ndarray, protocol: str = "single") -> dict:
+    """Both protocols from one [n_captions, n_videos] matrix; ``protocol`` (the store's:
+    single, paragraph or multi) names the one the dataset is scored by.
 
     ``single_rows[v]`` is the caption row used for video ``v`` in the single-caption
     (1k-A style) protocol.
     """
+    if protocol not in PRIMARY:
+        raise ValueError(f"unknown protocol {protocol!r} (known: {', '.join(PRIMARY)})")
     s = _as_array(sim)
     square = s[np.asarray(single_rows)]
     return {
+        "protocol": protocol,
         "single": {"t2v": retrieval_metrics(square), "v2t": retrieval_metrics(square, direction="v2t")},
         "multi": {"t2v": retrieval_metrics(s, caption_video),
                   "v2t": retrieval_metrics(s, caption_video, direction="v2t")},
@@ -159,10 +176,13 @@ def retrieval_report(sim, caption_video: np.ndarray, single_rows: np.ndarray) ->
 
 
 def format_report(report: dict, title: str = "") -> str:
-    """A small text table: one row per protocol and direction."""
+    """A small text table: one row per protocol and direction, the dataset's protocol first."""
+    protocol = report.get("protocol", "single")
     lines = [title] if title else []
+    lines.append(f"protocol: {protocol} ({PROTOCOL_NOTES[protocol]})")
     lines.append(f"{'protocol':<10}{'dir':<5}" + "".join(f"{k:>8}" for k in KEYS))
-    for proto in ("single", "multi"):
+    primary = PRIMARY[protocol]
+    for proto in (primary, *(p for p in ("single", "multi") if p != primary)):
         for d in ("t2v", "v2t"):
             m = report[proto][d]
             lines.append(f"{proto:<10}{d:<5}" + "".join(f"{m[k]:>8.1f}" for k in KEYS))

@@ -2,6 +2,7 @@
 facts the rest of vtr needs about it (sizes, evaluated split, protocol, audio source)."""
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 from dataclasses import dataclass
@@ -77,12 +78,14 @@ def list_datasets() -> list[str]:
 
 
 def read_dataset(name: str, root: str | os.PathLike, **options) -> Manifest:
-    """``get_dataset(name).read(root, **options)``; an option the reader lacks is a user
-    error naming the ones it has (callers holding options for several datasets filter them
-    with ``spec.options``)."""
+    """``get_dataset(name).read(root, **options)``, the manifest carrying the spec's
+    protocol, sizes and frame window; an option the reader lacks is a user error naming the
+    ones it has (callers holding options for several datasets filter them with
+    ``spec.options``)."""
     spec = get_dataset(name)
     unknown = sorted(set(options) - set(spec.options))
     if unknown:
         raise AnnotationError(f"dataset {name!r} has no option {unknown[0]!r} "
                               f"(options: {', '.join(spec.options) or 'none'})")
-    return spec.read(root, **options)
+    return dataclasses.replace(spec.read(root, **options), protocol=spec.protocol, n_frames=spec.n_frames,
+                               n_words=spec.n_words, max_seconds=spec.max_seconds)

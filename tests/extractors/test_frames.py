@@ -83,7 +83,7 @@ def test_bad_files_raise_media_error(media, backend, name):
     assert str(e.value).startswith(f"{path}: ") and "\n" not in str(e.value)
 
 
-def _sleepy(path, n):
+def _sleepy(path, n, max_seconds=None):
     time.sleep(30)
 
 
@@ -117,7 +117,7 @@ def test_thread_bound_used_in_daemonic_workers(media, monkeypatch):
 
 
 def test_decoder_crash_is_reported(media, monkeypatch, fresh_worker):
-    monkeypatch.setitem(F.BACKENDS, "crash", lambda p, n: os._exit(3))
+    monkeypatch.setitem(F.BACKENDS, "crash", lambda p, n, max_seconds=None: os._exit(3))
     with pytest.raises(MediaError, match="crashed"):
         read_frames(media.cfr, backend="crash", timeout_s=10)
 
@@ -228,3 +228,11 @@ def test_timeout_is_not_retried_with_another_decoder(media, monkeypatch, fresh_w
     with pytest.raises(MediaError) as e:
         read_frames(media.cfr, backend="decord", timeout_s=1.0)
     assert e.value.cause == "decord decode timed out after 1 s" and time.perf_counter() - t < 10
+
+
+def test_max_seconds_keeps_the_inclusive_window():
+    idx, mask = sample_positions(100 * 10, 10.0, n=64, max_seconds=31)  # 100 s at 10 fps
+    assert mask.sum() == 32 and idx[mask][-1] == 310  # seconds 0..31, as CLIP4Clip's DiDeMo window
+    idx, mask = sample_positions(100 * 10, 10.0, n=12, max_seconds=31)
+    assert mask.all() and idx[-1] == 310
+    assert sample_positions(50, 10.0, n=64, max_seconds=31)[1].sum() == 5  # a short video: all of it

@@ -14,6 +14,7 @@ from pathlib import Path
 import typer
 from pydantic import ValidationError
 
+from extractors.datasets import list_datasets
 from flows.config import ExtractConfig
 from vtr.errors import fail, one_line_errors
 
@@ -26,6 +27,8 @@ def _flag_type(annotation) -> tuple[type, str]:
     args = typing.get_args(annotation)
     if typing.get_origin(annotation) is typing.Literal:
         return str, " | ".join(map(str, args))
+    if typing.get_origin(annotation) is dict:
+        return list[str], "key=value, repeatable; values read as JSON when they parse"
     if typing.get_origin(annotation) is list:
         return str, "comma-separated: " + ",".join(typing.get_args(args[0]) if args else ())
     if type(None) in args:
@@ -39,7 +42,8 @@ def _config_options() -> list[inspect.Parameter]:
         if name in NOT_FLAGS:
             continue
         kind, values = _flag_type(field.annotation)
-        default = ",".join(field.default) if isinstance(field.default, list) else field.default
+        default = (",".join(field.default) if isinstance(field.default, list) else
+                   [] if isinstance(field.default, dict) else field.default)
         doc = field.description + (f" ({values})" if values and values not in field.description else "")
         opt = typer.Option(default, "--" + name.replace("_", "-"), help=doc)
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=opt,
@@ -47,9 +51,23 @@ def _config_options() -> list[inspect.Parameter]:
     return params
 
 
+def _key_values(items: list[str], flag: str) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"{flag}: wants key=value, got {item!r}", code=2)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
 def _config(values: dict) -> ExtractConfig:
     if isinstance(values.get("steps"), str):
         values["steps"] = [s.strip() for s in values["steps"].split(",") if s.strip()]
+    values["dataset_options"] = _key_values(values.get("dataset_options") or [], "--dataset-options")
     try:
         return ExtractConfig(**values)
     except ValidationError as e:
@@ -60,19 +78,22 @@ def _config(values: dict) -> ExtractConfig:
 
 
 def extract(
-    data_root: Path = typer.Option(..., "--data-root", help="MSR-VTT folder (MSRVTT_data.json, csv files, videos/all)"),
+    data_root: Path = typer.Option(..., "--data-root", help="the dataset's folder, in its release layout (README)"),
+    dataset: str = typer.Option("msrvtt", "--dataset", help=" | ".join(list_datasets())),
     store: str = typer.Option(..., "--store", help="store path (created if missing, resumed if present) or s3:// URL"),
     dask: str | None = typer.Option(None, "--dask", help="'local' for a LocalCluster, or a scheduler address tcp://host:8786"),
     dask_workers: int = typer.Option(2, "--dask-workers", min=1, help="LocalCluster workers"),
     **options,
 ) -> None:
-    """Turn a raw MSR-VTT folder into a complete feature store (resumable: re-run to continue)."""
-    from flows.extract import extract_msrvtt, task_runner
+    """Turn a raw dataset folder into a complete feature store (resumable: re-run to continue)."""
+    from extractors.datasets import get_dataset
+    from flows.extract import extract_dataset, task_runner
 
+    get_dataset(dataset)  # an unknown name fails here, listing the known ones
     config = _config(options)
     runner = task_runner(dask, dask_workers, config.gpu_per_worker)
-    fl = extract_msrvtt.with_options(task_runner=runner) if runner is not None else extract_msrvtt
-    typer.echo(json.dumps(fl(data_root=str(data_root), store=store, config=config), indent=2))
+    fl = extract_dataset.with_options(task_runner=runner) if runner is not None else extract_dataset
+    typer.echo(json.dumps(fl(dataset=dataset, data_root=str(data_root), store=store, config=config), indent=2))
 
 
 _sig = inspect.signature(extract)
