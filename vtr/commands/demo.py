@@ -133,6 +133,8 @@ def demo(out: Path = typer.Option(Path("demo"), help="working folder (data, stor
         fail(e)
     store = out / "msrvtt.zarr"
     options = dict(random_init=True, ast_size=ast_size, tag_min_count=3)
+    urls = _store_urls(store) if data_root is None else []
+    _refuse_remote(urls, store)
     typer.echo("== Act 1: the pipeline on a generated sample (a smoke check: random-init encoders) ==")
     if data_root is not None:
         typer.echo(f"[1/4] your dataset: {data_root}")
@@ -140,8 +142,6 @@ def demo(out: Path = typer.Option(Path("demo"), help="working folder (data, stor
         extract_msrvtt(data_root=str(data_root), store=str(store), config=ExtractConfig(**options))
     else:
         data = out / "data"
-        urls = _store_urls(store)
-        _refuse_remote(urls, store)
         server = start_sample_server(data, prefer_port=_port_of(urls))
         try:
             typer.echo(f"[1/4] sample dataset -> {data} (silent videos' audio served at {server.url})")
