@@ -34,7 +34,7 @@ def test_demo_prints_two_acts_and_next_steps(tmp_path):
     demo = (tmp_path / "demo").resolve()
     store, smoke = demo / "msrvtt.zarr", demo / "ablate" / "runs" / "avigate"
     # next steps: one search and its top 3, the best run's report, the notebook command
-    assert f"  vtr search --store {store} --run {smoke} " in steps and " -k 3\n" in steps
+    assert f"/vtr search --store {store} --run {smoke} " in steps and " -k 3\n" in steps
     top = steps.split(" -k 3\n")[1].splitlines()
     assert top[0].split() == ["rank", "score", "id", "split", "path"]
     assert [ln.split()[0] for ln in top[1:4]] == ["1", "2", "3"] and not top[4].strip()[:1].isdigit()

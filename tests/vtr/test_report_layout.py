@@ -103,6 +103,11 @@ def test_epochs_count_from_one_and_splits_are_shown(gated_run):
     assert best and best.group(1) in ("1", "2")
     assert "Split sizes (videos with features): train 25, val 3, test 12." in page
     assert "val has 3 video(s), under 10" in page
+    # `vtr store info` shows the sizes and the same note
+    from training.runs import read_config
+    info = CliRunner().invoke(app, ["store", "info", read_config(run)["store"]["path"]])
+    assert info.exit_code == 0 and "(train 25, val 3, test 12)" in info.output
+    assert "NOTE: val has 3 video(s), under 10: the best epoch on val is mostly chance" in info.output
 
 
 def test_unfinished_run_renders_what_exists(gated_run, tmp_path):

@@ -198,7 +198,7 @@ def test_index_on_more_videos_than_candidates(tmp_path, monkeypatch):
     k, hits = 3, 0
     for cap in np.flatnonzero(np.isin(caption_video, videos))[::10]:
         with torch.no_grad():
-            q = s.head.index_vectors(s.text_repr(str(cap))).float().numpy()[0]
+            q = search_mod._query_vector(s.text_repr(str(cap))).float().numpy()[0]
         want = np.sort(videos[np.argsort(-(vec @ (q / np.linalg.norm(q))), kind="stable")[:k * 10]])
         cands = s.candidates(str(cap), path, k * 10)
         assert cands.size == k * 10 < videos.size

@@ -82,28 +82,30 @@ def _best(rows: list[dict]) -> dict:
     return max(rows, key=lambda r: r["test"]["single"]["t2v"]["R1"])
 
 
-def _next_steps(out: Path, store: Path, smoke_run: Path, best: dict) -> None:
+def _next_steps(store: Path, smoke_run: Path, best: dict) -> None:
+    """What to try next, with absolute paths (they work from any folder)."""
+    from storage import as_str, open_group
     from training.data import select_split
     from training.report import render_report
     from vtr.commands.search import format_results
     from vtr.search import Searcher
-    from storage import as_str, open_group
 
-    store, smoke_run = store.resolve(), smoke_run.resolve()
+    store, smoke_run, bin_dir = store.resolve(), smoke_run.resolve(), Path(sys.executable).parent
     train = select_split(str(store), "train")
     query = str(as_str(open_group(str(store), mode="r")["caption_text"][int(train.captions[0])]))
     typer.echo("")
     typer.echo("== Next steps ==")
-    typer.echo("search the demo store (a copied training caption finds its video even with random-init encoders):")
-    typer.echo(f"  vtr search --store {store} --run {smoke_run} {shlex.quote(query)} -k 3")
+    typer.echo("search the demo store for one of its training captions (random-init encoders: the scores "
+               "mean little):")
+    typer.echo(f"  {bin_dir / 'vtr'} search --store {store} --run {smoke_run} {shlex.quote(query)} -k 3")
     typer.echo(format_results(Searcher(str(store), str(smoke_run)).search(query, k=3)))
     report, _ = render_report(best["run"])
-    typer.echo(f"report of act 2's best run ({best['variant']}): vtr report {Path(best['run']).resolve()}")
+    typer.echo(f"report of act 2's best run ({best['variant']}): {bin_dir / 'vtr'} report "
+               f"{Path(best['run']).resolve()}")
     typer.echo(f"  wrote {Path(report).resolve()}")
     notebooks = Path(__file__).resolve().parents[2] / "notebooks"
     typer.echo("open the demo store in the notebook:")
-    typer.echo(f"  VTR_STORE={store} VTR_RUN={smoke_run} {Path(sys.executable).parent / 'jupyter'} lab "
-               f"{notebooks / 'inspect_store.ipynb'}")
+    typer.echo(f"  VTR_STORE={store} VTR_RUN={smoke_run} {bin_dir / 'jupyter'} lab {notebooks / 'inspect_store.ipynb'}")
 
 
 def demo(out: Path = typer.Option(Path("demo"), help="working folder (data, store, runs)"),
@@ -183,7 +185,7 @@ def demo(out: Path = typer.Option(Path("demo"), help="working folder (data, stor
     typer.echo("How to read it: only heads that read tags (waver/injection, avigate+waver) recover the code's "
                "tag part, only those that also hear audio recover all of it; the style gaps show which heads "
                "are thrown by a writer's style (README, \"Writing style and the ablation\").")
-    _next_steps(out, store, out / "ablate" / "runs" / "avigate", _best(planted_result["rows"]))
+    _next_steps(store, out / "ablate" / "runs" / "avigate", _best(planted_result["rows"]))
 
 
 def register(root: typer.Typer) -> None:
