@@ -16,7 +16,7 @@ def test_demo_prints_two_acts_and_next_steps(tmp_path):
            "PREFECT_HOME": str(tmp_path / "home")}
     cmd = [sys.executable, "-m", "vtr.cli", "demo", "--out", str(tmp_path / "demo"), "--n-videos", "8",
            "--ast-size", "tiny", "--epochs", "1", "--planted-videos", "80"]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     out = r.stdout
     act1, rest = out.split("== Act 2:")
@@ -55,6 +55,6 @@ def test_demo_prints_two_acts_and_next_steps(tmp_path):
     # a second run resumes: nothing is recomputed, the same tables come back
     done = [tmp_path / "demo" / d / "runs" / "waver-kd" / "test_metrics.json" for d in ("ablate", "planted-ablate")]
     stamps = [d.stat().st_mtime_ns for d in done]
-    r2 = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    r2 = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
     assert r2.returncode == 0 and all(t.strip() in r2.stdout for t in tables)
     assert [d.stat().st_mtime_ns for d in done] == stamps
