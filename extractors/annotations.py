@@ -8,8 +8,11 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
+
+from storage.info import MIN_VAL_VIDEOS
 
 
 class AnnotationError(Exception):
@@ -151,9 +154,8 @@ def read_msrvtt(root: str | os.PathLike, *, train_list: str = "9k", n_val: int =
     or the COCO-like ``annotations``), ``MSRVTT_train.{9k,7k}.csv``, and the 1k-A test csv.
 
     Train videos come from the train list; ``n_val`` of them (seeded) are held out for
-    model selection (the seeds selected on test). Test videos are those of the test csv.
-    Videos in neither list are left out. ``n_val`` is capped at a tenth of the train list
-    (at least one video) so tiny datasets keep most of their training videos.
+    model selection (the seeds selected on test), sized by ``val_size``. Test videos are
+    those of the test csv. Videos in neither list are left out.
     """
     if train_list not in TRAIN_LISTS:
         raise AnnotationError(f"train_list {train_list!r}: choose from {', '.join(TRAIN_LISTS)}")
@@ -205,9 +207,7 @@ def read_msrvtt(root: str | os.PathLike, *, train_list: str = "9k", n_val: int =
     if overlap:
         raise AnnotationError(f"{test_path}: {len(overlap)} test video(s) also in {train_csv.name}")
 
-    rng = np.random.default_rng(seed)
-    n_val = min(n_val, max(1, len(train_ids) // 10)) if len(train_ids) > 1 else 0
-    val = set(rng.choice(sorted(train_ids), size=n_val, replace=False).tolist()) if n_val else set()
+    val = hold_out(train_ids, n_val, seed)
     ids = list(dict.fromkeys(train_ids + test_ids))
     splits = ["test" if v in set(test_ids) else "val" if v in val else "train" for v in ids]
     cap_text, cap_video = [], []
@@ -230,16 +230,34 @@ def read_msrvtt(root: str | os.PathLike, *, train_list: str = "9k", n_val: int =
 SPLITS = ("train", "val", "test")
 
 
+def val_size(n_train: int, n_val: int) -> int:
+    """How many of ``n_train`` training videos the validation hold-out takes: ``n_val``,
+    capped at the larger of ``MIN_VAL_VIDEOS`` and a tenth of the training videos, so a
+    small dataset still selects its epoch on 10 videos rather than one. When those 10
+    would leave training less than a third (under 15 videos), the cap is a tenth, at
+    least one video, and training keeps the rest."""
+    if n_train < 2 or n_val < 1:
+        return 0
+    cap = max(MIN_VAL_VIDEOS, n_train // 10)
+    if 3 * cap > 2 * n_train:
+        cap = max(1, n_train // 10)
+    return min(n_val, cap)
+
+
+def hold_out(train_ids: Iterable[str], n_val: int, seed: int) -> set[str]:
+    """The seeded validation videos (``val_size`` of them) drawn from ``train_ids``."""
+    pool = sorted(set(train_ids))
+    k = val_size(len(pool), n_val)
+    return set(np.random.default_rng(seed).choice(pool, size=k, replace=False).tolist()) if k else set()
+
+
 def _assign_splits(ids: list[str], given: dict[str, str], n_val: int, seed: int) -> list[str]:
-    """Rows' own splits where given; the rest is train, with a seeded validation hold-out
-    (capped at a tenth, as for MSR-VTT) when no row names "val"."""
+    """Rows' own splits where given; the rest is train, with the seeded validation
+    hold-out when no row names "val"."""
     split = {v: given.get(v, "train") for v in ids}
     if "val" not in split.values():
-        train = sorted(v for v in ids if split[v] == "train")
-        k = min(n_val, len(train) // 10)
-        if k:
-            for v in np.random.default_rng(seed).choice(train, size=k, replace=False).tolist():
-                split[v] = "val"
+        for v in hold_out((v for v in ids if split[v] == "train"), n_val, seed):
+            split[v] = "val"
     return [split[v] for v in ids]
 
 

@@ -49,7 +49,9 @@ def _open_or_create(store: str, manifest, layout: StoreLayout, storage_options: 
             exists = False
     if not exists:
         try:
-            create_store(store, layout=layout, storage_options=storage_options, **manifest.store_kwargs())
+            # an absolute data root: readers (the notebook, search) run from other folders
+            create_store(store, layout=layout, storage_options=storage_options,
+                         **{**manifest.store_kwargs(), "data_root": os.path.abspath(manifest.root)})
         except StoreError as e:
             raise ExtractError(str(e)) from None
         return

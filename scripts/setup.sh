@@ -7,6 +7,14 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || need_apt+=(ffmpeg)
 command -v espeak-ng >/dev/null || need_apt+=(espeak-ng)   # speech for the fbank tests
+# headless Chromium renders `vtr report` pages in the layout test (fatal there only in CI)
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    need_apt+=(chromium)
+  else
+    echo "setup: no chromium: the report layout test will be skipped (sudo apt-get install chromium)" >&2
+  fi
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "setup: installing ${need_apt[*]} (Debian packages)"

@@ -10,6 +10,10 @@ from storage.schema import DONE, FAILED, MISSING, STEPS
 from storage.store import open_group, read_attrs
 from storage.writers import failures
 
+# Below this many val videos, R@1 on val moves in steps of 10 points or more and the best
+# epoch is decided by ties: the hold-out aims for at least this many, `vtr train` warns.
+MIN_VAL_VIDEOS = 10
+
 
 def _disk_size(path: str) -> int | None:
     if "://" in path:
@@ -76,6 +80,9 @@ def format_info(info: dict, max_failures: int = 20) -> str:
                          f"sha256 {sha[:16] if sha != 'RANDOM-INIT' else sha}")
     else:
         lines.append("provenance: no features written yet")
+    if 0 < info["splits"]["val"] < MIN_VAL_VIDEOS:
+        lines.append(f"NOTE: val has {info['splits']['val']} video(s), under {MIN_VAL_VIDEOS}: "
+                     "the best epoch on val is mostly chance")
     for w in info["warnings"]:
         lines.append(f"WARNING: {w}")
     fails = info["failures"]

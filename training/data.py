@@ -238,12 +238,14 @@ def select_split(store: str, split: str) -> SplitData:
     ok = in_split & (ds["frames_state"].values == DONE)
     videos = np.flatnonzero(ok)
     cv = ds["caption_video"].values.astype(np.int64)
-    cap_ok = (ds["text_state"].values == DONE) & ok[cv]
+    text_done = ds["text_state"].values == DONE
+    cap_ok = text_done & ok[cv]
     captions = np.flatnonzero(cap_ok)
     if videos.size == 0 or captions.size == 0:
         raise EmptySplitError(
             f"{store}: split {split!r} is empty ({int(in_split.sum())} videos in it, "
-            f"{videos.size} with frames done, {captions.size} captions with text done; "
+            f"{videos.size} with frames done, {int((text_done & in_split[cv]).sum())} of its captions "
+            f"with text done; "
             f"splits present: {', '.join(names)})")
     has_cap = np.zeros(ds.sizes["video"], bool)
     has_cap[cv[captions]] = True

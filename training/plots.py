@@ -75,11 +75,27 @@ def recall_curve(ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ks, 100.0 * (ranks[None, :] < ks[:, None]).mean(axis=1)
 
 
+def k_ticks(max_k: int) -> list[int]:
+    """Ticks 1, 5, 10, 50, 100, ... up to ``max_k``: R@K's log axis labelled with the Ks
+    the tables use (1, 2, 3, 4 on a shorter axis)."""
+    if max_k < 5:
+        return list(range(1, max_k + 1))
+    ticks, base = [], 1
+    while base <= max_k:
+        ticks += [k for k in (base, 5 * base) if k <= max_k]
+        base *= 10
+    return ticks
+
+
+GATE_COLUMNS = 4  # 4 x 2.6 in at 100 dpi: the grid fits the report's 1200 px page
+
+
 def write_plots(run: str) -> list[str]:
     """Write the run's PNGs into ``RUN/plots``; returns their paths."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, FormatStrFormatter, MaxNLocator, NullFormatter
 
     out_dir = os.path.join(run, PLOT_DIR)
     os.makedirs(out_dir, exist_ok=True)
@@ -98,6 +114,7 @@ def write_plots(run: str) -> list[str]:
         fig, ax = plt.subplots(figsize=(5, 3.2))
         ax.plot(ep, m["train_loss"], marker="o")
         ax.set(xlabel="epoch", ylabel="train loss", title="training loss")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs 1, 2, ... as in the logs
         save(fig, "loss.png")
         r1 = {k: v for k, v in m.items() if k.startswith("val_") and k.endswith("_R1")}
         if r1:
@@ -105,6 +122,7 @@ def write_plots(run: str) -> list[str]:
             for k, v in sorted(r1.items()):
                 ax.plot(ep, v, marker="o", label=k[4:-3].replace("_", " "))
             ax.set(xlabel="epoch", ylabel="R@1 (%)", title="validation R@1", ylim=(-2, 102))
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.legend(fontsize=8)
             save(fig, "recall_at_1.png")
     ranks_path = os.path.join(run, "ranks.npz")
@@ -116,17 +134,24 @@ def write_plots(run: str) -> list[str]:
             ax.plot(ks, rec, marker=".", label=label)
         ax.set(xlabel="K", ylabel="R@K (%)", xscale="log", ylim=(0, 102),
                title=f"recall at K ({r['split']}, multi-caption)")
+        ax.xaxis.set_major_locator(FixedLocator(k_ticks(int(ks[-1]))))
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%d"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.legend(fontsize=8)
         save(fig, "recall_at_k.png")
     gates_path = os.path.join(run, "gates.npz")
     if os.path.exists(gates_path):
         g = np.load(gates_path)
         names = [n for n in g.files if n not in ("video_index", "split")]
-        fig, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names), 2.8), squeeze=False)
-        for ax, n in zip(axes[0], names):
+        cols = min(GATE_COLUMNS, len(names))
+        rows = -(-len(names) // cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 0.4 + 2.4 * rows), squeeze=False)
+        for ax, n in zip(axes.flat, names):
             ax.hist(g[n], bins=20, range=(-1, 1))
             ax.set_title(n, fontsize=8)
             ax.set_xlabel("gate value")
+        for ax in axes.flat[len(names):]:
+            ax.axis("off")
         fig.suptitle(f"gate values per layer ({len(g['video_index'])} val/test videos)", fontsize=9)
         save(fig, "gates.png")
     return written

@@ -15,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 from storage import layout_of
+from storage.info import MIN_VAL_VIDEOS
 from training.data import EmptySplitError, TrainLoader, select_split, store_identity
 from training.evaluate import autocast, evaluate_split, flat_metrics, selection_score
 from training.clip_init import ClipWeights, init_from_clip
@@ -100,6 +101,10 @@ def train(store: str, head_name: str, out: str, head_overrides: dict | None = No
     except EmptySplitError as e:
         val_data = None
         log(f"note: {e}; selecting the last epoch")
+    else:
+        if val_data.n_videos < MIN_VAL_VIDEOS:
+            log(f"warning: val has {val_data.n_videos} video(s), under {MIN_VAL_VIDEOS}: "
+                "the best epoch on val is mostly chance")
     os.makedirs(out, exist_ok=True)
     if not resume:
         write_json(cfg_path, {"head": head_name, "head_config": dataclasses.asdict(head.config),

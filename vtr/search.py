@@ -146,11 +146,20 @@ class Searcher:
     @torch.no_grad()
     def candidates(self, query: str, index: str, n: int) -> np.ndarray:
         faiss_index, meta = read_index(index, self.store, self.run)
-        q = self.head.index_vectors(self.text_repr(query)).float().cpu().numpy()
+        q = _query_vector(self.text_repr(query)).float().cpu().numpy()
         q = q / np.linalg.norm(q, axis=1, keepdims=True).clip(1e-12)
         _, rows = faiss_index.search(np.ascontiguousarray(q, dtype=np.float32), min(n, faiss_index.ntotal))
         rows = rows[0][rows[0] >= 0]
         return np.sort(np.asarray(meta["videos"], dtype=np.int64)[rows])
+
+
+def _query_vector(text_repr) -> torch.Tensor:
+    """The query's side of ``Head.index_vectors``: the text embedding, or for token-level
+    heads (WAVER: tokens, mask, weights) the weight-pooled tokens, as its videos' index
+    vectors pool their frames."""
+    if isinstance(text_repr, torch.Tensor):
+        return text_repr
+    return (text_repr["weights"][..., None].float() * text_repr["tokens"].float()).sum(1)
 
 
 # --- the index --------------------------------------------------------------------------

@@ -7,9 +7,8 @@ import re
 from pathlib import Path
 from typing import Callable, Iterable, Literal
 
-import numpy as np
-
-from extractors.annotations import AnnotationError, Manifest, validate_video_id
+# hold_out: the readers' seeded validation hold-out, the same as MSR-VTT's and the manifests'
+from extractors.annotations import AnnotationError, Manifest, hold_out, validate_video_id  # noqa: F401
 
 N_VAL = 500
 VIDEO_DIR = "videos"
@@ -73,15 +72,6 @@ def disjoint_splits(lists: dict[str, tuple[Path, Iterable[str]]]) -> dict[str, s
                 raise AnnotationError(f"{path}: video id {vid!r} is also listed in {where[vid].name}")
             split[vid], where[vid] = name, path
     return split
-
-
-def hold_out(train_ids: Iterable[str], n_val: int, seed: int) -> set[str]:
-    """Seeded validation videos taken from the training videos, for releases without a
-    validation split (the seeds selected epochs on the test split, which vtr does not do).
-    Capped at a tenth of the training videos, at least one, as for MSR-VTT."""
-    pool = sorted(train_ids)
-    k = min(n_val, max(1, len(pool) // 10)) if len(pool) > 1 else 0
-    return set(np.random.default_rng(seed).choice(pool, size=k, replace=False).tolist()) if k else set()
 
 
 def index_videos(root: Path, video_dir: str, key: Literal["stem", "name"]) -> dict[str, list[str]]:

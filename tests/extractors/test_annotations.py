@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from extractors.annotations import AnnotationError, read_manifest_file, read_msrvtt, validate_video_id
+from extractors.annotations import AnnotationError, read_manifest_file, read_msrvtt, val_size, validate_video_id
 
 
 def _write_root(root, *, coco=False, n=30, test_ids=range(25, 30), extra_videos=()):
@@ -36,7 +36,7 @@ def _write_root(root, *, coco=False, n=30, test_ids=range(25, 30), extra_videos=
 def test_msrvtt_both_json_layouts(tmp_path, coco):
     m = read_msrvtt(_write_root(tmp_path / "r", coco=coco), n_val=500)
     assert m.n_videos == 30 and len(m.caption_text) == 90
-    assert m.splits.count("test") == 5 and m.splits.count("val") == 2  # capped at a tenth of 25
+    assert m.splits.count("test") == 5 and m.splits.count("val") == 10  # the floor: 10 of 25
     i = m.video_ids.index("video26")
     assert m.splits[i] == "test" and m.video_paths[i] == "videos/all/video26.mp4"
     assert m.urls[i].endswith("x26") and m.start_times[i] == 39.0 and m.end_times[i] == 49.0
@@ -51,6 +51,20 @@ def test_validation_holdout_is_seeded_and_from_train(tmp_path):
     val = lambda m: {v for v, s in zip(m.video_ids, m.splits) if s == "val"}  # noqa: E731
     assert val(a) == val(b) and val(a) != val(c)
     assert all(int(v[5:]) < 25 for v in val(a))
+
+
+@pytest.mark.parametrize("n_train,n_val,want", [
+    (9000, 500, 500),  # MSR-VTT 9k: n_val, under a tenth
+    (9000, 2000, 900),  # capped at a tenth
+    (60, 500, 10),  # the floor: 10 videos, not 6
+    (18, 500, 10),  # the 24-video sample's train list: training keeps 8
+    (15, 500, 10),  # training keeps a third
+    (14, 500, 1),  # 10 would leave training 4: a tenth, at least one
+    (9, 500, 1), (1, 500, 0),
+    (60, 3, 3), (60, 0, 0),  # asked for fewer: `vtr train` warns
+])
+def test_val_size_floor(n_train, n_val, want):
+    assert val_size(n_train, n_val) == want
 
 
 def test_train_7k_list(tmp_path):
@@ -127,7 +141,7 @@ def test_generic_jsonl_manifest_with_holdout(tmp_path):
              "start_time": i, "end_time": i + 5} for i in range(40)]
     p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     m = read_manifest_file(p, root=tmp_path / "data", seed=3)
-    assert m.splits.count("val") == 4 and m.splits.count("train") == 36
+    assert m.splits.count("val") == 10 and m.splits.count("train") == 30  # the floor, not a tenth
     assert m.urls[7] == "https://h/7" and m.start_times[7] == 7.0 and m.end_times[7] == 12.0
 
 

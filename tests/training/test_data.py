@@ -49,6 +49,22 @@ def test_empty_split_is_a_clear_error(tmp_path):
         select_split(path, "val")
 
 
+def test_empty_split_counts_the_captions_whose_text_is_done(tmp_path):
+    """`vtr train` on a store whose frames failed: the captions' text was done, and the
+    message says so (it used to count only the captions of videos with frames done: 0)."""
+    from typer.testing import CliRunner
+
+    from storage.synthetic import create_synthetic_store, fill_random
+    from vtr.cli import app
+    path = str(tmp_path / "s.zarr")
+    create_synthetic_store(path, 6, 2, splits=["train"] * 4 + ["test"] * 2)
+    fill_random(path, ("text",))
+    r = CliRunner().invoke(app, ["train", "--store", path, "--head", "meanpool", "--out", str(tmp_path / "run")])
+    assert r.exit_code == 1
+    assert ("split 'train' is empty (4 videos in it, 0 with frames done, 8 of its captions with text done"
+            in r.output), r.output
+
+
 def test_streamed_epochs_cover_the_split_like_memory(tmp_path):
     import torch
 

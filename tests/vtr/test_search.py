@@ -153,3 +153,60 @@ def test_recorded_weights_missing_or_changed(tmp_path, sample_store):
     (tmp_path / "gone.pt").write_bytes(b"not the weights")
     with pytest.raises(SearchError, match="sha256 mismatch"):
         text_encoder_for(store)
+
+
+def test_index_on_more_videos_than_candidates(tmp_path, monkeypatch):
+    """300 videos, k x 10 = 30 candidates: the index proposes a real subset. Some videos
+    have failed frames, so index rows are not store indices; the candidates must be the
+    videos whose index vectors score highest, and `--index` must return the exact results
+    whenever the true video is among them."""
+    import torch
+
+    from storage import StepWriter, open_group
+    from training.planted import write_planted_store
+    from training.runs import TrainConfig
+    from training.trainer import train
+    from vtr import search as search_mod
+    from vtr.search import build_index, searchable_videos
+
+    store, run = str(tmp_path / "planted.zarr"), str(tmp_path / "meanpool")
+    write_planted_store(store, 300, 2, splits=(240, 30, 30), noise=0.3)
+    failed = np.array([0, 5, 6, 100, 299])
+    w = StepWriter(store, "frames")
+    for i in failed:  # one block at a time
+        w.reset(np.array([i]))
+        w.write(np.array([i]), errors={int(i): "frames: injected failure"})
+    train(store, "meanpool", run, None, TrainConfig(epochs=2, batch_size=32, lr=1e-3), progress=False,
+          log=lambda m: None)
+    g = open_group(store, mode="r")
+    caption_video = np.asarray(g["caption_video"][:])
+
+    def stored_caption(_encoder, query):  # the query "17" is caption 17's stored features
+        i = int(query)
+        return {"text": torch.from_numpy(np.asarray(g["caption_embedding"][i:i + 1], np.float32)),
+                "text_tokens": torch.from_numpy(np.asarray(g["caption_tokens"][i:i + 1], np.float32)),
+                "text_mask": torch.from_numpy(np.asarray(g["caption_mask"][i:i + 1]))}
+    monkeypatch.setattr(search_mod, "text_encoder_for", lambda store, device="cpu": None)
+    monkeypatch.setattr(search_mod, "encode_query", stored_caption)
+
+    s = Searcher(store, run)
+    path = build_index(store, run, progress=False)
+    videos = searchable_videos(store)
+    assert videos.size == 295 and not np.isin(failed, videos).any()
+    with torch.no_grad():
+        vec = torch.nn.functional.normalize(s.head.index_vectors(s._video_repr(videos)).float(), dim=-1).numpy()
+    k, hits = 3, 0
+    for cap in np.flatnonzero(np.isin(caption_video, videos))[::10]:
+        with torch.no_grad():
+            q = search_mod._query_vector(s.text_repr(str(cap))).float().numpy()[0]
+        want = np.sort(videos[np.argsort(-(vec @ (q / np.linalg.norm(q))), kind="stable")[:k * 10]])
+        cands = s.candidates(str(cap), path, k * 10)
+        assert cands.size == k * 10 < videos.size
+        np.testing.assert_array_equal(cands, want)  # rows mapped to the right store indices
+        fast = s.search(str(cap), k, index=path)
+        if caption_video[cap] in cands:
+            hits += 1
+            exact = s.search(str(cap), k)
+            assert [r["id"] for r in fast] == [r["id"] for r in exact], cap
+            np.testing.assert_allclose([r["score"] for r in fast], [r["score"] for r in exact], rtol=1e-5)
+    assert hits >= 20  # the trained head puts most true videos among its candidates

@@ -295,7 +295,8 @@ def report_cmd(run: str = typer.Argument(..., help="run folder written by vtr tr
     """One HTML page from a run: test metrics, last epoch, loss / R@1 / R@K / gate plots."""
     from training.report import render_report
 
-    typer.echo(f"wrote {render_report(run, out or None)}")
+    path, missing = render_report(run, out or None)
+    typer.echo(f"wrote {path}" + (f" (missing: {', '.join(missing)})" if missing else ""))
 
 
 def register(root: typer.Typer) -> None:
