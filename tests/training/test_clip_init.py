@@ -111,7 +111,7 @@ def run(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-TINY = ("--epochs", 1, "--batch-size", 8, "--audio-tokens", 4, "--no-progress", "--device", "cpu")
+TINY = ("--epochs", 1, "--batch-size", 8, "--audio-tokens", "pool-tokens-4", "--no-progress", "--device", "cpu")
 
 
 def test_recipe_run_logs_the_tensors_from_clip(clip_store, tmp_path):

@@ -44,7 +44,7 @@ def test_every_head_trains_on_64_frames_and_64_words(app, tmp_path):
     set_protocol(store, "paragraph")
     assert (layout_of(store).n_frames, layout_of(store).n_words) == (64, 64)
     r = run(app, "ablate", "--store", store, "--out", tmp_path / "ab", "--epochs", 1, "--batch-size", 8,
-            "--audio-tokens", 4, "--no-progress", "--device", "cpu", *TINY)
+            "--audio-tokens", "pool-tokens-4", "--no-progress", "--device", "cpu", *TINY)
     assert r.exit_code == 0, r.output
     rows = json.loads((tmp_path / "ab" / "ablation.json").read_text())["rows"]
     assert [row["variant"] for row in rows] == list(VARIANTS)
@@ -64,7 +64,7 @@ def test_multi_sentence_store_is_reported_by_its_protocol(app, tmp_path):
     set_protocol(store, "multi")
     out = tmp_path / "run"
     r = run(app, "train", "--store", store, "--head", "avigate", "--out", out, "--epochs", 2, "--batch-size", 8,
-            "--audio-tokens", 4, "--no-progress", "--device", "cpu", "--set", "n_heads=4",
+            "--audio-tokens", "pool-tokens-4", "--no-progress", "--device", "cpu", "--set", "n_heads=4",
             "--set", "resampler_layers=1", "--set", "fusion_layers=1")
     assert r.exit_code == 0, r.output
     assert "protocol: multi (CLIP4Clip's multi-sentence" in r.output

@@ -41,7 +41,7 @@ def gated_run(tmp_path_factory) -> tuple[str, list[str]]:
                         n_audio_tokens=8, n_frames=6)
     run, log = str(root / "avigate"), []
     train(store, "avigate", run, {"fusion_layers": 4, "resampler_layers": 1, "n_heads": 2, "gate_hidden": 16},
-          TrainConfig(epochs=2, batch_size=8, audio_tokens=4), progress=False, log=log.append)
+          TrainConfig(epochs=2, batch_size=8, audio_tokens="pool-tokens-4"), progress=False, log=log.append)
     return run, log
 
 
