@@ -64,7 +64,8 @@ def _load_encoders(cfg: ExtractConfig) -> dict[str, object]:
             raise ExtractError(str(e).splitlines()[0]) from None
         except Exception as e:  # noqa: BLE001 - any failure to load is the file's fault
             cause = (str(e).strip().splitlines() or [""])[0]
-            raise ExtractError(f"{path}: cannot load as {what} weights ({type(e).__name__}: {cause})") from None
+            raise ExtractError(f"{path}: cannot load as {what} weights: not a checkpoint torch reads "
+                               f"({type(e).__name__}: {cause})") from None
     return encoders
 
 
