@@ -212,7 +212,7 @@ class StoreLock:
                 break
             if not why and _now() >= deadline:
                 raise StoreError(f"{self.store}: in use by {holder.describe()}; wait for it to finish "
-                                 f"(a lock {self.path} whose run is gone is taken over)")
+                                 "(or let this run wait: --lock-wait-s)")
             time.sleep(min(1.0, max(0.05, deadline - _now())) if not why else 0.05)
         self._beat = threading.Thread(target=self._heartbeat, name="store-lock-heartbeat", daemon=True)
         self._beat.start()
