@@ -124,3 +124,51 @@ def test_only_one_of_many_racers_takes_a_stale_lock(tmp_path):
 def test_unwritable_parent_is_one_line(tmp_path):
     with pytest.raises(StoreError, match=r"s.zarr.lock: cannot create the store lock"):
         StoreLock(str(tmp_path / "missing" / "s.zarr"), "run-a").acquire()
+
+
+@pytest.fixture
+def s3_options():
+    """An S3-compatible server (moto) on 127.0.0.1 with a bucket ``locks``."""
+    import shutil
+    import urllib.request
+
+    import s3fs
+
+    exe = shutil.which("moto_server") or os.path.join(os.path.dirname(sys.executable), "moto_server")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(url, timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        opts = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": url}}
+        s3fs.S3FileSystem(**opts).mkdir("locks")
+        yield opts
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_s3_lock_object_is_exclusive_and_stale_ones_are_taken_over(s3_options):
+    import s3fs
+
+    store = "s3://locks/s.zarr"
+    with StoreLock(store, "run-a", storage_options=s3_options):
+        assert lock_holder(store, s3_options).run_id == "run-a"
+        with pytest.raises(StoreError, match="in use by run run-a"):
+            StoreLock(store, "run-b", storage_options=s3_options).acquire()
+    assert lock_holder(store, s3_options) is None
+    fs = s3fs.S3FileSystem(**s3_options)
+    fs.pipe("locks/s.zarr.lock", json.dumps({"host": socket.gethostname(), "pid": _dead_pid(), "pid_start": None,
+                                             "started": time.time(), "run_id": "killed"}).encode())
+    fs.invalidate_cache()
+    with StoreLock(store, "run-b", storage_options=s3_options) as lock:
+        assert "took over the lock of run killed" in lock.took_over
+        assert lock_holder(store, s3_options).run_id == "run-b"
