@@ -38,13 +38,19 @@ def _iso(t: float) -> str:
     return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _proc_start(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (``/proc``), None where unknown."""
+def _proc_stat(pid: int) -> list[str]:
+    """``/proc/PID/stat`` after the command name (state first), [] where unknown."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
+            return f.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return None
+        return []
+
+
+def _proc_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot, None where unknown."""
+    fields = _proc_stat(pid)
+    return fields[19] if len(fields) > 19 else None
 
 
 def _pid_alive(pid: int, start: str | None) -> bool:
@@ -54,8 +60,10 @@ def _pid_alive(pid: int, start: str | None) -> bool:
         return False
     except PermissionError:
         return True
-    now = _proc_start(pid)
-    return start is None or now is None or now == start
+    fields = _proc_stat(pid)
+    if fields and fields[0] == "Z":
+        return False  # killed, not yet reaped by its parent
+    return start is None or not fields or _proc_start(pid) == start
 
 
 class _Backend:

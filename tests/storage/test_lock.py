@@ -70,6 +70,19 @@ def test_lock_of_a_dead_pid_on_this_host_is_taken_over(tmp_path):
         lock.release()
 
 
+def test_killed_but_unreaped_holder_is_gone(tmp_path):
+    store = tmp_path / "s.zarr"
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    while open(f"/proc/{zombie.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+        time.sleep(0.05)
+    try:
+        _write_lock(store, pid=zombie.pid)
+        with StoreLock(str(store), "run-b") as lock:
+            assert f"pid {zombie.pid} is gone" in lock.took_over
+    finally:
+        zombie.wait()
+
+
 def test_reused_pid_is_not_the_holder(tmp_path):
     store = tmp_path / "s.zarr"
     _write_lock(store, pid=os.getpid(), pid_start="1")  # our pid, but another process's start time
