@@ -130,7 +130,10 @@ def write_results(writer: StepWriter, results: Iterator[ItemResult], progress: b
         if good:
             for name in good[0].data:
                 proto = np.asarray(good[0].data[name])
-                rows = np.zeros((len(batch), *proto.shape), dtype=proto.dtype)
+                # strings: the widest item's width, or a longer path than the first is cut
+                dtype = np.result_type(*(np.asarray(r.data[name]).dtype for r in good)) \
+                    if proto.dtype.kind == "U" else proto.dtype
+                rows = np.zeros((len(batch), *proto.shape), dtype=dtype)
                 for j, r in enumerate(batch):
                     if r.ok:
                         rows[j] = r.data[name]
