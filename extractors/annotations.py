@@ -54,6 +54,7 @@ class Manifest:
     n_frames: int | None = None
     n_words: int | None = None
     max_seconds: float | None = None
+    warnings: list[str] = field(default_factory=list)  # inconsistencies let through (one line each)
 
     def __post_init__(self):
         n = len(self.video_ids)
@@ -148,14 +149,30 @@ def _float_field(entry: dict, key: str, where: str) -> float:
         raise AnnotationError(f"{where}: field {key!r} is not a number ({v!r})") from None
 
 
+def _id_list(ids, n: int = 10) -> str:
+    ids = sorted(ids)
+    return ", ".join(ids[:n]) + (f" (+{len(ids) - n} more)" if len(ids) > n else "")
+
+
+def _inconsistent(problems: list[str], strict: bool) -> list[str]:
+    """Annotation inconsistencies: warnings, or with ``strict`` an error (the first one)."""
+    if strict and problems:
+        raise AnnotationError(problems[0] + " (--strict)")
+    return problems
+
+
 def read_msrvtt(root: str | os.PathLike, *, train_list: str = "9k", n_val: int = 500,
-                seed: int = 0, test_csv: str = "MSRVTT_JSFUSION_test.csv") -> Manifest:
+                seed: int = 0, test_csv: str = "MSRVTT_JSFUSION_test.csv", strict: bool = False) -> Manifest:
     """MSR-VTT as CLIP4Clip distributes it: ``MSRVTT_data.json`` (``videos`` + ``sentences``,
     or the COCO-like ``annotations``), ``MSRVTT_train.{9k,7k}.csv``, and the 1k-A test csv.
 
     Train videos come from the train list; ``n_val`` of them (seeded) are held out for
     model selection (the seeds selected on test), sized by ``val_size``. Test videos are
     those of the test csv. Videos in neither list are left out.
+
+    Inconsistencies (a video listed twice with another url or split, a listed video with no
+    caption, captions of ids the json does not list) become the manifest's ``warnings``,
+    each naming the ids; ``strict`` makes them an ``AnnotationError``.
     """
     if train_list not in TRAIN_LISTS:
         raise AnnotationError(f"train_list {train_list!r}: choose from {', '.join(TRAIN_LISTS)}")
@@ -170,13 +187,17 @@ def read_msrvtt(root: str | os.PathLike, *, train_list: str = "9k", n_val: int =
         raise AnnotationError(f"{data_path}: top level is not an object")
 
     meta: dict[str, dict] = {}
+    clashes: set[str] = set()
     for k, v in enumerate(data.get("videos", [])):
         where = f"{data_path}: videos[{k}]"
         if not isinstance(v, dict) or "video_id" not in v:
             raise AnnotationError(f"{where}: no field 'video_id'")
         vid = validate_video_id(v["video_id"], f"{where}: field 'video_id'")
-        meta[vid] = {"url": str(v.get("url", "")), "start": _float_field(v, "start time", where),
-                     "end": _float_field(v, "end time", where)}
+        entry = {"url": str(v.get("url", "")), "start": _float_field(v, "start time", where),
+                 "end": _float_field(v, "end time", where), "split": str(v.get("split", ""))}
+        if vid in meta and meta[vid] != entry:
+            clashes.add(vid)
+        meta.setdefault(vid, entry)  # the first entry wins, as it is the one listed first
 
     captions: dict[str, list[str]] = {}
     if "sentences" in data:
@@ -207,6 +228,20 @@ def read_msrvtt(root: str | os.PathLike, *, train_list: str = "9k", n_val: int =
     if overlap:
         raise AnnotationError(f"{test_path}: {len(overlap)} test video(s) also in {train_csv.name}")
 
+    listed = set(train_ids) | set(test_ids)
+    problems = []
+    if clashes:
+        problems.append(f"{data_path}: video(s) listed twice with another url, time or split (the first "
+                        f"entry is used): {_id_list(clashes)}")
+    no_caption = [v for v in dict.fromkeys(train_ids + test_ids) if not captions.get(v)]
+    if no_caption:
+        problems.append(f"{data_path}: {len(no_caption)} listed video(s) have no caption: {_id_list(no_caption)}")
+    known = set(meta) | listed
+    unknown = [v for v in captions if v not in known] if meta else []
+    if unknown:
+        problems.append(f"{data_path}: captions of {len(unknown)} id(s) in no video list are dropped: "
+                        f"{_id_list(unknown)}")
+    warnings = _inconsistent(problems, strict)
     val = hold_out(train_ids, n_val, seed)
     ids = list(dict.fromkeys(train_ids + test_ids))
     splits = ["test" if v in set(test_ids) else "val" if v in val else "train" for v in ids]
@@ -223,7 +258,7 @@ def read_msrvtt(root: str | os.PathLike, *, train_list: str = "9k", n_val: int =
         video_paths=[f"videos/all/{v}.mp4" for v in ids], caption_text=cap_text,
         caption_video=cap_video, urls=[meta.get(v, {}).get("url", "") for v in ids],
         start_times=[meta.get(v, {}).get("start", -1.0) for v in ids],
-        end_times=[meta.get(v, {}).get("end", -1.0) for v in ids],
+        end_times=[meta.get(v, {}).get("end", -1.0) for v in ids], warnings=warnings,
     )
 
 

@@ -62,6 +62,9 @@ class ExtractConfig(BaseModel):
     tag_min_count: int = Field(5, ge=1, description="a phrase needs this many training captions")
     video_chunk: int = Field(StoreLayout.video_chunk, ge=1, description="videos per store chunk = per task (new stores only)")
     gpu_per_worker: bool = Field(False, description="model tasks need a worker with resources GPU=1")
+    lock_wait_s: float = Field(0.0, ge=0, description="wait this long for another run holding the store, "
+                                                       "then refuse (0: refuse at once)")
+    strict: bool = Field(False, description="inconsistent annotations are an error, not a warning")
     storage_options: dict | None = Field(None, description="fsspec options of a remote store (s3://...)")
     dataset_options: dict[str, Any] = Field(
         {}, description="the dataset reader's options, key=value (n_val, seed, video_dir, youtube_url, "

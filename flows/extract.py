@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import uuid
 from typing import Literal
 
 import numpy as np
@@ -20,8 +21,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.config import ALL_STEPS, MODEL_STEPS, ExtractConfig
 from flows.errors import ExtractError
-from flows.steps import BLOCK_TASKS, STORE_TASKS, ast_config, validate_store
-from storage import StepWriter, StoreError, StoreLayout, as_str, create_store, failures, read_attrs
+from flows.steps import BLOCK_TASKS, STORE_TASKS, ast_config, ast_encoder, clip_encoder, validate_store
+from storage import DONE, StepWriter, StoreError, StoreLayout, as_str, create_store, failures, read_attrs
+from storage.lock import StoreLock
 
 
 def _is_url(p: str) -> bool:
@@ -29,6 +31,8 @@ def _is_url(p: str) -> bool:
 
 
 def _check_weights(path: str | None, what: str, flag: str, random_init: bool) -> None:
+    if path is not None and random_init:
+        raise ExtractError(f"{path}: {what} weights and --random-init given together: choose one")
     if path is None:
         if not random_init:
             raise ExtractError(f"no {what} weights: pass {flag} PATH, or --random-init for "
@@ -38,8 +42,56 @@ def _check_weights(path: str | None, what: str, flag: str, random_init: bool) ->
         raise ExtractError(f"{path}: {what} weights not found")
 
 
+def _load_encoders(cfg: ExtractConfig) -> dict[str, object]:
+    """Build every encoder the steps will use, so that bad weights (a text file, a truncated
+    checkpoint, another architecture) fail the run in one line naming the file before any
+    video is probed. The local runner's tasks reuse these (``flows.steps`` caches them)."""
+    from extractors.weights import WeightsError
+
+    steps = set(cfg.steps)
+    wanted = {}
+    if steps & {"frames", "text", "tags", "style"}:
+        _check_weights(cfg.clip_weights, "CLIP", "--clip-weights", cfg.random_init)
+        wanted["clip"] = (clip_encoder, cfg.clip_weights, f"CLIP {cfg.clip_model}")
+    if "audio" in steps:
+        _check_weights(cfg.ast_weights, "AST", "--ast-weights", cfg.random_init)
+        wanted["ast"] = (ast_encoder, cfg.ast_weights, "AST")
+    encoders = {}
+    for name, (build, path, what) in wanted.items():
+        try:
+            encoders[name] = build(cfg.encoders())
+        except (WeightsError, ValueError) as e:
+            raise ExtractError(str(e).splitlines()[0]) from None
+        except Exception as e:  # noqa: BLE001 - any failure to load is the file's fault
+            cause = (str(e).strip().splitlines() or [""])[0]
+            raise ExtractError(f"{path}: cannot load as {what} weights: not a checkpoint torch reads "
+                               f"({type(e).__name__}: {cause})") from None
+    return encoders
+
+
+def _check_writable(store: str, storage_options: dict | None) -> None:
+    """Write and remove a probe file in the store (and in an array's folder), so a read-only
+    store is refused in one line before any step runs rather than after the encoders ran."""
+    probe = f".vtr-write-check-{uuid.uuid4().hex[:8]}"
+    try:
+        if _is_url(store):
+            import fsspec
+            fs, key = fsspec.core.url_to_fs(store, **(storage_options or {}))
+            fs.pipe(f"{key.rstrip('/')}/{probe}", b"")
+            fs.rm(f"{key.rstrip('/')}/{probe}")
+            return
+        for folder in (store, os.path.join(store, "video")):
+            name = os.path.join(folder, probe)
+            with open(name, "wb"):
+                pass
+            os.unlink(name)
+    except OSError as e:
+        raise ExtractError(f"{store}: the store is not writable ({e.strerror or e})") from None
+
+
 def _open_or_create(store: str, manifest, layout: StoreLayout, storage_options: dict | None) -> None:
-    """Create the store, or check that an existing one belongs to this dataset."""
+    """Create the store, or check that an existing one belongs to this dataset and can be
+    written."""
     exists = (not _is_url(store) and os.path.exists(store))
     if _is_url(store):
         try:
@@ -71,6 +123,36 @@ def _open_or_create(store: str, manifest, layout: StoreLayout, storage_options: 
         raise ExtractError(f"{store}: made for {old.n_audio_tokens}x{old.audio_dim} audio tokens and "
                            f"{old.dim}-d CLIP features; these encoders give {layout.n_audio_tokens}x"
                            f"{layout.audio_dim} and {layout.dim}")
+    _check_writable(store, storage_options)
+
+
+# which encoder made each model step's features (tags and style compare with frames/text)
+_STEP_ENCODER = {"frames": "clip", "text": "clip", "tags": "clip", "style": "clip", "audio": "ast"}
+
+
+def _check_provenance(store: str, cfg: ExtractConfig, encoders: dict[str, object]) -> None:
+    """Refuse, before any step, encoders other than those that made the features already in
+    the store (run under the store lock, so no other run can start a step meanwhile)."""
+    prov = read_attrs(store, cfg.storage_options).get("provenance", {})
+    for step, name in _STEP_ENCODER.items():
+        old, enc = prov.get(step), encoders.get(name)
+        if old is None or enc is None:
+            continue
+        new = enc.provenance()
+        if (old.get("model"), old.get("weights_sha256")) == (new["model"], new["weights_sha256"]):
+            continue
+        writer = StepWriter(store, step, storage_options=cfg.storage_options)
+        if np.any(writer.states() == DONE):
+            raise ExtractError(f"{store}: {step} features come from {old.get('model')} (sha256 "
+                               f"{str(old.get('weights_sha256'))[:16]}), this run's encoder is {new['model']} "
+                               f"(sha256 {str(new['weights_sha256'])[:16]}): mixing them is refused")
+
+
+def _run_id() -> str:
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    return str(ctx.flow_run.id) if ctx and ctx.flow_run else uuid.uuid4().hex
 
 
 def _layout(manifest, cfg: ExtractConfig) -> StoreLayout:
@@ -135,15 +217,34 @@ def _run_step(step: str, store: str, cfg: ExtractConfig) -> dict:
 def run_extraction(manifest, store: str, cfg: ExtractConfig) -> dict:
     log = get_run_logger()
     steps = set(cfg.steps)
-    if steps & {"frames", "text", "tags", "style"}:
-        _check_weights(cfg.clip_weights, "CLIP", "--clip-weights", cfg.random_init)
-    if "audio" in steps:
-        _check_weights(cfg.ast_weights, "AST", "--ast-weights", cfg.random_init)
+    for w in manifest.warnings:
+        log.warning("annotations: %s", w)
     media = cfg.media_dir or (store.rstrip("/") + ".media" if not _is_url(store) else None)
     if media is None:
         raise ExtractError(f"{store}: a remote store needs --media-dir (a folder every worker can read)")
     cfg = cfg.model_copy(update={"media_dir": media})
-    _open_or_create(store, manifest, _layout(manifest, cfg), cfg.storage_options)
+    layout = _layout(manifest, cfg)
+    encoders = _load_encoders(cfg)
+    # One run per store: taken before the provenance check and the first step. The Dask
+    # workers of this run write under it (block ownership keeps them apart).
+    lock = StoreLock(store, _run_id(), storage_options=cfg.storage_options, wait_s=cfg.lock_wait_s)
+    try:
+        lock.acquire()
+    except StoreError as e:
+        raise ExtractError(str(e)) from None
+    try:
+        if lock.took_over:
+            log.warning("store lock: %s", lock.took_over)
+        _open_or_create(store, manifest, layout, cfg.storage_options)
+        _check_provenance(store, cfg, encoders)
+        return _run_steps(manifest, store, cfg, steps)
+    finally:
+        lock.release()
+
+
+def _run_steps(manifest, store: str, cfg: ExtractConfig, steps: set[str]) -> dict:
+    log = get_run_logger()
+    media = cfg.media_dir
     if not _is_url(media):
         try:
             os.makedirs(media, exist_ok=True)
@@ -163,17 +264,23 @@ def run_extraction(manifest, store: str, cfg: ExtractConfig) -> dict:
         summary[step]["seconds"] = round(time.perf_counter() - t0, 2)
         log.info("%s: %s", step, summary[step])
     fails = failures(store, cfg.storage_options)
-    _failure_artifact(store, summary, fails)
+    warned = [*(f"annotations: {w}" for w in manifest.warnings),
+              *(f"{step}: {s['warning']}" for step, s in summary.items() if s.get("warning"))]
+    _failure_artifact(store, summary, fails, warned)
+    for w in warned:
+        log.warning("%s", w)
     for f in fails[:50]:
         log.warning("failed: %s %s: %s", f["step"], f["item"], f["error"])
-    return {"store": store, "steps": summary, "failures": len(fails)}
+    return {"store": store, "steps": summary, "failures": len(fails), "warnings": warned}
 
 
-def _failure_artifact(store: str, summary: dict, fails: list[dict]) -> None:
+def _failure_artifact(store: str, summary: dict, fails: list[dict], warned: list[str]) -> None:
     lines = [f"# Extraction summary: `{store}`", "", "| step | done | failed | seconds |", "|---|---|---|---|"]
     for step, s in summary.items():
         lines.append(f"| {step} | {s.get('done', '-')} | {s.get('failed', s.get('problems', '-'))} "
                      f"| {s.get('seconds', '-')} |")
+    if warned:
+        lines += ["", f"## Warnings ({len(warned)})", "", *(f"- {w}" for w in warned)]
     lines += ["", f"## Failed items ({len(fails)})", ""]
     if fails:
         lines += ["| step | item | error |", "|---|---|---|"]
@@ -195,7 +302,7 @@ def extract_msrvtt(data_root: str, store: str, config: ExtractConfig = ExtractCo
     """MSR-VTT folder (``MSRVTT_data.json``, train/test csv, ``videos/all``) -> feature store."""
     from extractors.annotations import AnnotationError, read_msrvtt
     try:
-        manifest = read_msrvtt(data_root, train_list=train_list, n_val=n_val)
+        manifest = read_msrvtt(data_root, train_list=train_list, n_val=n_val, strict=config.strict)
     except AnnotationError as e:
         raise ExtractError(str(e)) from None
     return run_extraction(manifest, store, config)

@@ -130,8 +130,9 @@ def write_results(writer: StepWriter, results: Iterator[ItemResult], progress: b
         if good:
             for name in good[0].data:
                 proto = np.asarray(good[0].data[name])
-                # strings take the widest of the batch ("crawled" first must not cut "original")
-                dtype = np.asarray([r.data[name] for r in good]).dtype if proto.dtype.kind == "U" else proto.dtype
+                # strings: the widest item's width, or a longer path than the first is cut
+                dtype = np.result_type(*(np.asarray(r.data[name]).dtype for r in good)) \
+                    if proto.dtype.kind == "U" else proto.dtype
                 rows = np.zeros((len(batch), *proto.shape), dtype=dtype)
                 for j, r in enumerate(batch):
                     if r.ok:

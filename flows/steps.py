@@ -21,8 +21,8 @@ from extractors.engine import ItemResult
 from extractors.style import REWRITES
 from flows.config import EncoderSpec, ExtractConfig
 from flows.step_io import StepInputs, check_same_clip, merge_errors, resolve, run_step_items
-from storage import (DONE, MISSING, StepWriter, StoreError, as_str, check_store, layout_of, open_group,
-                     read_attrs, set_provenance, write_table)
+from storage import (DONE, MISSING, StepWriter, as_str, check_store, layout_of, open_group,
+                     read_attrs, set_provenance, set_step_warning, write_table)
 
 # Tasks of one worker share its encoders. Building one seeds torch's global generator, so
 # two threads must never build at once (random-init weights would interleave).
@@ -184,11 +184,15 @@ def write_audio(store: str, encoder, cfg: ExtractConfig, **run) -> dict:
         # a failed crawl is a decision too (audio_source stays "none"); only a crawl that
         # has not run yet leaves the audio source unknown
         crawl_ok = inp.column("crawl_state") != MISSING
+        # a video whose own file has audio needs no crawl: the probe decides for it
+        own = (inp.column("probe_state") == DONE) & inp.column("source_has_audio").astype(bool)
         source, raw, apath = inp.column("audio_source"), inp.column("audio_path"), inp.paths("audio_path")
+        src = inp.paths("video_path")
         not_ready = {j: "audio source unknown: the crawl step is not done for this video"
-                     for j in range(len(inp)) if not crawl_ok[j]}
+                     for j in range(len(inp)) if not crawl_ok[j] and not own[j]}
         run_pos = np.array([j for j in range(len(inp)) if j not in not_ready], dtype=np.int64)
-        paths = [None if source[j] == "none" or not raw[j] else apath[j] for j in run_pos]
+        paths = [src[j] if not crawl_ok[j] else None if source[j] == "none" or not raw[j] else apath[j]
+                 for j in run_pos]
         res = encode_audio(encoder, paths, batch_size=cfg.audio_batch_size, workers=cfg.workers)
         return merge_errors((ItemResult(int(run_pos[r.index]), r.data, r.error) for r in res), not_ready)
 
@@ -231,8 +235,8 @@ def write_tags(store: str, encoder, cfg: ExtractConfig, *, progress: bool = Fals
     train = [t for t, v in zip(as_str(g["caption_text"][:]), cap_video) if 0 <= v < len(split) and split[v] == "train"]
     phrases = mine_phrases(train, min_count=cfg.tag_min_count)
     if not phrases:
-        raise StoreError(f"{store}: no phrase occurs in at least {cfg.tag_min_count} of the {len(train)} "
-                         "training captions (lower --tag-min-count)")
+        return _cannot_run(store, "tags", cfg, f"no phrase occurs in at least {cfg.tag_min_count} of the "
+                           f"{len(train)} training captions (lower --tag-min-count)")
     texts = [p for p, _ in phrases]
     record = encoder.provenance(template=PHRASE_TEMPLATE, mining={
         "source": "train captions", "n_train_captions": len(train), "min_count": cfg.tag_min_count,
@@ -269,6 +273,7 @@ def write_tags(store: str, encoder, cfg: ExtractConfig, *, progress: bool = Fals
 
     res = run_step_items(store, "tags", compute, storage_options=cfg.storage_options, provenance=record,
                          progress=progress, on_error=on_error)
+    set_step_warning(store, "tags", None, storage_options=cfg.storage_options)
     return {"phrases": len(texts), **res}
 
 
@@ -287,10 +292,12 @@ def write_style(store: str, encoder, cfg: ExtractConfig, *, splits: Sequence[str
     source, style, text = plan_rewrites(as_str(g["caption_text"][:]), np.asarray(g["caption_video"][:]),
                                         as_str(g["split"][:]), splits=splits, styles=styles, seed=seed)
     if source.size == 0:
-        raise StoreError(f"{store}: no caption of a video in split(s) {', '.join(splits)} to rewrite")
+        return _cannot_run(store, "style", cfg, f"no caption of a video in split(s) {', '.join(splits)} "
+                           "to rewrite")
     attrs = read_attrs(store, cfg.storage_options)
     if "text" not in attrs.get("provenance", {}):
-        raise StoreError(f"{store}: the text step has not run; run `vtr extract --steps text` before style")
+        return _cannot_run(store, "style", cfg, "the text step has not run; run `vtr extract --steps text` "
+                           "before style")
     record = encoder.provenance(styles=list(styles), splits=list(splits), seed=seed,
                                 rows="first caption of each video x style")
     check_same_clip(store, attrs, record, "text", "style needs")
@@ -306,7 +313,16 @@ def write_style(store: str, encoder, cfg: ExtractConfig, *, splits: Sequence[str
         store, "style", compute,
         storage_options=cfg.storage_options, check=_caption_check(encoder), provenance=record,
         progress=progress, on_error=on_error)
+    set_step_warning(store, "style", None, storage_options=cfg.storage_options)
     return {"rows": int(source.size), **res}
+
+
+def _cannot_run(store: str, step: str, cfg: ExtractConfig, why: str) -> dict:
+    """A whole-store step the data does not allow (too few captions, no test split) is a
+    warning, not a failure: recorded in the store (``vtr store info``) and returned for the
+    run summary, and the other steps' results stand."""
+    set_step_warning(store, step, why, storage_options=cfg.storage_options)
+    return {"done": 0, "failed": 0, "warning": why}
 
 
 # --- Prefect tasks --------------------------------------------------------------------------

@@ -40,6 +40,7 @@ def store_info(path: str | os.PathLike, storage_options: dict | None = None) -> 
     prov = attrs.get("provenance", {})
     warnings = [f"{g}: features made with RANDOM-INIT weights (not meaningful)"
                 for g, rec in prov.items() if is_random_init(rec)]
+    warnings += [f"{step}: {msg}" for step, msg in attrs.get("step_warnings", {}).items()]
     return {
         "path": path,
         "dataset": attrs.get("dataset"),

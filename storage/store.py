@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import shutil
 import uuid
@@ -57,6 +58,48 @@ def open_group(path: str | os.PathLike, mode: str = "r+",
                                storage_options=storage_options if _is_url(path) else None)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError) as e:
         raise StoreError(f"{path}: not a Zarr v3 group ({e.__class__.__name__})") from None
+    except json.JSONDecodeError as e:
+        raise bad_metadata(path, e, storage_options) from None
+
+
+def bad_metadata(path: str, error: json.JSONDecodeError, storage_options: dict | None = None) -> StoreError:
+    """The one-line error for unreadable Zarr metadata, naming the first ``zarr.json`` that
+    does not parse (a truncated write, a crash while consolidating)."""
+    where = f"{str(path).rstrip('/')}/zarr.json"
+    try:
+        for name in _metadata_files(str(path), storage_options):
+            try:
+                json.loads(_read_bytes(name, storage_options))
+            except ValueError:
+                where = name
+                break
+    except OSError:
+        pass
+    return StoreError(f"{where}: corrupt Zarr metadata, not valid JSON ({error.msg} at line {error.lineno}, "
+                      f"column {error.colno}); restore it or rebuild the store")
+
+
+def _metadata_files(path: str, storage_options: dict | None) -> list[str]:
+    """The root's ``zarr.json`` first, then those of its arrays."""
+    root = path.rstrip("/")
+    if _is_url(path):
+        import fsspec
+        fs, key = fsspec.core.url_to_fs(path, **(storage_options or {}))
+        proto = path.split("://", 1)[0]
+        found = [f"{proto}://{k}" for k in fs.glob(key.rstrip("/") + "/*/zarr.json")]
+    else:
+        found = sorted(os.path.join(root, d, "zarr.json") for d in os.listdir(root)
+                       if os.path.isfile(os.path.join(root, d, "zarr.json")))
+    return [f"{root}/zarr.json", *found]
+
+
+def _read_bytes(name: str, storage_options: dict | None) -> bytes:
+    if _is_url(name):
+        import fsspec
+        with fsspec.open(name, "rb", **(storage_options or {})) as f:
+            return f.read()
+    with open(name, "rb") as f:
+        return f.read()
 
 
 def consolidate(path: str | os.PathLike, storage_options: dict | None = None) -> None:
@@ -236,6 +279,8 @@ def open_store(path: str | os.PathLike, *, dataset: str | None = None,
     try:
         ds = xr.open_zarr(path, zarr_format=3, consolidated=None,
                           storage_options=storage_options if _is_url(path) else None)
+    except json.JSONDecodeError as e:
+        raise bad_metadata(path, e, storage_options) from None
     except Exception as e:  # noqa: BLE001 - re-raised with the path
         raise StoreError(f"{path}: xarray cannot open it ({e})") from None
     missing = [v for v in REQUIRED if v not in ds.variables]
@@ -265,6 +310,22 @@ def set_provenance(path: str | os.PathLike, group_name: str, record: dict,
         return
     prov[group_name] = record
     group.attrs["provenance"] = prov
+    consolidate(path, storage_options)
+
+
+def set_step_warning(path: str | os.PathLike, step: str, message: str | None,
+                     storage_options: dict | None = None) -> None:
+    """Record (or, with ``None``, clear) why a whole-store step could not run on this data;
+    ``vtr store info`` shows it. Kept in the ``step_warnings`` attribute, one line per step."""
+    group = open_group(path, mode="r+", storage_options=storage_options)
+    warned = dict(group.attrs.get("step_warnings", {}))
+    if warned.get(step) == message or (message is None and step not in warned):
+        return
+    if message is None:
+        del warned[step]
+    else:
+        warned[step] = message
+    group.attrs["step_warnings"] = warned
     consolidate(path, storage_options)
 
 

@@ -175,3 +175,53 @@ def test_manifest_is_written_through_storage(tmp_path):
     assert list(ds["video"].values) == m.video_ids and list(ds["split"].values) == m.splits
     assert ds["caption_text"].values.tolist() == m.caption_text
     assert float(ds["start_time"].values[3]) == 4.5 and ds["url"].values[3].endswith("x3")
+
+
+# --- D7: inconsistent annotations are reported, not merged silently ---------------------------
+def _edit_json(root, fn):
+    data = json.loads((root / "MSRVTT_data.json").read_text())
+    fn(data)
+    (root / "MSRVTT_data.json").write_text(json.dumps(data))
+
+
+def test_consistent_annotations_give_no_warning(tmp_path):
+    assert read_msrvtt(_write_root(tmp_path / "r")).warnings == []
+
+
+def test_duplicate_video_entry_with_another_url_or_split(tmp_path):
+    root = _write_root(tmp_path / "r")
+    _edit_json(root, lambda d: d["videos"].extend([
+        {**d["videos"][3], "url": "https://example.org/other"}, {**d["videos"][4], "split": "test"},
+        dict(d["videos"][5])]))  # an identical repeat is harmless
+    m = read_msrvtt(root)
+    assert len(m.warnings) == 1
+    assert "listed twice" in m.warnings[0] and "video3, video4" in m.warnings[0]
+    assert "video5" not in m.warnings[0]
+    assert m.urls[m.video_ids.index("video3")] == "https://www.youtube.com/watch?v=x3"  # the first wins
+    with pytest.raises(AnnotationError, match=r"MSRVTT_data.json: .*listed twice.*video3, video4.*--strict"):
+        read_msrvtt(root, strict=True)
+
+
+def test_listed_video_without_captions(tmp_path):
+    root = _write_root(tmp_path / "r")
+    _edit_json(root, lambda d: d.update(sentences=[s for s in d["sentences"] if s["video_id"] != "video7"]))
+    m = read_msrvtt(root)
+    assert [w for w in m.warnings if "no caption" in w] == [f"{root}/MSRVTT_data.json: 1 listed video(s) "
+                                                            "have no caption: video7"]
+    with pytest.raises(AnnotationError, match="no caption: video7"):
+        read_msrvtt(root, strict=True)
+
+
+def test_captions_for_unknown_ids(tmp_path):
+    root = _write_root(tmp_path / "r")
+    _edit_json(root, lambda d: d["sentences"].extend(
+        [{"video_id": "ghost1", "caption": "a"}, {"video_id": "ghost2", "caption": "b"}]))
+    m = read_msrvtt(root)
+    assert len(m.warnings) == 1 and "2 id(s) in no video list are dropped: ghost1, ghost2" in m.warnings[0]
+    assert "ghost1" not in m.video_ids
+    with pytest.raises(AnnotationError, match="ghost1, ghost2"):
+        read_msrvtt(root, strict=True)
+
+
+def test_7k_list_leaves_out_videos_without_a_warning(tmp_path):
+    assert read_msrvtt(_write_root(tmp_path / "r"), train_list="7k").warnings == []
