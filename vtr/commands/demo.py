@@ -1,6 +1,7 @@
 """`vtr demo`: the README's main job on the embedded default.
 
-sample dataset (ffmpeg) -> `extract-msrvtt` in Prefect's ephemeral mode -> store summary
+sample dataset (ffmpeg) -> `extract-msrvtt` on a Prefect server of its own (``flows.server``)
+-> store summary
 -> `vtr ablate` (every head and distillation form, same seed and budget) -> one table.
 Everything lands under one folder; a re-run resumes and overwrites nothing.
 
@@ -62,7 +63,9 @@ def demo(out: Path = typer.Option(Path("demo"), help="working folder (data, stor
     from extractors.sample_server import start_sample_server
     from flows.config import ExtractConfig
     from flows.extract import extract_msrvtt
+    from flows.server import prefect_api
     from storage import format_info, store_info
+    from vtr.commands.extract import is_user_error
 
     if fresh and out.exists():
         shutil.rmtree(out)
@@ -74,8 +77,9 @@ def demo(out: Path = typer.Option(Path("demo"), help="working folder (data, stor
     options = dict(random_init=True, ast_size=ast_size, tag_min_count=3)
     if data_root is not None:
         typer.echo(f"[1/3] your dataset: {data_root}")
-        typer.echo(f"[2/3] extract-msrvtt (Prefect, ephemeral) -> {store}")
-        extract_msrvtt(data_root=str(data_root), store=str(store), config=ExtractConfig(**options))
+        typer.echo(f"[2/3] extract-msrvtt (Prefect, local server) -> {store}")
+        with prefect_api(quiet=is_user_error):
+            extract_msrvtt(data_root=str(data_root), store=str(store), config=ExtractConfig(**options))
     else:
         data = out / "data"
         urls = _store_urls(store)
@@ -84,8 +88,10 @@ def demo(out: Path = typer.Option(Path("demo"), help="working folder (data, stor
         try:
             typer.echo(f"[1/3] sample dataset -> {data} (silent videos' audio served at {server.url})")
             make_sample_dataset(data, n_videos=n_videos, progress=True, base_url=server.url)
-            typer.echo(f"[2/3] extract-msrvtt (Prefect, ephemeral) -> {store}")
-            extract_msrvtt(data_root=str(data), store=str(store), config=ExtractConfig(crawl_retries=0, **options))
+            typer.echo(f"[2/3] extract-msrvtt (Prefect, local server) -> {store}")
+            with prefect_api(quiet=is_user_error):
+                extract_msrvtt(data_root=str(data), store=str(store),
+                               config=ExtractConfig(crawl_retries=0, **options))
         finally:
             server.stop()
     typer.echo("")
