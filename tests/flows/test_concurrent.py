@@ -51,9 +51,13 @@ def _listening_port(p: psutil.Process) -> int | None:
 
 
 def _port_free(port: int) -> bool:
+    """Nothing listens there: a new server could take it (as servers do, with
+    SO_REUSEADDR: the dead server's connections may linger in TIME_WAIT)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
+            s.listen(1)
         except OSError:
             return False
     return True
