@@ -40,10 +40,10 @@ _PAUSE = _pause_point()
 def _pause_here(step: str, idx: np.ndarray) -> None:
     assert _PAUSE is not None
     if _PAUSE[0] == step and _PAUSE[1] in idx:
-        import sys
         import time
 
-        print(f"{PAUSE_WRITE_ENV}: {step} {_PAUSE[1]} data written, state not", file=sys.stderr, flush=True)
+        # to fd 2 itself: a Prefect flow's log_prints would turn a print into a log record
+        os.write(2, f"{PAUSE_WRITE_ENV}: {step} {_PAUSE[1]} data written, state not\n".encode())
         while True:
             time.sleep(60)
 
