@@ -19,6 +19,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from extractors.weights import WeightsError
 from flows.config import ALL_STEPS, MODEL_STEPS, ExtractConfig
 from flows.errors import ExtractError
 from flows.steps import BLOCK_TASKS, STORE_TASKS, ast_config, ast_encoder, clip_encoder, validate_store
@@ -173,8 +174,14 @@ def _layout(manifest, cfg: ExtractConfig) -> StoreLayout:
                        audio_time_patches=ast.time_patches, video_chunk=cfg.video_chunk)
 
 
+# A block task raising one of these refused the step (another model's features in the
+# store, unusable weights): not a crash of some items, so the run exits non-zero.
+REFUSALS = (StoreError, ExtractError, WeightsError)
+
+
 def _run_step(step: str, store: str, cfg: ExtractConfig) -> dict:
-    """Submit one task per pending block, wait, and record crashed blocks as failed items."""
+    """Submit one task per pending block, wait, and record crashed blocks as failed items
+    (``"refused"``: the first block's refusal, see ``REFUSALS``)."""
     import dask
 
     log = get_run_logger()
@@ -204,7 +211,9 @@ def _run_step(step: str, store: str, cfg: ExtractConfig) -> dict:
             exc = state.result(raise_on_failure=False)
             cause = f"{type(exc).__name__}: {exc}".splitlines()[0] if isinstance(exc, BaseException) else state.message
         except Exception as e:  # noqa: BLE001
-            cause = str(e).splitlines()[0]
+            exc, cause = e, str(e).splitlines()[0]
+        if isinstance(exc, REFUSALS):  # the step's own check said no: the run fails with it
+            total.setdefault("refused", str(exc).splitlines()[0])
         log.error("%s block %d failed: %s", step, int(b[0]), cause)
         w = StepWriter(store, step, storage_options=cfg.storage_options)
         todo = b[np.isin(b, w.pending())]
@@ -271,6 +280,9 @@ def _run_steps(manifest, store: str, cfg: ExtractConfig, steps: set[str]) -> dic
         log.warning("%s", w)
     for f in fails[:50]:
         log.warning("failed: %s %s: %s", f["step"], f["item"], f["error"])
+    refused = [f"{step} refused: {s['refused']}" for step, s in summary.items() if "refused" in s]
+    if refused:
+        raise ExtractError("; ".join(refused))
     return {"store": store, "steps": summary, "failures": len(fails), "warnings": warned}
 
 

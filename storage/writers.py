@@ -20,6 +20,33 @@ from storage.store import StoreError, open_group, read_attrs
 
 WRITERS: dict[str, type["StepWriter"]] = {}
 
+# A test hook (tests/storage/test_kill_midway.py): ``VTR_TEST_PAUSE_WRITE=STEP:INDEX`` makes
+# the write holding item INDEX of STEP stop between its data and its state, say so on
+# stderr and wait there to be killed. Read once; unset it costs one comparison per write.
+PAUSE_WRITE_ENV = "VTR_TEST_PAUSE_WRITE"
+
+
+def _pause_point() -> tuple[str, int] | None:
+    value = os.environ.get(PAUSE_WRITE_ENV)
+    if not value:
+        return None
+    step, _, index = value.partition(":")
+    return step, int(index)
+
+
+_PAUSE = _pause_point()
+
+
+def _pause_here(step: str, idx: np.ndarray) -> None:
+    assert _PAUSE is not None
+    if _PAUSE[0] == step and _PAUSE[1] in idx:
+        import time
+
+        # to fd 2 itself: a Prefect flow's log_prints would turn a print into a log record
+        os.write(2, f"{PAUSE_WRITE_ENV}: {step} {_PAUSE[1]} data written, state not\n".encode())
+        while True:
+            time.sleep(60)
+
 
 def register_writer(name: str) -> Callable[[type], type]:
     def deco(cls: type) -> type:
@@ -130,6 +157,8 @@ class StepWriter:
             if arr.shape[1:] != rows.shape[1:]:
                 raise ValueError(f"{name}: rows of shape {rows.shape[1:]}, store has {arr.shape[1:]}")
             _set_rows(arr, good, rows)
+        if _PAUSE is not None:
+            _pause_here(self.step, idx)
         # errors before states: a state of FAILED always has its reason
         err = np.array([errors.get(int(i), "") for i in idx], dtype=str)
         _set_rows(self._error, idx, err)

@@ -1,6 +1,7 @@
-"""Settings every test shares: no network hubs, no telemetry, a private Prefect home, no
-connection beyond loopback (pytest-socket, and the same rule in child interpreters), and the
-sample dataset served on 127.0.0.1."""
+"""Settings every test shares: no network hubs, no telemetry, a private Prefect home, one
+Prefect API server for the session's flow tests, no connection beyond loopback
+(pytest-socket, and the same rule in child interpreters), and the sample dataset served on
+127.0.0.1."""
 import os
 import shutil
 import tempfile
@@ -52,6 +53,29 @@ def pytest_configure(config) -> None:
         f.write(_CHILD_GUARD.format(hosts=hosts.split(","),
                                     allow_unix=bool(config.getoption("--allow-unix-socket"))))
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [guard, os.environ.get("PYTHONPATH")]))
+
+
+# A test whose fixtures include one of these runs a flow (in process, or `vtr extract` as a
+# child inheriting PREFECT_API_URL): it gets the session's Prefect server first.
+FLOW_FIXTURES = {"tiny_data", "sample_store", "prefect_server"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        names = getattr(item, "fixturenames", None)
+        if names is not None and FLOW_FIXTURES & set(names) and "prefect_api" not in names:
+            names.insert(0, "prefect_api")
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """One Prefect API server for the session (``flows.server``: a free loopback port,
+    killed with pytest), instead of an ephemeral server per test; PREFECT_API_URL names it
+    to this process and to every child."""
+    from flows.server import prefect_api as local_api
+
+    with local_api() as url:
+        yield url
 
 
 def pytest_unconfigure(config) -> None:

@@ -2,8 +2,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -52,30 +50,6 @@ def tiny_data(tmp_path_factory, served_sample) -> Path:
 
 
 @pytest.fixture(scope="session")
-def prefect_server(tmp_path_factory):
-    """A real Prefect server on a free loopback port, stopped after the session."""
-    home = tmp_path_factory.mktemp("prefect-server-home")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/api"
-    env = vtr_env(PREFECT_HOME=str(home))
-    env.pop("PREFECT_API_URL", None)
-    log = open(home / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                             "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError("prefect server did not start:\n" + (home / "server.log").read_text()[-3000:])
-            time.sleep(0.5)
-        yield url
-    finally:
-        stop(proc)
-        log.close()
+def prefect_server(prefect_api) -> str:
+    """The session's Prefect server (tests/conftest.py), for tests that talk to it by URL."""
+    return prefect_api

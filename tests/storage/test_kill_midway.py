@@ -1,15 +1,16 @@
-"""A writer killed with SIGKILL mid-write leaves no done item with incomplete data."""
+"""A writer killed with SIGKILL inside a write leaves no done item with incomplete data, and a
+resume gives the store an uninterrupted run makes."""
 import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
 from storage import DONE, MISSING, StepWriter, check_store, open_store
 from storage.synthetic import create_synthetic_store
+from storage.writers import PAUSE_WRITE_ENV
 
 WRITER = r"""
 import sys, numpy as np
@@ -46,29 +47,42 @@ def _verify(path, step):
     return done, state
 
 
-@pytest.mark.parametrize("step, after, delay", [("audio", 40, 0.0), ("audio", 300, 0.013),
-                                                ("frames", 100, 0.0)])
-def test_sigkill_midway_then_resume(tmp_path, step, after, delay):
+def _run_writer(path, step, env):
+    subprocess.run([sys.executable, "-c", WRITER, str(path), step], env=env, check=True)
+
+
+@pytest.mark.parametrize("step, item", [("audio", 333), ("frames", 100)])
+def test_sigkill_inside_a_write_then_resume(tmp_path, step, item):
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    full = tmp_path / "full.zarr"  # the uninterrupted run
+    create_synthetic_store(full, 700, 1, n_audio_tokens=300, audio_dim=256, dim=512)
+    _run_writer(full, step, env)
+
     path = tmp_path / "k.zarr"
     create_synthetic_store(path, 700, 1, n_audio_tokens=300, audio_dim=256, dim=512)
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), step], env=env)
-    # wait until `after` items are done, then kill: the writer is then usually mid-write
-    t0 = time.time()
-    while time.time() - t0 < 60:
-        if (StepWriter(path, step).states() == DONE).sum() >= after or proc.poll() is not None:
-            break
-        time.sleep(0.005)
-    time.sleep(delay)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    # the hook stops the write holding `item` after its data, before its state: the kill
+    # lands there, inside the write, every time
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), step], stderr=subprocess.PIPE, text=True,
+                            env={**env, PAUSE_WRITE_ENV: f"{step}:{item}"})
+    try:
+        line = proc.stderr.readline()
+        assert line.startswith(f"{PAUSE_WRITE_ENV}: {step} {item} "), line + proc.stderr.read()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    var = "audio_tokens" if step == "audio" else "frame_features"
+    assert (open_store(path)[var][item].values == _expected(item)).all(), "the hook paused before the data"
     done, state = _verify(path, step)
-    assert 0 < done.size < 700, "the kill should land partway (make the store bigger if not)"
+    assert state[item] == MISSING, "the killed item is marked done"
+    assert 0 < done.size < 700 and done.max() < item
     assert set(np.unique(state)) <= {DONE, MISSING}
-    # resume: a re-opened writer does only what is missing, and the store ends complete
-    pending_before = StepWriter(path, step).pending()
-    assert not np.isin(done, pending_before).any()
-    subprocess.run([sys.executable, "-c", WRITER, str(path), step], env=env, check=True)
+    # resume: a re-opened writer does only what is missing, and the store ends as the
+    # uninterrupted run's
+    assert not np.isin(done, StepWriter(path, step).pending()).any()
+    _run_writer(path, step, env)
     done, state = _verify(path, step)
     assert done.size == 700
     assert check_store(path) == []
+    a, b = open_store(full), open_store(path)
+    for name in (f"{step}_state", f"{step}_error", var, "has_audio" if step == "audio" else "frame_mask"):
+        np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)

@@ -1,5 +1,7 @@
-"""`vtr extract`: run the extraction flow locally (Prefect's ephemeral API unless
-PREFECT_API_URL points at a server), optionally on a Dask cluster.
+"""`vtr extract`: run the extraction flow locally, optionally on a Dask cluster.
+
+Its Prefect API is a server of its own on a free loopback port, stopped at the end and
+killed with the run (``flows.server``), unless PREFECT_API_URL points at a server.
 
 Its extraction flags are generated from ``flows.config.ExtractConfig``'s fields (``--frame-
 batch-size`` for ``frame_batch_size``, ...), so each option and its default live there once.
@@ -16,7 +18,7 @@ from pydantic import ValidationError
 
 from extractors.datasets import list_datasets
 from flows.config import ExtractConfig
-from vtr.errors import fail, one_line_errors
+from vtr.errors import fail, one_line_errors, user_error_types
 
 # Not flags: set only through the Python API or a deployment's parameters.
 NOT_FLAGS = ("storage_options",)
@@ -88,12 +90,20 @@ def extract(
     """Turn a raw dataset folder into a complete feature store (resumable: re-run to continue)."""
     from extractors.datasets import get_dataset
     from flows.extract import extract_dataset, task_runner
+    from flows.server import prefect_api
 
     get_dataset(dataset)  # an unknown name fails here, listing the known ones
     config = _config(options)
     runner = task_runner(dask, dask_workers, config.gpu_per_worker)
     fl = extract_dataset.with_options(task_runner=runner) if runner is not None else extract_dataset
-    typer.echo(json.dumps(fl(dataset=dataset, data_root=str(data_root), store=store, config=config), indent=2))
+    with prefect_api(quiet=is_user_error):
+        result = fl(dataset=dataset, data_root=str(data_root), store=store, config=config)
+    typer.echo(json.dumps(result, indent=2))
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """Reported in one line by ``one_line_errors``: Prefect's console traceback is noise."""
+    return isinstance(exc, user_error_types())
 
 
 _sig = inspect.signature(extract)
