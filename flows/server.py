@@ -243,6 +243,9 @@ def main(argv: list[str]) -> None:
     import uvicorn
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # as uvicorn does for its own sockets: the connections a dead server leaves in TIME_WAIT
+    # then never keep the next server off the port
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     print(sock.getsockname()[1], flush=True)

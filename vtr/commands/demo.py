@@ -60,7 +60,7 @@ def _port_of(urls: list[str]) -> int:
 # Act 2's planted store: big enough that the heads' ranking is stable, small enough that
 # the whole demo stays within minutes on 2 cores (the README's table uses 600 videos)
 PLANTED_VIDEOS = 240
-PLANTED_TRAIN = dict(batch_size=32, lr=1e-3, audio_tokens=8)
+PLANTED_TRAIN = dict(batch_size=32, lr=1e-3, audio_tokens="pool-tokens-8")
 
 
 def _planted_store(path: Path, n_videos: int) -> None:

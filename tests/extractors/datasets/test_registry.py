@@ -59,7 +59,7 @@ def test_msrvtt_sample_reads_through_the_registry(tmp_path):
 def test_reader_options_are_declared_and_checked():
     assert get_dataset("msvd").options == ("video_dir", "youtube_url")
     assert get_dataset("vatex").options == ("n_val", "seed", "video_dir", "youtube_url")
-    assert get_dataset("msrvtt").options == ("train_list", "n_val", "seed", "test_csv")
+    assert get_dataset("msrvtt").options == ("train_list", "n_val", "seed", "test_csv", "strict")
     with pytest.raises(AnnotationError) as e:
         read_dataset("msvd", "/nonexistent", n_val=3)
     assert str(e.value) == "dataset 'msvd' has no option 'n_val' (options: video_dir, youtube_url)"
