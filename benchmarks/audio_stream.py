@@ -26,6 +26,8 @@ import time
 import numpy as np
 import torch
 
+from steps import plain_step  # benchmarks/steps.py (the script's folder is on sys.path)
+
 from storage.synthetic import create_synthetic_store, fill_random, write_step
 
 
@@ -102,12 +104,7 @@ def main() -> None:
         return ld
 
     def step(batch) -> None:
-        t, v = head.encode_text(batch), head.encode_video(batch)
-        loss = head.loss(head.similarity(t, v), batch, t, v)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
-        opt.step()
+        plain_step(head, opt, batch)
 
     def peak_rss() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -23,6 +23,8 @@ import time
 import numpy as np
 import torch
 
+from steps import plain_step  # benchmarks/steps.py (the script's folder is on sys.path)
+
 
 def median_step_time(fn, steps: int, warmup: int = 2) -> float:
     times = []
@@ -91,13 +93,8 @@ def main() -> None:
         loader = TrainLoader(args.store, data, fields, args.batch_size, cpu, audio, stream="memory")
         load_s = time.perf_counter() - t0
 
-        def step(batch):
-            t, v = head.encode_text(batch), head.encode_video(batch)
-            loss = head.loss(head.similarity(t, v), batch, t, v)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
-            opt.step()
+        def step(batch) -> None:
+            plain_step(head, opt, batch)
 
         fixed = next(loader.epoch(0, 1))
         it = loader.epoch(0, 0)

@@ -31,6 +31,13 @@ class Clip:
                 for j in range(k)]
 
 
+def sample_folder(out: str | os.PathLike, seed: int) -> tuple[Path, np.random.Generator]:
+    """The folder a sample writer fills (created) and the generator its choices come from."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out, np.random.default_rng(seed)
+
+
 def make_clip(path: Path, rng: np.random.Generator, *, audio: bool, seconds: float = 2.0) -> Clip:
     """One clip at ``path`` (container from its extension), written under a temporary name
     first; an existing file is kept, so a rerun only adds what is missing."""

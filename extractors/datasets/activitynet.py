@@ -6,13 +6,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
-
 from extractors.annotations import AnnotationError, Manifest, _read_json, validate_video_id
 from extractors.datasets._common import (N_VAL, VIDEO_DIR, YOUTUBE_URL, annotation_file, build_manifest,
                                          data_root, disjoint_splits, hold_out, locate_videos, non_empty_text,
                                          youtube_source)
-from extractors.datasets._sample import make_clip, make_source, write_json, youtube_like_ids
+from extractors.datasets._sample import make_clip, make_source, sample_folder, write_json, youtube_like_ids
 from extractors.datasets.registry import register_dataset
 
 # split: (ids file, annotation file). No test split is public: val_1 is the evaluated one.
@@ -29,9 +27,7 @@ def write_sample(out: str | os.PathLike, *, seed: int = 0) -> Path:
     """5 train and 3 val_1 videos of 3 s, 2 or 3 sentences each (later ones start with a
     space, as in the release); every third video is silent; a stand-in original per silent
     video for the crawl (see ``_sample.SOURCES_DIR``)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
+    out, rng = sample_folder(out, seed)
     keys, data = [], {}
     for k, yt in enumerate(youtube_like_ids(8, rng)):
         clip = make_clip(out / VIDEO_DIR / f"{yt}.mp4", rng, audio=k % 3 != 0, seconds=3.0)

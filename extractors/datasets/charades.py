@@ -6,13 +6,11 @@ import csv
 import os
 from pathlib import Path
 
-import numpy as np
-
 from extractors.annotations import AnnotationError, Manifest, _csv_rows, validate_video_id
 from extractors.datasets._common import (N_VAL, VIDEO_DIR, annotation_file, build_manifest, data_root,
                                          disjoint_splits, hold_out, locate_videos)
 from extractors.datasets.registry import register_dataset
-from extractors.datasets._sample import make_clip
+from extractors.datasets._sample import make_clip, sample_folder
 
 FILES = {"train": "Charades_v1_train.csv", "test": "Charades_v1_test.csv"}
 COLUMNS = ("id", "subject", "scene", "quality", "relevance", "verified", "script", "objects", "descriptions",
@@ -23,9 +21,7 @@ ROOMS = ("Kitchen", "Bedroom", "Living room", "Garage")
 def write_sample(out: str | os.PathLike, *, seed: int = 0) -> Path:
     """6 train and 2 test home videos with their own sound; scripts of two sentences with
     commas (quoted cells)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
+    out, rng = sample_folder(out, seed)
     rows = {s: [] for s in FILES}
     for k, split in enumerate(["train"] * 6 + ["test"] * 2):
         vid = "".join(rng.choice(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"), size=5))

@@ -6,12 +6,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
-
 from extractors.annotations import AnnotationError, Manifest, _read_json, validate_video_id
 from extractors.datasets._common import (VIDEO_DIR, annotation_file, build_manifest, data_root, disjoint_splits,
                                          locate_videos, non_empty_text, read_split_lists)
-from extractors.datasets._sample import make_clip, write_json, write_lines
+from extractors.datasets._sample import make_clip, sample_folder, write_json, write_lines
 from extractors.datasets.registry import register_dataset
 
 SPLITS = ("train", "val", "test")
@@ -23,9 +21,7 @@ def write_sample(out: str | os.PathLike, *, seed: int = 0) -> Path:
     """4 train, 2 val and 2 test videos of 3 s with 2 or 3 moments each; Flickr-style names
     with their original extensions; half the videos carry audio. ``dl_link`` is empty (the
     sample points nowhere off the machine)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
+    out, rng = sample_folder(out, seed)
     moments, names = {s: [] for s in SPLITS}, {s: [] for s in SPLITS}
     for k, split in enumerate(["train"] * 4 + ["val"] * 2 + ["test"] * 2):
         name = (f"{int(rng.integers(10**7, 10**8))}@N0{k % 9}_{int(rng.integers(10**9, 10**10))}_"

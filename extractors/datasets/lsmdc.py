@@ -6,12 +6,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
-
 from extractors.annotations import AnnotationError, Manifest, validate_video_id
 from extractors.datasets._common import (VIDEO_DIR, annotation_file, build_manifest, data_root, disjoint_splits,
                                          locate_videos, read_text_lines)
-from extractors.datasets._sample import make_clip
+from extractors.datasets._sample import make_clip, sample_folder
 from extractors.datasets.registry import register_dataset
 
 FILES = {"train": "LSMDC16_annos_training.csv", "val": "LSMDC16_annos_val.csv",
@@ -27,9 +25,7 @@ def movie_of(clip: str) -> str:
 def write_sample(out: str | os.PathLike, *, seed: int = 0) -> Path:
     """Two invented films: 4 training clips with 2 sentences each, 2 val and 2 test clips
     with one; sentences say SOMEONE and carry literal quotes and commas, as LSMDC's do."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
+    out, rng = sample_folder(out, seed)
     films = ["0001_Sample_Film_One", "1002_SAMPLE_FILM_TWO"]
     rows = {s: [] for s in FILES}
     for k, split in enumerate(["train"] * 4 + ["val"] * 2 + ["test"] * 2):

@@ -7,12 +7,10 @@ import os
 import pickle
 from pathlib import Path
 
-import numpy as np
-
 from extractors.annotations import AnnotationError, Manifest
 from extractors.datasets._common import (VIDEO_DIR, YOUTUBE_URL, annotation_file, build_manifest, data_root,
                                          disjoint_splits, locate_videos, read_split_lists, youtube_source)
-from extractors.datasets._sample import make_clip, make_source, write_lines, youtube_like_ids
+from extractors.datasets._sample import make_clip, make_source, sample_folder, write_lines, youtube_like_ids
 from extractors.datasets.registry import register_dataset
 
 CAPTIONS = "raw-captions.pkl"
@@ -49,9 +47,7 @@ def _read_captions(path: Path) -> dict[str, list[str]]:
 def write_sample(out: str | os.PathLike, *, seed: int = 0) -> Path:
     """4 train, 2 val and 2 test clips, silent as MSVD's are, with 3 to 5 captions each,
     and a stand-in original per clip for the crawl (see ``_sample.SOURCES_DIR``)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
+    out, rng = sample_folder(out, seed)
     ids, captions = [], {}
     for k, yt in enumerate(youtube_like_ids(8, rng)):
         start = int(rng.integers(0, 10))

@@ -6,13 +6,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
-
 from extractors.annotations import AnnotationError, Manifest, _read_json
 from extractors.datasets._common import (N_VAL, VIDEO_DIR, YOUTUBE_URL, annotation_file, build_manifest,
                                          data_root, disjoint_splits, hold_out, locate_videos, non_empty_text,
                                          read_split_lists, youtube_source)
-from extractors.datasets._sample import make_clip, make_source, write_json, write_lines, youtube_like_ids
+from extractors.datasets._sample import make_clip, make_source, sample_folder, write_json, write_lines, youtube_like_ids
 from extractors.datasets.registry import register_dataset
 
 CAPTIONS = "ref_captions.json"
@@ -22,9 +20,7 @@ LISTS = {"train": "train_list.txt", "test": "test_list.txt"}
 def write_sample(out: str | os.PathLike, *, seed: int = 0) -> Path:
     """6 train and 2 test clips, 5 captions each; every other clip has no audio track;
     a stand-in original per silent clip for the crawl (see ``_sample.SOURCES_DIR``)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
+    out, rng = sample_folder(out, seed)
     ids, captions = [], {}
     for k, yt in enumerate(youtube_like_ids(8, rng)):
         start = int(rng.integers(0, 10))
