@@ -187,9 +187,10 @@ def demo(out: Path = typer.Option(Path("demo"), help="working folder (data, stor
     typer.echo(planted_result["markdown"])
     typer.echo("")
     typer.echo(f"wrote {out / 'planted-ablate' / 'ablation.md'}")
-    typer.echo("How to read it: only heads that read tags (waver/injection, avigate+waver) recover the code's "
-               "tag part, only those that also hear audio recover all of it; the style gaps show which heads "
-               "are thrown by a writer's style (README, \"Writing style and the ablation\").")
+    typer.echo("How to read it: part of each video's code is only in its audio, so the heads that hear "
+               "(avigate, avigate+waver) should lead; tags are ranked from the frames, as the tags step ranks "
+               "them, so they repeat what the frames hold; the style gaps show which heads a writer's style "
+               "throws (README, \"Writing style and the ablation\").")
     _next_steps(store, out / "ablate" / "runs" / "avigate", _best(planted_result["rows"]))
 
 
