@@ -2,7 +2,8 @@
 
 Each variant (``VARIANTS``: a head and its overrides) is trained with the same seed and
 ``TrainConfig`` into ``OUT/runs/<variant>``, then scored on the test split: R@1/5/10,
-MdR and MnR in both directions (single-caption protocol, 1k-A style), the style-shift
+MdR and MnR in both directions by the store's protocol (``training.metrics.PRIMARY``: one
+caption per video, 1k-A style, or CLIP4Clip's multi-sentence one), the style-shift
 gap (mean over rewrite styles of plain minus rewritten text->video R@1, when the store
 holds the style step's captions), the "other writers" gap (each video's first caption
 against its other captions), mean epoch seconds and trainable parameters. Writes
@@ -22,6 +23,7 @@ import numpy as np
 from storage import StoreError
 from training.data import EmptySplitError, select_split
 from training.heads import head_config, head_option, head_options
+from training.metrics import PRIMARY, PROTOCOL_NOTES
 from training.runs import ConfigError, RunError, TrainConfig, audio_for, load_run, read_config, resolve_device
 from training.style import style_report, writers_report
 from training.trainer import train
@@ -136,21 +138,23 @@ def _num(x, fmt: str = ".1f") -> str:
 
 
 def format_table(rows: list[dict]) -> str:
-    """Markdown: test scores (single-caption protocol), gaps, epoch seconds, parameters."""
+    """Markdown: test scores by the store's protocol, gaps, epoch seconds, parameters."""
     head = ("| variant | t2v R@1 | R@5 | R@10 | MdR | MnR | v2t R@1 | R@5 | R@10 | MdR | MnR "
             "| style gap | writers gap | epoch s | params |")
     lines = [head, "|" + "---|" * 15]
+    protocol = rows[0]["test"].get("protocol", "single") if rows else "single"
     for r in rows:
-        t2v, v2t = r["test"]["single"]["t2v"], r["test"]["single"]["v2t"]
+        scores = r["test"][PRIMARY[protocol]]
+        t2v, v2t = scores["t2v"], scores["v2t"]
         cells = [r["variant"]] + [_num(t2v[k]) for k in ("R1", "R5", "R10", "MdR", "MnR")] \
             + [_num(v2t[k]) for k in ("R1", "R5", "R10", "MdR", "MnR")] \
             + [_num(r["style_gap"]), _num(r["writers_gap"]), _num(r["epoch_s"], ".2f"), f"{r['params']:,}"]
         lines.append("| " + " | ".join(cells) + " |")
     n_v = rows[0]["test"]["n_videos"] if rows else 0
     lines.append("")
-    lines.append(f"Test split, {n_v} videos, one caption per video (1k-A protocol). Gaps: text->video "
-                 "R@1 of the plain captions minus the style-rewritten ones (mean over styles; n/a: the "
-                 "store has no style step) and minus the videos' other captions (writers).")
+    lines.append(f"Test split, {n_v} videos, protocol {protocol}: {PROTOCOL_NOTES[protocol]}. Gaps: "
+                 "text->video R@1 of the plain captions minus the style-rewritten ones (mean over styles; "
+                 "n/a: the store has no style step) and minus the videos' other captions (writers).")
     return "\n".join(lines)
 
 

@@ -74,3 +74,14 @@ def test_table_without_style_step_says_na():
     md = format_table([{"variant": "meanpool", "test": rep, "style_gap": None, "writers_gap": 2.0,
                         "epoch_s": 0.5, "params": 1234}])
     assert "| meanpool | 1.0 | 2.0 | 3.0 | 4.0 | 5.0 | 1.0 |" in md and "| n/a | 2.0 | 0.50 | 1,234 |" in md
+
+
+def test_table_scores_by_the_stores_protocol():
+    """A multi-sentence store's rows are its multi-caption scores, not the first caption's."""
+    one = {"R1": 1.0, "R5": 2.0, "R10": 3.0, "MdR": 4.0, "MnR": 5.0}
+    many = {"R1": 7.0, "R5": 8.0, "R10": 9.0, "MdR": 1.0, "MnR": 2.0}
+    rep = {"protocol": "multi", "n_videos": 3, "single": {d: one for d in ("t2v", "v2t")},
+           "multi": {d: many for d in ("t2v", "v2t")}}
+    md = format_table([{"variant": "meanpool", "test": rep, "style_gap": None, "writers_gap": None,
+                        "epoch_s": 0.5, "params": 1}])
+    assert "| meanpool | 7.0 | 8.0 | 9.0 | 1.0 | 2.0 | 7.0 |" in md and "protocol multi" in md
