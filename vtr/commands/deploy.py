@@ -30,8 +30,9 @@ def _pools(spec: dict) -> dict[str, str]:
     return pools
 
 
-def check_work_pools(pools: dict[str, str]) -> str:
-    """The API URL, once the server there answers and holds every pool in ``pools``."""
+def _check_work_pools(pools: dict[str, str]) -> None:
+    """Refuse, in one line, unless PREFECT_API_URL names a server that answers and holds
+    every pool in ``pools``."""
     import httpx
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
@@ -42,17 +43,17 @@ def check_work_pools(pools: dict[str, str]) -> str:
         # without a server, Prefect would deploy into a temporary one that no worker polls
         raise ExtractError("PREFECT_API_URL is not set: point it at the server the workers poll, "
                            "e.g. export PREFECT_API_URL=http://127.0.0.1:4200/api")
-    with get_client(sync_client=True) as client:
-        for name, kind in pools.items():
-            try:
-                client.read_work_pool(name)
-            except ObjectNotFound:
-                raise ExtractError(f"work pool {name!r} does not exist on {url}: create it with "
-                                   f"prefect work-pool create {name} --type {kind}") from None
-            except httpx.HTTPError as e:
-                raise ExtractError(f"cannot reach the Prefect API at {url} ({type(e).__name__}): "
-                                   "start it with prefect server start, or fix PREFECT_API_URL") from None
-    return url
+    try:
+        with get_client(sync_client=True) as client:
+            for name, kind in pools.items():
+                try:
+                    client.read_work_pool(name)
+                except ObjectNotFound:
+                    raise ExtractError(f"work pool {name!r} does not exist on {url}: create it with "
+                                       f"prefect work-pool create {name} --type {kind}") from None
+    except httpx.TransportError as e:
+        raise ExtractError(f"cannot reach the Prefect API at {url} ({type(e).__name__}): "
+                           "start it with prefect server start, or fix PREFECT_API_URL") from None
 
 
 def deploy(prefect_file: Path = typer.Option(Path("prefect.yaml"), "--prefect-file",
@@ -69,7 +70,7 @@ def deploy(prefect_file: Path = typer.Option(Path("prefect.yaml"), "--prefect-fi
     if pool:
         for dep in spec.get("deployments") or []:
             dep["work_pool"] = {**(dep.get("work_pool") or {}), "name": pool}
-    check_work_pools(_pools(spec))
+    _check_work_pools(_pools(spec))
     with tempfile.TemporaryDirectory(prefix="vtr-deploy-") as tmp:
         # a copy, so --pool never edits the user's file; Prefect reads it, the steps and
         # entry points still resolve against the current folder
