@@ -15,7 +15,7 @@ app = typer.Typer(help="vtr: feature cache and fast heads for audio-visual text-
 
 # One module per command group; each defines ``register(app)``. A missing module is a bug,
 # so nothing here swallows an ImportError.
-COMMAND_MODULES = ("store", "sample_data", "media", "encode", "extract", "train", "demo", "search")
+COMMAND_MODULES = ("store", "sample_data", "media", "encode", "extract", "deploy", "train", "demo", "search")
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"vtr.commands.{_name}").register(app)
