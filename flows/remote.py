@@ -77,7 +77,7 @@ def read_annotations(data_root: str, storage_options: dict | None, read: Callabl
     check_url(url, storage_options)
     fs, key = _filesystem(url, storage_options)
     try:
-        files = fs.find(key, detail=True)
+        files = fs.find(key)
     except Exception as e:  # noqa: BLE001
         raise ExtractError(remote_failure(url, e)) from None
     if not files:
@@ -85,8 +85,10 @@ def read_annotations(data_root: str, storage_options: dict | None, read: Callabl
     with tempfile.TemporaryDirectory(prefix="vtr-annotations-") as local:
         top = key.rstrip("/") + "/"
         wanted = []
-        for name, info in files.items():
-            rel = name[len(top):] if name.startswith(top) else os.path.basename(name)
+        for name in files:
+            if not name.startswith(top):
+                continue
+            rel = name[len(top):]
             dst = os.path.join(local, *rel.split("/"))
             os.makedirs(os.path.dirname(dst), exist_ok=True)
             if os.path.splitext(rel)[1].lower() in MEDIA_EXTENSIONS:

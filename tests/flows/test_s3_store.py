@@ -183,6 +183,26 @@ def test_scratch_is_removed_when_a_block_fails(s3_options, s3_data, tmp_path):
         "(1e-06 GB, --scratch-gb)" in err
 
 
+def test_a_reader_that_looks_videos_up_by_name_reads_a_url(s3_options, s3_data, tmp_path):
+    """MSVD's reader walks its video folder: at a URL it finds the videos by name, the
+    manifest names the URL, and the reader's errors name the URL, not the local copy."""
+    from extractors.annotations import AnnotationError
+    from extractors.datasets import get_dataset, read_dataset
+    from flows.remote import read_annotations
+
+    folder = get_dataset("msvd").write_sample(tmp_path / "msvd")
+    s3fs.S3FileSystem(**s3_options).put(str(folder), "vtr-data/msvd", recursive=True)
+    here = read_dataset("msvd", folder)
+    there = read_annotations("s3://vtr-data/msvd/", s3_options, lambda root: read_dataset("msvd", root))
+    assert there.root == "s3://vtr-data/msvd"
+    assert (there.video_ids, there.video_paths, there.caption_text, there.urls) == \
+        (here.video_ids, here.video_paths, here.caption_text, here.urls)
+    s3fs.S3FileSystem(**s3_options).rm("vtr-data/msvd/test_list.txt")
+    with pytest.raises(AnnotationError) as e:
+        read_annotations("s3://vtr-data/msvd", s3_options, lambda root: read_dataset("msvd", root))
+    assert str(e.value) == "s3://vtr-data/msvd: no test_list.txt (the MSVD annotation file expected there)"
+
+
 # --- bad input: one line, before any video is decoded --------------------------------------------
 def test_storage_options_flag_must_be_a_json_object(tiny_data, tmp_path):
     for text, why in [("{key: 1}", "--storage-options: not JSON (Expecting property name enclosed in double "
