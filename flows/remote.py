@@ -86,10 +86,12 @@ def read_annotations(data_root: str, storage_options: dict | None, read: Callabl
         top = key.rstrip("/") + "/"
         wanted = []
         for name in files:
-            if not name.startswith(top):
+            parts = name[len(top):].split("/")
+            # a key naming ".." would land outside the copy; a folder marker holds nothing
+            if not name.startswith(top) or any(p in ("", ".", "..") for p in parts):
                 continue
-            rel = name[len(top):]
-            dst = os.path.join(local, *rel.split("/"))
+            rel = "/".join(parts)
+            dst = os.path.join(local, *parts)
             os.makedirs(os.path.dirname(dst), exist_ok=True)
             if os.path.splitext(rel)[1].lower() in MEDIA_EXTENSIONS:
                 open(dst, "wb").close()

@@ -10,6 +10,7 @@ or other weights is refused instead of being mixed.
 """
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable, Iterable, Iterator
 
@@ -41,8 +42,8 @@ class StepInputs:
 
     def subset(self, positions: list[int], local: dict[str, str]) -> StepInputs:
         """These inputs cut to ``positions``, reading URLs from the copies in ``local``."""
-        sub = object.__new__(StepInputs)
-        sub.__dict__.update(self.__dict__, idx=self.idx[np.asarray(positions, dtype=np.int64)], local=local)
+        sub = copy.copy(self)
+        sub.idx, sub.local = self.idx[np.asarray(positions, dtype=np.int64)], local
         return sub
 
     def __len__(self) -> int:
@@ -117,7 +118,7 @@ def run_step_items(store: str, step: str, compute: Callable[[StepInputs], Iterab
 
     ``sources(inputs)``: the resolved media file each item reads (None: none). Those at a
     URL are copied into ``scratch`` a group at a time, each group within its size limit,
-    and removed once the group's results are written.
+    and removed once the group is computed.
     """
     store = str(store)
     writer = StepWriter(store, step, storage_options=storage_options)
@@ -143,23 +144,23 @@ def run_step_items(store: str, step: str, compute: Callable[[StepInputs], Iterab
 def _in_scratch(inputs: StepInputs, compute: Callable[[StepInputs], Iterable[ItemResult]],
                 sources: list[str | None], scratch: Scratch) -> Iterator[ItemResult]:
     """``compute``'s results, run a group at a time on local copies of the URL sources."""
-    urls = sorted({s for s in sources if s and is_url(s)})
-    if not urls:
+    remote = {s for s in sources if s and is_url(s)}
+    if not remote:
         yield from compute(inputs)
         return
     gb = scratch.limit_bytes / 1e9
-    groups, errors = plan_groups(sources, scratch.sizes(urls), scratch.limit_bytes,
+    groups, errors = plan_groups(sources, scratch.sizes(sorted(remote)), scratch.limit_bytes,
                                  lambda u, n: f"{u}: {n / 1e9:.3g} GB, more than the scratch space "
                                               f"of a block ({gb:g} GB, --scratch-gb)")
 
     def run() -> Iterator[ItemResult]:
         for group in groups:
-            wanted = sorted({sources[j] for j in group if sources[j] in urls})
+            wanted = sorted({sources[j] for j in group} & remote)
             with scratch.copies(wanted) as local:
                 for r in compute(inputs.subset(group, local)):
                     error = r.error
-                    for url, copy in local.items():  # messages name the file the user has
-                        error = error and error.replace(copy, url)
+                    for url, path in local.items():  # messages name the file the user has
+                        error = error and error.replace(path, url)
                     yield ItemResult(group[r.index], r.data, error)
 
     yield from merge_errors(run(), errors)
