@@ -65,7 +65,13 @@ class ExtractConfig(BaseModel):
     lock_wait_s: float = Field(0.0, ge=0, description="wait this long for another run holding the store, "
                                                        "then refuse (0: refuse at once)")
     strict: bool = Field(False, description="inconsistent annotations are an error, not a warning")
-    storage_options: dict | None = Field(None, description="fsspec options of a remote store (s3://...)")
+    storage_options: dict | None = Field(None, description="fsspec options of a store or data root at a URL "
+                                                           "(s3://...), as JSON, e.g. {\"key\": ..., \"secret\": ..., "
+                                                           "\"client_kwargs\": {\"endpoint_url\": ...}}")
+    scratch_dir: str | None = Field(None, description="local folder where each block copies its videos from a "
+                                                      "data root at a URL (default: the system's temporary folder)")
+    scratch_gb: float = Field(20.0, gt=0, description="most gigabytes of videos a block copies at once from a "
+                                                      "data root at a URL (more: it works through them in turns)")
     dataset_options: dict[str, Any] = Field(
         {}, description="the dataset reader's options, key=value (n_val, seed, video_dir, youtube_url, "
                         "train_list: see extractors.datasets; each reader takes its own)")

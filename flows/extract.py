@@ -22,6 +22,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from extractors.weights import WeightsError
 from flows.config import ALL_STEPS, MODEL_STEPS, ExtractConfig
 from flows.errors import ExtractError
+from flows.remote import check_url, read_annotations
 from flows.steps import BLOCK_TASKS, STORE_TASKS, ast_config, ast_encoder, clip_encoder, validate_store
 from storage import DONE, StepWriter, StoreError, StoreLayout, as_str, create_store, failures, read_attrs
 from storage.lock import StoreLock
@@ -103,8 +104,9 @@ def _open_or_create(store: str, manifest, layout: StoreLayout, storage_options: 
     if not exists:
         try:
             # an absolute data root: readers (the notebook, search) run from other folders
+            root = manifest.root if _is_url(manifest.root) else os.path.abspath(manifest.root)
             create_store(store, layout=layout, storage_options=storage_options,
-                         **{**manifest.store_kwargs(), "data_root": os.path.abspath(manifest.root)})
+                         **{**manifest.store_kwargs(), "data_root": root})
         except StoreError as e:
             raise ExtractError(str(e)) from None
         return
@@ -226,6 +228,8 @@ def _run_step(step: str, store: str, cfg: ExtractConfig) -> dict:
 def run_extraction(manifest, store: str, cfg: ExtractConfig) -> dict:
     log = get_run_logger()
     steps = set(cfg.steps)
+    if _is_url(store):  # a missing bucket or refused credentials: one line, before the encoders load
+        check_url(store, cfg.storage_options)
     for w in manifest.warnings:
         log.warning("annotations: %s", w)
     media = cfg.media_dir or (store.rstrip("/") + ".media" if not _is_url(store) else None)
@@ -314,7 +318,8 @@ def extract_msrvtt(data_root: str, store: str, config: ExtractConfig = ExtractCo
     """MSR-VTT folder (``MSRVTT_data.json``, train/test csv, ``videos/all``) -> feature store."""
     from extractors.annotations import AnnotationError, read_msrvtt
     try:
-        manifest = read_msrvtt(data_root, train_list=train_list, n_val=n_val, strict=config.strict)
+        manifest = read_annotations(data_root, config.storage_options, lambda root: read_msrvtt(
+            root, train_list=train_list, n_val=n_val, strict=config.strict))
     except AnnotationError as e:
         raise ExtractError(str(e)) from None
     return run_extraction(manifest, store, config)
@@ -332,13 +337,14 @@ def extract_dataset(manifest: str | None = None, store: str = "", config: Extrac
     if not store:
         raise ExtractError("no store path given (store=...)")
     try:
-        if manifest:
-            kw = {"root": data_root} if data_root else {}
-            if dataset:
-                kw["dataset"] = dataset
-            m = read_manifest_file(manifest, **kw)
+        if manifest and not data_root:
+            m = read_manifest_file(manifest, **({"dataset": dataset} if dataset else {}))
+        elif manifest:
+            m = read_annotations(data_root, config.storage_options, lambda root: read_manifest_file(
+                manifest, root, **({"dataset": dataset} if dataset else {})))
         elif dataset and data_root:
-            m = read_dataset(dataset, data_root, **config.dataset_options)
+            m = read_annotations(data_root, config.storage_options,
+                                 lambda root: read_dataset(dataset, root, **config.dataset_options))
         else:
             raise ExtractError("give dataset= and data_root= (a registered dataset's folder), "
                                "or manifest= (a CSV/JSONL manifest)")

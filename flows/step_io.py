@@ -10,12 +10,14 @@ or other weights is refused instead of being mixed.
 """
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
 from extractors.engine import ItemResult
+from flows.remote import Scratch, is_url, plan_groups
 from storage import DONE, StepWriter, StoreError, StoreLayout, as_str, open_group, read_attrs, set_provenance
 
 FLUSH_EVERY = 64  # items per write inside a block: a crash loses at most this much work
@@ -27,12 +29,22 @@ def resolve(root: str, p: str) -> str:
 
 
 class StepInputs:
-    """The store as a step's compute function sees it: columns cut to the items to do."""
+    """The store as a step's compute function sees it: columns cut to the items to do.
+
+    Media paths come out local: a file at a URL (a data root in object storage) is read
+    from its scratch copy (``local``: URL -> copy, filled by ``run_step_items``)."""
 
     def __init__(self, path: str, idx: np.ndarray, layout: StoreLayout, storage_options: dict | None):
         self.path, self.idx, self.layout = path, idx, layout
         self.group = open_group(path, mode="r", storage_options=storage_options)
         self.attrs = read_attrs(path, storage_options)
+        self.local: dict[str, str] = {}
+
+    def subset(self, positions: list[int], local: dict[str, str]) -> StepInputs:
+        """These inputs cut to ``positions``, reading URLs from the copies in ``local``."""
+        sub = copy.copy(self)
+        sub.idx, sub.local = self.idx[np.asarray(positions, dtype=np.int64)], local
+        return sub
 
     def __len__(self) -> int:
         return int(self.idx.size)
@@ -43,10 +55,17 @@ class StepInputs:
         values = np.asarray(arr.oindex[self.idx]) if self.idx.size else np.asarray(arr[:0])
         return as_str(values) if values.dtype.kind in ("U", "S", "O", "T") else values
 
+    def resolve(self, p: str) -> str:
+        """A path column's entry resolved against the store's data root (maybe a URL)."""
+        return resolve(str(self.attrs.get("data_root", "")), p)
+
+    def file(self, p: str | None) -> str | None:
+        """The local file to read for the resolved path ``p``."""
+        return None if p is None else self.local.get(p, p)
+
     def paths(self, name: str) -> list[str]:
-        """A path column at the items to do, resolved against the store's data root."""
-        root = str(self.attrs.get("data_root", ""))
-        return [resolve(root, p) for p in self.column(name)]
+        """A path column at the items to do, as local files to read."""
+        return [self.file(self.resolve(p)) for p in self.column(name)]
 
 
 def check_same_clip(path: str, attrs: dict, record: dict, group: str, who: str) -> None:
@@ -87,13 +106,19 @@ def run_step_items(store: str, step: str, compute: Callable[[StepInputs], Iterab
                    indices: Iterable[int] | None = None, retry_failed: bool = True,
                    check: Callable[[StoreLayout], str | None] | None = None, provenance: dict | None = None,
                    storage_options: dict | None = None, progress: bool = False,
-                   on_error: Callable[[int, str], None] | None = None) -> dict:
+                   on_error: Callable[[int, str], None] | None = None,
+                   sources: Callable[[StepInputs], list[str | None]] | None = None,
+                   scratch: Scratch | None = None) -> dict:
     """Run one step on its pending items of ``store`` (or of ``indices``: one block).
 
     ``compute(inputs)`` yields one ``ItemResult`` per item, indexed by position in
     ``inputs.idx``, in increasing order. ``check(layout)`` returns why the store cannot
     take this step's features (or None); ``provenance`` is the step's record. Returns
     ``{"done", "failed"}`` counts; ``on_error(index, error)`` sees each failed item.
+
+    ``sources(inputs)``: the resolved media file each item reads (None: none). Those at a
+    URL are copied into ``scratch`` a group at a time, each group within its size limit,
+    and removed once the group is computed.
     """
     store = str(store)
     writer = StepWriter(store, step, storage_options=storage_options)
@@ -107,8 +132,38 @@ def run_step_items(store: str, step: str, compute: Callable[[StepInputs], Iterab
     inputs = StepInputs(store, idx, writer.layout, storage_options)
     if provenance is not None:
         set_provenance(store, step, provenance, storage_options=storage_options)
-    results = (ItemResult(int(idx[r.index]), r.data, r.error) for r in compute(inputs))
-    return write_results(writer, results, progress, int(idx.size), on_error)
+    local = _in_scratch(inputs, compute, sources(inputs), scratch) if sources and scratch else compute(inputs)
+    results = (ItemResult(int(idx[r.index]), r.data, r.error) for r in local)
+    try:
+        return write_results(writer, results, progress, int(idx.size), on_error)
+    finally:
+        if hasattr(local, "close"):
+            local.close()  # a failed write still removes the scratch copies now
+
+
+def _in_scratch(inputs: StepInputs, compute: Callable[[StepInputs], Iterable[ItemResult]],
+                sources: list[str | None], scratch: Scratch) -> Iterator[ItemResult]:
+    """``compute``'s results, run a group at a time on local copies of the URL sources."""
+    remote = {s for s in sources if s and is_url(s)}
+    if not remote:
+        yield from compute(inputs)
+        return
+    gb = scratch.limit_bytes / 1e9
+    groups, errors = plan_groups(sources, scratch.sizes(sorted(remote)), scratch.limit_bytes,
+                                 lambda u, n: f"{u}: {n / 1e9:.3g} GB, more than the scratch space "
+                                              f"of a block ({gb:g} GB, --scratch-gb)")
+
+    def run() -> Iterator[ItemResult]:
+        for group in groups:
+            wanted = sorted({sources[j] for j in group} & remote)
+            with scratch.copies(wanted) as local:
+                for r in compute(inputs.subset(group, local)):
+                    error = r.error
+                    for url, path in local.items():  # messages name the file the user has
+                        error = error and error.replace(path, url)
+                    yield ItemResult(group[r.index], r.data, error)
+
+    yield from merge_errors(run(), errors)
 
 
 def write_results(writer: StepWriter, results: Iterator[ItemResult], progress: bool = False,

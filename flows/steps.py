@@ -20,7 +20,8 @@ from prefect import get_run_logger, task
 from extractors.engine import ItemResult
 from extractors.style import REWRITES
 from flows.config import EncoderSpec, ExtractConfig
-from flows.step_io import StepInputs, check_same_clip, merge_errors, resolve, run_step_items
+from flows.remote import Scratch
+from flows.step_io import StepInputs, check_same_clip, merge_errors, run_step_items
 from storage import (DONE, MISSING, StepWriter, as_str, check_store, layout_of, open_group,
                      read_attrs, set_provenance, set_step_warning, write_table)
 
@@ -70,6 +71,14 @@ def _ast_encoder(spec: EncoderSpec):
 Errors = Callable[[int, str], None] | None
 
 
+def _scratch(cfg: ExtractConfig) -> Scratch:
+    return Scratch(cfg.scratch_dir, int(cfg.scratch_gb * 1e9), cfg.storage_options)
+
+
+def _video_sources(inp: StepInputs) -> list[str]:
+    return [inp.resolve(p) for p in inp.column("video_path")]
+
+
 # --- media steps --------------------------------------------------------------------------
 def write_probe(store: str, cfg: ExtractConfig, **run) -> dict:
     """Duration, fps, display size, rotation and audio presence of each source video."""
@@ -89,7 +98,8 @@ def write_probe(store: str, cfg: ExtractConfig, **run) -> dict:
                                  "width": np.int32(p.width), "height": np.int32(p.height),
                                  "rotation": np.int16(p.rotation), "source_has_audio": np.bool_(p.has_audio)})
 
-    return run_step_items(store, "probe", compute, storage_options=cfg.storage_options, **run)
+    return run_step_items(store, "probe", compute, storage_options=cfg.storage_options,
+                          sources=_video_sources, scratch=_scratch(cfg), **run)
 
 
 def write_crawl(store: str, cfg: ExtractConfig, **run) -> dict:
@@ -143,7 +153,8 @@ def write_compress(store: str, cfg: ExtractConfig, **run) -> dict:
             yield ItemResult(j, None, r.error) if r.status == "failed" else \
                 ItemResult(j, {"compressed_path": os.path.abspath(r.dst)})
 
-    return run_step_items(store, "compress", compute, storage_options=cfg.storage_options, **run)
+    return run_step_items(store, "compress", compute, storage_options=cfg.storage_options,
+                          sources=_video_sources, scratch=_scratch(cfg), **run)
 
 
 # --- encoder steps --------------------------------------------------------------------------
@@ -159,17 +170,18 @@ def write_frames(store: str, encoder, cfg: ExtractConfig, **run) -> dict:
     n_frames = layout_of(store, cfg.storage_options).n_frames
     max_seconds = read_attrs(store, cfg.storage_options).get("max_seconds")
 
-    def compute(inp: StepInputs) -> Iterator[ItemResult]:
+    def sources(inp: StepInputs) -> list[str]:
         comp_ok = inp.column("compress_state") == DONE
         src, comp = inp.column("video_path"), inp.column("compressed_path")
-        root = str(inp.attrs.get("data_root", ""))
-        paths = [resolve(root, c if ok and c else s) for s, c, ok in zip(src, comp, comp_ok)]
-        return encode_frames(encoder, paths, batch_size=cfg.frame_batch_size, workers=cfg.workers,
-                             n_frames=n_frames, max_seconds=max_seconds, backend=FRAME_BACKEND,
-                             timeout_s=cfg.decode_timeout_s)
+        return [inp.resolve(c if ok and c else s) for s, c, ok in zip(src, comp, comp_ok)]
+
+    def compute(inp: StepInputs) -> Iterator[ItemResult]:
+        return encode_frames(encoder, [inp.file(p) for p in sources(inp)], batch_size=cfg.frame_batch_size,
+                             workers=cfg.workers, n_frames=n_frames, max_seconds=max_seconds,
+                             backend=FRAME_BACKEND, timeout_s=cfg.decode_timeout_s)
 
     return run_step_items(
-        store, "frames", compute, storage_options=cfg.storage_options,
+        store, "frames", compute, storage_options=cfg.storage_options, sources=sources, scratch=_scratch(cfg),
         check=lambda lay: None if lay.dim == encoder.dim else
         f"the store holds {lay.dim}-d frame features, the encoder gives {encoder.dim}",
         provenance=encoder.provenance(n_frames=n_frames, max_seconds=max_seconds, backend=FRAME_BACKEND), **run)
@@ -180,24 +192,33 @@ def write_audio(store: str, encoder, cfg: ExtractConfig, **run) -> dict:
     ``none`` get zeros and ``has_audio`` False (done, not failed)."""
     from extractors.engine import encode_audio
 
-    def compute(inp: StepInputs) -> Iterator[ItemResult]:
+    def plan(inp: StepInputs) -> tuple[list[str | None], list[int]]:
+        """The file each item's audio is decoded from (None: silent), and the items whose
+        audio source is not known yet."""
         # a failed crawl is a decision too (audio_source stays "none"); only a crawl that
         # has not run yet leaves the audio source unknown
         crawl_ok = inp.column("crawl_state") != MISSING
         # a video whose own file has audio needs no crawl: the probe decides for it
         own = (inp.column("probe_state") == DONE) & inp.column("source_has_audio").astype(bool)
-        source, raw, apath = inp.column("audio_source"), inp.column("audio_path"), inp.paths("audio_path")
-        src = inp.paths("video_path")
-        not_ready = {j: "audio source unknown: the crawl step is not done for this video"
-                     for j in range(len(inp)) if not crawl_ok[j] and not own[j]}
+        source, raw, src = inp.column("audio_source"), inp.column("audio_path"), inp.column("video_path")
+        files = [inp.resolve(src[j]) if not crawl_ok[j] else None if source[j] == "none" or not raw[j]
+                 else inp.resolve(raw[j]) for j in range(len(inp))]
+        return files, [j for j in range(len(inp)) if not crawl_ok[j] and not own[j]]
+
+    def sources(inp: StepInputs) -> list[str | None]:
+        files, not_ready = plan(inp)
+        return [None if j in not_ready else f for j, f in enumerate(files)]
+
+    def compute(inp: StepInputs) -> Iterator[ItemResult]:
+        files, unknown = plan(inp)
+        not_ready = {j: "audio source unknown: the crawl step is not done for this video" for j in unknown}
         run_pos = np.array([j for j in range(len(inp)) if j not in not_ready], dtype=np.int64)
-        paths = [src[j] if not crawl_ok[j] else None if source[j] == "none" or not raw[j] else apath[j]
-                 for j in run_pos]
+        paths = [inp.file(files[j]) for j in run_pos]
         res = encode_audio(encoder, paths, batch_size=cfg.audio_batch_size, workers=cfg.workers)
         return merge_errors((ItemResult(int(run_pos[r.index]), r.data, r.error) for r in res), not_ready)
 
     return run_step_items(
-        store, "audio", compute, storage_options=cfg.storage_options,
+        store, "audio", compute, storage_options=cfg.storage_options, sources=sources, scratch=_scratch(cfg),
         check=lambda lay: None if (lay.n_audio_tokens, lay.audio_dim) == (encoder.n_tokens, encoder.dim) else
         f"the store holds {lay.n_audio_tokens} x {lay.audio_dim} audio tokens, "
         f"the AST gives {encoder.n_tokens} x {encoder.dim}",

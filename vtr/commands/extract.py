@@ -11,7 +11,6 @@ from __future__ import annotations
 import inspect
 import json
 import typing
-from pathlib import Path
 
 import typer
 from pydantic import ValidationError
@@ -20,8 +19,8 @@ from extractors.datasets import list_datasets
 from flows.config import ExtractConfig
 from vtr.errors import fail, one_line_errors, user_error_types
 
-# Not flags: set only through the Python API or a deployment's parameters.
-NOT_FLAGS = ("storage_options",)
+# Fields given as one JSON object (fsspec's options nest: client_kwargs.endpoint_url).
+JSON_FLAGS = ("storage_options",)
 
 
 def _flag_type(annotation) -> tuple[type, str]:
@@ -41,9 +40,7 @@ def _flag_type(annotation) -> tuple[type, str]:
 def _config_options() -> list[inspect.Parameter]:
     params = []
     for name, field in ExtractConfig.model_fields.items():
-        if name in NOT_FLAGS:
-            continue
-        kind, values = _flag_type(field.annotation)
+        kind, values = (str, "") if name in JSON_FLAGS else _flag_type(field.annotation)
         default = (",".join(field.default) if isinstance(field.default, list) else
                    [] if isinstance(field.default, dict) else field.default)
         doc = field.description + (f" ({values})" if values and values not in field.description else "")
@@ -66,10 +63,23 @@ def _key_values(items: list[str], flag: str) -> dict:
     return out
 
 
+def _json_object(text: str, flag: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        fail(f"{flag}: not JSON ({e.msg} at column {e.colno})", code=2)
+    if not isinstance(value, dict):
+        fail(f"{flag}: wants a JSON object {{...}}, got {type(value).__name__} {text!r}", code=2)
+    return value
+
+
 def _config(values: dict) -> ExtractConfig:
     if isinstance(values.get("steps"), str):
         values["steps"] = [s.strip() for s in values["steps"].split(",") if s.strip()]
     values["dataset_options"] = _key_values(values.get("dataset_options") or [], "--dataset-options")
+    for name in JSON_FLAGS:
+        if values.get(name) is not None:
+            values[name] = _json_object(values[name], "--" + name.replace("_", "-"))
     try:
         return ExtractConfig(**values)
     except ValidationError as e:
@@ -80,7 +90,8 @@ def _config(values: dict) -> ExtractConfig:
 
 
 def extract(
-    data_root: Path = typer.Option(..., "--data-root", help="the dataset's folder, in its release layout (README)"),
+    data_root: str = typer.Option(..., "--data-root", help="the dataset's folder, in its release layout (README), "
+                                                         "or an fsspec URL such as s3://bucket/msrvtt"),
     dataset: str = typer.Option("msrvtt", "--dataset", help=" | ".join(list_datasets())),
     store: str = typer.Option(..., "--store", help="store path (created if missing, resumed if present) or s3:// URL"),
     dask: str | None = typer.Option(None, "--dask", help="'local' for a LocalCluster, or a scheduler address tcp://host:8786"),
@@ -97,7 +108,7 @@ def extract(
     runner = task_runner(dask, dask_workers, config.gpu_per_worker)
     fl = extract_dataset.with_options(task_runner=runner) if runner is not None else extract_dataset
     with prefect_api(quiet=is_user_error):
-        result = fl(dataset=dataset, data_root=str(data_root), store=store, config=config)
+        result = fl(dataset=dataset, data_root=data_root, store=store, config=config)
     typer.echo(json.dumps(result, indent=2))
 
 
