@@ -17,6 +17,9 @@ elif [[ -x .venv/bin/python ]]; then
 else
     py="$(command -v python3)"
 fi
-command -v ffmpeg >/dev/null || { echo "error: ffmpeg not found on the PATH (it makes the input clips)" >&2; exit 1; }
+if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then
+    echo "error: ffmpeg/ffprobe not found on the PATH (they make and probe the input clips)" >&2
+    exit 1
+fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 exec "$py" benchmarks/gpu_check.py "$@"

@@ -41,10 +41,10 @@ def test_gpu_check_device_cuda_without_a_gpu_is_one_line(tmp_path):
 
 
 def test_gpu_check_without_ffmpeg_is_one_line(tmp_path):
-    bin_dir = tmp_path / "bin"  # a PATH with the tools the wrapper needs, but no ffmpeg
+    bin_dir = tmp_path / "bin"  # a PATH with the tools the wrapper needs, but no ffmpeg or ffprobe
     bin_dir.mkdir()
     os.symlink(shutil.which("dirname"), bin_dir / "dirname")
     r = subprocess.run([shutil.which("bash"), str(REPO / "benchmarks" / "gpu_check.sh"), "--cpu-smoke"],
                        capture_output=True, text=True, env={**os.environ, "PATH": str(bin_dir), "PYTHON": sys.executable},
                        timeout=60)
-    assert r.returncode == 1 and r.stderr.strip() == "error: ffmpeg not found on the PATH (it makes the input clips)"
+    assert r.returncode == 1 and r.stderr.strip() == "error: ffmpeg/ffprobe not found on the PATH (they make and probe the input clips)"
