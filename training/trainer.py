@@ -144,8 +144,9 @@ def train(store: str, head_name: str, out: str, head_overrides: dict | None = No
     from torch.utils.tensorboard import SummaryWriter
     tb = SummaryWriter(os.path.join(out, "tb"), purge_step=step)
 
-    def read_losses(pending: list[torch.Tensor], last_step: int) -> list[float]:
-        """The losses of the steps up to ``last_step``, read in one host sync."""
+    def read_losses(pending: list[torch.Tensor], last_step: int, epoch: int) -> list[float]:
+        """The losses of the steps up to ``last_step``, read in one host sync; the first
+        that is not finite stops the run, naming its step."""
         values = torch.stack(pending).float().tolist() if pending else []
         for i, x in enumerate(values):
             at = last_step - len(values) + i
@@ -175,9 +176,9 @@ def train(store: str, head_name: str, out: str, head_overrides: dict | None = No
             pending.append(loss.detach())
             # reading a loss waits for the device: every SYNC_STEPS steps, not every step
             if len(pending) == SYNC_STEPS:
-                losses += read_losses(pending, step)
+                losses += read_losses(pending, step, epoch)
                 bar.set_postfix(loss=f"{losses[-1]:.4f}")
-        losses += read_losses(pending, step)
+        losses += read_losses(pending, step, epoch)
         row = {"epoch": epoch, "step": step, "lr": opt.param_groups[0]["lr"],
                "train_loss": float(np.mean(losses)) if losses else float("nan"),
                "epoch_s": time.perf_counter() - t0, **head.extra_metrics()}

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 import training.device_data as device_data
+import training.trainer
 import vtr.commands.train
 from training.data import StoreAudio, TrainLoader, select_split
 from training.device_data import ResidentSplit, held_nbytes, train_batches
@@ -140,7 +141,10 @@ def test_compile_flag_reaches_torch_compile(small_store, tmp_path, monkeypatch):
     assert calls[0] == "forward_loss" and len(calls) == 1 + steps and steps >= 4  # every step ran compiled
 
 
-def test_a_non_finite_loss_names_its_step(small_store, tmp_path, monkeypatch):
+@pytest.mark.parametrize("sync_steps", [2, 32])
+def test_a_non_finite_loss_names_its_step(small_store, tmp_path, monkeypatch, sync_steps):
+    """Read in the loop (every 2 steps) or at the end of the epoch (32)."""
+    monkeypatch.setattr(training.trainer, "SYNC_STEPS", sync_steps)
     cls = type(create_head("meanpool", dim=64))
     original, n = cls.loss, []
 
@@ -169,3 +173,17 @@ def test_device_cuda_without_a_gpu_is_one_line(small_store, tmp_path):
     r = CliRunner().invoke(app, ["train", "--store", small_store, "--head", "meanpool", "--out", str(tmp_path / "s"),
                                  "--resident", "on", "--stream", "dask"])
     assert r.exit_code == 1 and "error: resident=on holds the whole split" in r.output, r.output
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(small_store, tmp_path):
+    """A real torch.compile on the CPU (about 45 s to compile here): the same losses."""
+    cfg = dict(epochs=2, batch_size=8, resident="on")
+    train(small_store, "meanpool", str(tmp_path / "eager"), None, TrainConfig(**cfg), progress=False, log=quiet)
+    train(small_store, "meanpool", str(tmp_path / "compiled"), None, TrainConfig(**cfg, compile=True),
+          progress=False, log=quiet)
+    eager, compiled = metrics_rows(tmp_path / "eager"), metrics_rows(tmp_path / "compiled")
+    assert [r["step"] for r in eager] == [r["step"] for r in compiled] == [4.0, 8.0]
+    for a, b in zip(eager, compiled):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4, abs=1e-9)
+        assert b["val_multi_t2v_R1"] == a["val_multi_t2v_R1"]
