@@ -24,6 +24,7 @@ from training.data import (FIELDS, SplitData, TrainLoader, available_ram, distin
                            load_arrays, split_nbytes)
 from training.runs import ConfigError
 
+
 def held_nbytes(store: str, data: SplitData, fields: tuple[str, ...], audio) -> int:
     """Bytes the split's ``fields`` take held on the device (floats as float16)."""
     ds = open_store(store)
@@ -56,7 +57,7 @@ class ResidentSplit:
         for a in range(0, data.n_videos, shard_videos):
             rows = np.arange(a, min(a + shard_videos, data.n_videos))
             part = load_arrays(store, data, fields, audio, rows)
-            # the rows load_arrays gives the captions of these videos, in the split's order
+            # the split's rows of these videos' captions, in the order load_arrays returns them
             crows = np.flatnonzero(np.isin(data.caption_video, rows))
             for f in fields:
                 x = part[f].astype(np.float16) if part[f].dtype.kind == "f" else part[f]
