@@ -2,7 +2,8 @@
 
 ``TrainConfig.resident`` chooses: ``auto`` holds the split on a CUDA device when it fits
 half of the device's free memory (the rest is for the head, its activations and the
-optimiser), else the host loader (``training.data.TrainLoader``) feeds the GPU;
+optimiser) and ``stream`` is left at auto, else the host loader
+(``training.data.TrainLoader``) feeds the GPU;
 ``on`` holds it on any device, the CPU included (tests compare the two paths there);
 ``off`` always takes the host loader.
 
@@ -104,7 +105,8 @@ def train_batches(store: str, data: SplitData, fields: tuple[str, ...], batch_si
             log("the audio tokens do not fit half the available RAM: read per batch")
         return loader
 
-    if resident == "off" or (resident == "auto" and device.type != "cuda"):
+    # an explicit stream choice is one for the host loader
+    if resident == "off" or (resident == "auto" and (device.type != "cuda" or stream != "auto")):
         return host_loader()
     need, budget = held_nbytes(store, data, fields, audio), free_bytes(device) // 2
     if need > budget:

@@ -96,6 +96,9 @@ def test_the_fit_check(split_code_store, monkeypatch):
     assert isinstance(loader, TrainLoader) and notes[0].startswith("note: the train split takes")
     assert notes[0].endswith("batches come from host memory")
     monkeypatch.setattr(device_data, "free_bytes", lambda device: 2 * held_nbytes(store, data, fields, None))
+    # a stream chosen for the host loader keeps auto off the GPU, however much memory is free
+    loader = train_batches(store, data, fields, 8, torch.device("cuda"), resident="auto", stream="memory", log=quiet)
+    assert isinstance(loader, TrainLoader) and loader.stream == "memory"
     assert isinstance(train_batches(store, data, fields, 8, CPU, resident="on", log=quiet), ResidentSplit)
 
 
