@@ -258,7 +258,8 @@ def main() -> None:
         with GpuMemory() as smi:
             t = time.perf_counter()
             n_val = make_dataset(work / "data", s.clips, s.clip_seconds)
-            print(f"  generated {s.clips} clips of {s.clip_seconds:.0f} s in {time.perf_counter() - t:.0f} s", flush=True)
+            print(f"  generated {s.clips} clips of {s.clip_seconds:.0f} s in {time.perf_counter() - t:.0f} s",
+                  flush=True)
             t = time.perf_counter()
             result = run_extract(work / "data", work / "extract.zarr", n_val, s, dev.type)
             steps = result["steps"]

@@ -10,12 +10,16 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def gpu_check(*args: str, timeout: float, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([shutil.which("bash"), str(REPO / "benchmarks" / "gpu_check.sh"), *args],
+                          capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable, **env},
+                          timeout=timeout)
+
+
 def test_gpu_check_cpu_smoke(prefect_api, tmp_path):
     """Exits 0 and prints the device and the four figures. ``prefect_api``: the session's
     Prefect server, so `vtr extract` inside does not start its own."""
-    env = {**os.environ, "PYTHON": sys.executable}
-    r = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--cpu-smoke", "--workdir", str(tmp_path)],
-                       capture_output=True, text=True, env=env, timeout=300)
+    r = gpu_check("--cpu-smoke", "--workdir", str(tmp_path), timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].startswith("device: cpu (")
@@ -34,8 +38,7 @@ def test_gpu_check_device_cuda_without_a_gpu_is_one_line(tmp_path):
     import torch
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    r = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--device", "cuda", "--workdir", str(tmp_path)],
-                       capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable}, timeout=120)
+    r = gpu_check("--device", "cuda", "--workdir", str(tmp_path), timeout=120)
     assert r.returncode == 1 and r.stderr.strip() == "error: --device cuda asked for, but torch sees no CUDA device"
     assert not (tmp_path / "data").exists()  # refused before generating anything
 
@@ -44,7 +47,6 @@ def test_gpu_check_without_ffmpeg_is_one_line(tmp_path):
     bin_dir = tmp_path / "bin"  # a PATH with the tools the wrapper needs, but no ffmpeg or ffprobe
     bin_dir.mkdir()
     os.symlink(shutil.which("dirname"), bin_dir / "dirname")
-    r = subprocess.run([shutil.which("bash"), str(REPO / "benchmarks" / "gpu_check.sh"), "--cpu-smoke"],
-                       capture_output=True, text=True, env={**os.environ, "PATH": str(bin_dir), "PYTHON": sys.executable},
-                       timeout=60)
-    assert r.returncode == 1 and r.stderr.strip() == "error: ffmpeg/ffprobe not found on the PATH (they make and probe the input clips)"
+    r = gpu_check("--cpu-smoke", timeout=60, PATH=str(bin_dir))
+    assert r.returncode == 1
+    assert r.stderr.strip() == "error: ffmpeg/ffprobe not found on the PATH (they make and probe the input clips)"
