@@ -24,10 +24,19 @@ def _rows(rep, a: int, b: int):
     return {k: v[a:b] for k, v in rep.items()} if isinstance(rep, dict) else rep[a:b]
 
 
-def autocast(device: torch.device, amp: bool):
-    """fp16 autocast on CUDA when ``amp``; a no-op elsewhere."""
-    return torch.autocast(device_type=device.type, dtype=torch.float16,
-                          enabled=amp and device.type == "cuda")
+def amp_dtype(device: torch.device, amp: bool, training: bool = False) -> torch.dtype | None:
+    """The autocast dtype on CUDA when ``amp`` (None: float32). Training takes bf16 where
+    the GPU has it (fp16's narrow range needs loss scaling); scoring keeps fp16, whose 10
+    mantissa bits keep close similarities apart where bf16's 7 would tie them."""
+    if not amp or device.type != "cuda":
+        return None
+    return torch.bfloat16 if training and torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(device: torch.device, amp: bool, training: bool = False):
+    """Autocast in ``amp_dtype``; a no-op off CUDA or without ``amp``."""
+    dtype = amp_dtype(device, amp, training)
+    return torch.autocast(device_type=device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 
 def encode_videos(head: Head, arrays: dict[str, np.ndarray], device: torch.device,
@@ -104,5 +113,5 @@ def evaluate_run(store: str, run: str, split: str = "test", device: str = "auto"
     return report
 
 
-__all__ = ["autocast", "cat_reprs", "encode_videos", "evaluate_run", "evaluate_split", "flat_metrics",
+__all__ = ["amp_dtype", "autocast", "cat_reprs", "encode_videos", "evaluate_run", "evaluate_split", "flat_metrics",
            "prepare_eval", "selection_score", "similarity_matrix"]

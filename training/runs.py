@@ -52,9 +52,13 @@ class TrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
-    amp: bool = True  # fp16 autocast + grad scaling; only ever on CUDA
+    # autocast on CUDA only: bf16 to train where the GPU has it, else fp16 with loss scaling;
+    # fp16 to score (training.evaluate.amp_dtype)
+    amp: bool = True
     audio_tokens: str = AUDIO_TOKENS_DEFAULT  # training.data.AudioTokens: all | pool-time-N | pool-tokens-N
-    stream: str = "auto"  # auto | memory | dask
+    stream: str = "auto"  # auto | memory | dask (the host loader's)
+    resident: str = "auto"  # auto | on | off: the train split held on the device (training.device_data)
+    compile: bool = False  # torch.compile the training step's forward and loss
     eval_batch_size: int = 256
 
     def __post_init__(self):
@@ -66,6 +70,11 @@ class TrainConfig:
             raise ConfigError(f"clip_lr_scale must be >= 0, got {self.clip_lr_scale}")
         if self.stream not in ("auto", "memory", "dask"):
             raise ConfigError(f"stream must be auto, memory or dask, not {self.stream!r}")
+        if self.resident not in ("auto", "on", "off"):
+            raise ConfigError(f"resident must be auto, on or off, not {self.resident!r}")
+        if self.resident == "on" and self.stream != "auto":
+            raise ConfigError(f"resident=on holds the whole split on the device; stream={self.stream} is "
+                              "for the host loader (resident=off)")
         try:
             AudioTokens.parse(self.audio_tokens)
         except ValueError as e:

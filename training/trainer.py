@@ -1,5 +1,7 @@
 """The training loop: AdamW with per-group learning rates, warm-up + cosine, gradient
-clipping, AMP on CUDA; model selection on val, test once at the end.
+clipping, mixed precision on CUDA (bf16, or fp16 with loss scaling), optionally
+``torch.compile``; model selection on val, test once at the end. The train split is
+held on the device when it fits (``training.device_data``).
 
 What a run folder holds: ``training.runs``; how a head is scored: ``training.evaluate``.
 """
@@ -16,14 +18,18 @@ from tqdm import tqdm
 
 from storage import layout_of
 from storage.info import MIN_VAL_VIDEOS
-from training.data import EmptySplitError, TrainLoader, select_split, store_identity
-from training.evaluate import autocast, evaluate_split, flat_metrics, selection_score
+from training.data import EmptySplitError, select_split, store_identity
+from training.device_data import train_batches
+from training.evaluate import amp_dtype, autocast, evaluate_split, flat_metrics, selection_score
 from training.clip_init import ClipWeights, init_from_clip
 from training.heads import Head, create_head
 from training.plots import record_eval_details, write_plots
 from training.runs import (ConfigError, DivergedError, RunError, TrainConfig, append_csv, audio_for,
                            check_same_store, load_checkpoint, load_run, read_config, resolve_device,
                            save_checkpoint, save_head, truncate_csv, write_json)
+
+# training steps between reads of the loss (each read waits for the device to finish)
+SYNC_STEPS = 32
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
@@ -113,16 +119,15 @@ def train(store: str, head_name: str, out: str, head_overrides: dict | None = No
     fields = head.text_fields + head.video_fields
     audio = audio_for(fields, store, out, c.audio_tokens, progress)
     loss_only = tuple(f for f in head.loss_fields if f not in fields)
-    loader = TrainLoader(store, train_data, fields + loss_only, c.batch_size, device, audio, stream=c.stream)
-    if loader.stream_audio:
-        log(f"audio tokens ({c.audio_tokens}) do not fit half the available RAM: read per batch")
+    loader = train_batches(store, train_data, fields + loss_only, c.batch_size, device, audio,
+                           resident=c.resident, stream=c.stream, log=log)
 
     opt = torch.optim.AdamW(optimizer_groups(head, c, init["tensors"]), lr=c.lr,
                             betas=(c.beta1, c.beta2), eps=c.eps)
     total = c.epochs * len(loader)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_factor(s, total, int(c.warmup * total)))
-    scaler = torch.amp.GradScaler(device.type, enabled=c.amp and device.type == "cuda")
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype(device, c.amp, training=True) == torch.float16)
     start_epoch, best_score, best_epoch, step = 0, -math.inf, -1, 0
     if resume and (state := load_checkpoint(out, head, opt, sched, scaler, device)) is not None:
         start_epoch, best_score, best_epoch, step = (state["epoch"] + 1, state["best_score"],
@@ -130,22 +135,36 @@ def train(store: str, head_name: str, out: str, head_overrides: dict | None = No
         log(f"resuming {out} after epoch {start_epoch} of {c.epochs}")
     truncate_csv(os.path.join(out, "metrics.csv"), start_epoch - 1)
 
+    def forward_loss(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        t, v = head.encode_text(batch), head.encode_video(batch)
+        return head.loss(head.similarity(t, v), batch, t, v)
+
+    step_loss = torch.compile(forward_loss) if c.compile else forward_loss
+
     from torch.utils.tensorboard import SummaryWriter
     tb = SummaryWriter(os.path.join(out, "tb"), purge_step=step)
+
+    def read_losses(pending: list[torch.Tensor], last_step: int, epoch: int) -> list[float]:
+        """The losses of the steps up to ``last_step``, read in one host sync; the first
+        that is not finite stops the run, naming its step."""
+        values = torch.stack(pending).float().tolist() if pending else []
+        for i, x in enumerate(values):
+            at = last_step - len(values) + i
+            if not math.isfinite(x):
+                raise DivergedError(f"{out}: loss is {x} at epoch {epoch + 1}, step {at}")
+            tb.add_scalar("train/loss", x, at + 1)
+        pending.clear()
+        return values
+
     val_report = None
     for epoch in range(start_epoch, c.epochs):
         head.train()
-        t0, losses = time.perf_counter(), []
+        t0, losses, pending = time.perf_counter(), [], []
         bar = tqdm(loader.epoch(c.seed, epoch), total=len(loader), desc=f"epoch {epoch + 1}/{c.epochs}",
                    disable=not progress, leave=False)
         for batch in bar:
-            with autocast(device, c.amp):
-                t = head.encode_text(batch)
-                v = head.encode_video(batch)
-                sim = head.similarity(t, v)
-                loss = head.loss(sim, batch, t, v)
-            if not torch.isfinite(loss):
-                raise DivergedError(f"{out}: loss is {loss.item()} at epoch {epoch + 1}, step {step}")
+            with autocast(device, c.amp, training=True):
+                loss = step_loss(batch)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(opt)
@@ -154,9 +173,12 @@ def train(store: str, head_name: str, out: str, head_overrides: dict | None = No
             scaler.update()
             sched.step()
             step += 1
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
-            tb.add_scalar("train/loss", losses[-1], step)
+            pending.append(loss.detach())
+            # reading a loss waits for the device: every SYNC_STEPS steps, not every step
+            if len(pending) == SYNC_STEPS:
+                losses += read_losses(pending, step, epoch)
+                bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        losses += read_losses(pending, step, epoch)
         row = {"epoch": epoch, "step": step, "lr": opt.param_groups[0]["lr"],
                "train_loss": float(np.mean(losses)) if losses else float("nan"),
                "epoch_s": time.perf_counter() - t0, **head.extra_metrics()}

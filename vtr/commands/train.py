@@ -29,7 +29,10 @@ HELP = {
     "lr": "base learning rate (heads scale some groups)",
     "warmup": "fraction of the steps of linear warm-up",
     "device": "auto | cpu | cuda",
-    "amp": "fp16 autocast (CUDA only)",
+    "amp": "autocast on CUDA: bf16 where supported (else fp16 + loss scaling) to train, fp16 to score",
+    "resident": ("auto | on | off (hold the train split on the device; auto: on CUDA when it fits half "
+                 "its free memory and --stream is auto)"),
+    "compile": "torch.compile the training step",
     "audio_tokens": "all | pool-time-N | pool-tokens-N (what the head reads of the AST tokens)",
     "stream": "auto | memory | dask (stream the train split when it exceeds half the RAM)",
     "clip_lr_scale": "lr multiplier of the tensors initialised from CLIP",
