@@ -19,14 +19,15 @@ PRECISIONS = ("fp16", "fp32")
 
 
 def select_device(device: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when present, else the CPU; asking for CUDA without one fails."""
+    """``auto`` picks CUDA when present, else the CPU. Asking for CUDA without one is a
+    ``ValueError`` (an argument this machine cannot take: the commands print it as one line)."""
     name = str(device).lower()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RuntimeError(f"device {device!r} asked for, but torch sees no CUDA device "
-                               "(use --device auto or cpu)")
+            raise ValueError(f"--device {device} asked for, but torch sees no CUDA device "
+                             "(use --device auto or cpu)")
         return torch.device(name)
     if name == "cpu":
         return torch.device("cpu")

@@ -18,7 +18,7 @@ import numpy as np
 from extractors.engine import ItemResult
 from storage import DONE, StepWriter, StoreError, StoreLayout, as_str, open_group, read_attrs, set_provenance
 
-FLUSH_EVERY = 64  # items per write inside a block: a crash loses at most this much work
+FLUSH_EVERY = 64  # items per write inside a block: a crash loses this much work, and the queued writes
 
 
 def resolve(root: str, p: str) -> str:
@@ -107,49 +107,70 @@ def run_step_items(store: str, step: str, compute: Callable[[StepInputs], Iterab
     inputs = StepInputs(store, idx, writer.layout, storage_options)
     if provenance is not None:
         set_provenance(store, step, provenance, storage_options=storage_options)
-    results = (ItemResult(int(idx[r.index]), r.data, r.error) for r in compute(inputs))
-    return write_results(writer, results, progress, int(idx.size), on_error)
+    computed = compute(inputs)
+    try:
+        results = (ItemResult(int(idx[r.index]), r.data, r.error) for r in computed)
+        return write_results(writer, results, progress, int(idx.size), on_error)
+    finally:
+        if hasattr(computed, "close"):  # a failed write: stop the decode workers now
+            computed.close()
+
+
+def _write_batch(writer: StepWriter, batch: list[ItemResult]) -> None:
+    """One write of consecutive results of one block: rows of the done items, causes of the
+    failed ones (their states last, so a write cut short marks nothing done)."""
+    idx = np.array([r.index for r in batch], dtype=np.int64)
+    errors = {r.index: r.error for r in batch if not r.ok}
+    good = [r for r in batch if r.ok]
+    data = {}
+    if good:
+        for name in good[0].data:
+            proto = np.asarray(good[0].data[name])
+            # strings: the widest item's width, or a longer path than the first is cut
+            dtype = np.result_type(*(np.asarray(r.data[name]).dtype for r in good)) \
+                if proto.dtype.kind == "U" else proto.dtype
+            rows = np.zeros((len(batch), *proto.shape), dtype=dtype)
+            for j, r in enumerate(batch):
+                if r.ok:
+                    rows[j] = r.data[name]
+            data[name] = rows
+    writer.write(idx, data=data, errors=errors)
+
+
+def _write_failed(writer: StepWriter, args: tuple, e: BaseException) -> StoreError:
+    from extractors.errors import one_line
+
+    batch = args[1]
+    return StoreError(f"{writer.path}: writing {writer.step} items {batch[0].index}..{batch[-1].index} "
+                      f"failed, the run stops: {type(e).__name__}: {one_line(e)}")
 
 
 def write_results(writer: StepWriter, results: Iterator[ItemResult], progress: bool = False,
                   total: int | None = None, on_error: Callable[[int, str], None] | None = None) -> dict:
-    """Stream ``results`` (increasing store indices) into ``writer``, one block at a time."""
+    """Stream ``results`` (increasing store indices) into ``writer``, one block at a time.
+
+    The writes run on a background thread (``flows.background``) while the next results
+    are computed. A write that fails raises ``StoreError`` (one line: the store, the items,
+    the cause) and stops the run: no later item is written, so none is marked done."""
+    from flows.background import BackgroundWriter
+
     if progress:
         from tqdm import tqdm
         results = tqdm(results, total=total, desc=writer.step, unit="item")
     done = failed = 0
     batch: list[ItemResult] = []
-
-    def flush() -> None:
-        if not batch:
-            return
-        idx = np.array([r.index for r in batch], dtype=np.int64)
-        errors = {r.index: r.error for r in batch if not r.ok}
-        good = [r for r in batch if r.ok]
-        data = {}
-        if good:
-            for name in good[0].data:
-                proto = np.asarray(good[0].data[name])
-                # strings: the widest item's width, or a longer path than the first is cut
-                dtype = np.result_type(*(np.asarray(r.data[name]).dtype for r in good)) \
-                    if proto.dtype.kind == "U" else proto.dtype
-                rows = np.zeros((len(batch), *proto.shape), dtype=dtype)
-                for j, r in enumerate(batch):
-                    if r.ok:
-                        rows[j] = r.data[name]
-                data[name] = rows
-        writer.write(idx, data=data, errors=errors)
-        batch.clear()
-
-    for r in results:
-        if batch and (writer.block_of(r.index) != writer.block_of(batch[-1].index) or len(batch) >= FLUSH_EVERY):
-            flush()
-        batch.append(r)
-        done += r.ok
-        failed += not r.ok
-        if not r.ok and on_error is not None:
-            on_error(r.index, r.error)
-    flush()
+    with BackgroundWriter(lambda args, e: _write_failed(writer, args, e)) as background:
+        for r in results:
+            if batch and (writer.block_of(r.index) != writer.block_of(batch[-1].index) or len(batch) >= FLUSH_EVERY):
+                background.submit(_write_batch, writer, batch)
+                batch = []
+            batch.append(r)
+            done += r.ok
+            failed += not r.ok
+            if not r.ok and on_error is not None:
+                on_error(r.index, r.error)
+        if batch:
+            background.submit(_write_batch, writer, batch)
     return {"done": done, "failed": failed}
 
 

@@ -3,6 +3,7 @@ counts, pinned buffers, the front end's placement, the batch-size search and its
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -23,9 +24,17 @@ def test_auto_picks_cuda_only_when_present():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_cuda_without_gpu_is_a_clear_error():
-    with pytest.raises(RuntimeError, match="no CUDA device"):
+def test_cuda_without_gpu_is_one_line(tmp_path):
+    with pytest.raises(ValueError, match="no CUDA device"):
         select_device("cuda")
+    from typer.testing import CliRunner
+
+    from vtr.commands.encode import app
+    (tmp_path / "caps.txt").write_text("a dog runs\n")
+    r = CliRunner().invoke(app, ["text", str(tmp_path / "caps.txt"), "--random-init", "--device", "cuda"])
+    assert r.exit_code == 1
+    assert r.output.strip() == ("error: --device cuda asked for, but torch sees no CUDA device "
+                                "(use --device auto or cpu)")
 
 
 def test_unknown_device_and_precision():
@@ -60,7 +69,6 @@ def test_default_workers_read_the_affinity_mask_and_the_device(monkeypatch):
     monkeypatch.setattr(device_mod, "available_cores", lambda: 16)
     assert default_workers(CUDA) == 15 and default_workers(CPU) == 16
     monkeypatch.undo()
-    import os
     assert default_workers(CPU) == len(os.sched_getaffinity(0))
 
 
