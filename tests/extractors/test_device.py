@@ -35,6 +35,13 @@ def test_cuda_without_gpu_is_one_line(tmp_path):
     assert r.exit_code == 1
     assert r.output.strip() == ("error: --device cuda asked for, but torch sees no CUDA device "
                                 "(use --device auto or cpu)")
+    # `vtr extract` builds its encoders before touching any video: the same line, up front
+    from flows.errors import ExtractError
+    from flows.extract import _load_encoders
+    from flows.config import ExtractConfig
+    with pytest.raises(ExtractError) as e:
+        _load_encoders(ExtractConfig(random_init=True, device="cuda", steps=["probe", "frames"]))
+    assert str(e.value) == "--device cuda asked for, but torch sees no CUDA device (use --device auto or cpu)"
 
 
 def test_unknown_device_and_precision():
