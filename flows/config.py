@@ -55,7 +55,8 @@ class ExtractConfig(BaseModel):
     crawl_timeout_s: float = Field(120.0, gt=0, description="wall-clock limit per crawl attempt, seconds")
     keep_audio: bool = Field(False, description="keep the audio track in the compressed copies")
     workers: int | None = Field(None, ge=1, description="decode/fbank/compress worker processes per task "
-                                                        "(default: the cores available, less one per GPU in use)")
+                                                        "(default: the cores available, less one per GPU "
+                                                        "the model steps use)")
     frame_batch_size: int = Field(64, ge=1, description="frames per CLIP batch (on CUDA: where the search "
                                                          "for the largest batch that fits starts)")
     audio_batch_size: int = Field(8, ge=1, description="clips per AST batch (on CUDA: where the search starts)")
