@@ -109,3 +109,25 @@ def test_writer_drops_queued_writes_after_a_failure_and_keeps_the_first_error():
     assert done == [0]
     with pytest.raises(RuntimeError, match="write 1"):
         w.submit(write, 9)
+
+
+def test_a_failed_write_fails_the_extraction_run_in_one_line(tmp_path, tiny_data, monkeypatch):
+    from flows.config import ExtractConfig
+    from flows.errors import ExtractError
+    from flows.extract import extract_msrvtt
+
+    real = StepWriter.write
+
+    def write(self, idx, data=None, errors=None):
+        if data:  # the feature write fails; recording the block's failure still works
+            raise OSError(28, "No space left on device")
+        return real(self, idx, data, errors)
+
+    monkeypatch.setattr(StepWriter, "write", write)
+    store = tmp_path / "s.zarr"
+    cfg = ExtractConfig(random_init=True, crawl_retries=0, workers=1, steps=["probe"])
+    with pytest.raises(ExtractError) as e:
+        extract_msrvtt(data_root=str(tiny_data), store=str(store), config=cfg)
+    assert str(e.value) == (f"probe refused: {store}: writing probe items 0..5 failed, the run stops: "
+                            "OSError: [Errno 28] No space left on device")
+    assert DONE not in open_store(store)["probe_state"].values.tolist()
