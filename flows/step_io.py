@@ -107,13 +107,8 @@ def run_step_items(store: str, step: str, compute: Callable[[StepInputs], Iterab
     inputs = StepInputs(store, idx, writer.layout, storage_options)
     if provenance is not None:
         set_provenance(store, step, provenance, storage_options=storage_options)
-    computed = compute(inputs)
-    try:
-        results = (ItemResult(int(idx[r.index]), r.data, r.error) for r in computed)
-        return write_results(writer, results, progress, int(idx.size), on_error)
-    finally:
-        if hasattr(computed, "close"):  # a failed write: stop the decode workers now
-            computed.close()
+    results = (ItemResult(int(idx[r.index]), r.data, r.error) for r in compute(inputs))
+    return write_results(writer, results, progress, int(idx.size), on_error)
 
 
 def _write_batch(writer: StepWriter, batch: list[ItemResult]) -> None:
