@@ -1,13 +1,17 @@
 """Batched, pipelined inference of the frozen encoders.
 
-Decoding runs in DataLoader worker processes (one video or clip per item, in order) while
-the main process runs the model; rows from many items are packed into fixed-size batches
-(a video's 12 frames may straddle two batches) and results come back per item, in input
-order, whatever the batch boundaries. An item whose decode fails yields its error and no
-features; the others carry on.
+Decoding runs in worker processes (``extractors.decode_pool``: one video or clip per item,
+in order; by default one per core, less one per GPU in use) while the main process runs
+the model; rows from many items are packed into fixed-size batches (a video's 12 frames
+may straddle two batches) and results come back per item, in input order, whatever the
+batch boundaries. An item whose decode fails, or whose worker dies, yields its error and
+no features; the others carry on.
 
-On CUDA: pinned host buffers with non-blocking copies, fp16 autocast, channels-last input.
-On the CPU the same code runs with those switched off.
+On CUDA: batches assembled in pinned host buffers (two, so one fills while the other's
+copy and model run are in flight) with non-blocking copies, the CLIP normalisation and the
+fbank on the GPU, fp16 autocast, channels-last input, and the largest batch that fits
+(``extractors.device.fitting_batch_size``). On the CPU the same code runs with those
+switched off; the fbank then stays in the workers.
 """
 from __future__ import annotations
 
@@ -20,7 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from extractors.device import default_workers, pin_memory
+from extractors.decode_pool import ordered_map
+from extractors.device import default_workers, fitting_batch_size, pin_memory, preprocess_on_device, to_device
 from storage.schema import StoreLayout
 
 
@@ -74,6 +79,9 @@ class FrameItems(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
+    def failed(self, i: int, why: str):
+        return i, None, None, f"{self.paths[i]}: {why}"
+
     def __getitem__(self, i: int):
         from extractors.frames import load_clip_frames
 
@@ -88,34 +96,45 @@ class FrameItems(torch.utils.data.Dataset):
 
 class FbankItems(torch.utils.data.Dataset):
     """Item i -> (i, fbank float32 [1, T, F] or an empty [0, T, F] when the path is None
-    (no audio), has_audio, error)."""
+    (no audio), has_audio, error). With ``raw``: the 16 kHz wave [1, samples] instead of
+    the fbank (``[0, 0]`` for no audio), for the fbank to run on the model's device."""
 
-    def __init__(self, paths: Sequence[str | os.PathLike | None], fbank_config):
-        self.paths, self.config = list(paths), fbank_config
+    def __init__(self, paths: Sequence[str | os.PathLike | None], fbank_config, raw: bool = False):
+        self.paths, self.config, self.raw = list(paths), fbank_config, raw
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int):
-        from extractors.fbank import load_fbank
+    def failed(self, i: int, why: str):
+        return i, None, None, f"{self.paths[i]}: {why}"
 
-        p = self.paths[i]
+    def __getitem__(self, i: int):
+        from extractors.audio import load_audio
+        from extractors.fbank import compute_fbank
+
+        p, c = self.paths[i], self.config
         if p is None:
-            c = self.config
-            return i, torch.zeros((0, c.target_frames, c.num_mel_bins)), torch.tensor(False), None
+            empty = torch.zeros((0, 0) if self.raw else (0, c.target_frames, c.num_mel_bins))
+            return i, empty, torch.tensor(False), None
         try:
-            fb = load_fbank(p, self.config)
+            wave = load_audio(p, sr=SAMPLE_RATE)
+            out = wave if self.raw else compute_fbank(wave, sr=SAMPLE_RATE, config=c)
         except Exception as e:  # noqa: BLE001
             return i, None, None, _error_text(p, e)
-        return i, torch.from_numpy(np.ascontiguousarray(fb))[None], torch.tensor(True), None
+        return i, torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))[None], torch.tensor(True), None
 
 
-def _loader(dataset: torch.utils.data.Dataset, workers: int, pin: bool) -> Iterable:
-    # batch_size=None: items pass through one by one (packing happens in the main process,
-    # across items); in-order delivery keeps the output deterministic
-    kw = {"prefetch_factor": 4, "persistent_workers": False} if workers > 0 else {}
-    return torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
-                                       pin_memory=pin, **kw)
+SAMPLE_RATE = 16000  # what the AST's fbank expects
+
+
+def _loader(dataset, workers: int) -> Iterable:
+    return ordered_map(dataset, workers, dataset.failed)
+
+
+def host_buffers(n: int, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
+    """``n`` host batch buffers, pinned exactly when the batches go to a CUDA device (a
+    pinned source is what lets the copy run without blocking the host)."""
+    return [torch.empty(shape, dtype=dtype, pin_memory=pin_memory(device)) for _ in range(n)]
 
 
 # --- packing ----------------------------------------------------------------------------------
@@ -130,18 +149,40 @@ class _Pending:
 
 
 def _packed(stream: Iterable, batch_size: int, row_shape: tuple[int, ...], row_dtype: torch.dtype,
-            run: Callable[[torch.Tensor], np.ndarray], out_shape: tuple[int, ...],
-            finish: Callable[[_Pending], dict[str, np.ndarray]], pin: bool,
-            stats: Throughput) -> Iterator[ItemResult]:
+            run: Callable[[torch.Tensor], torch.Tensor], out_shape: tuple[int, ...],
+            finish: Callable[[_Pending], dict[str, np.ndarray]], device: torch.device,
+            stats: Throughput, prepare: Callable[[torch.Tensor], torch.Tensor] | None = None
+            ) -> Iterator[ItemResult]:
     """Pack the rows of consecutive items into batches of ``batch_size`` and run ``run`` on
-    each; yield every item, in order, as soon as all its rows are computed."""
-    buf = torch.empty((batch_size, *row_shape), dtype=row_dtype, pin_memory=pin)
+    each; yield every item, in order, as soon as all its rows are computed.
+
+    Batches fill host buffers (pinned on CUDA), or buffers on ``device`` when ``prepare``
+    (run on each item's rows in this process) already put the rows there. A batch's output
+    is read back only after the next batch has been started, so on CUDA the host packs
+    and copies while the device computes; two buffers take turns for that."""
+    if prepare is None:
+        bufs = host_buffers(2, (batch_size, *row_shape), row_dtype, device)
+    else:
+        bufs = [torch.empty((batch_size, *row_shape), dtype=row_dtype, device=device) for _ in range(2)]
+    turn = 0
     staged: deque[tuple[_Pending, int, torch.Tensor]] = deque()  # (item, first row, rows)
     n_staged = 0
     waiting: deque[_Pending] = deque()
+    running: deque[tuple[list[tuple[_Pending, int, int]], torch.Tensor]] = deque()
+
+    def collect() -> None:
+        parts, out = running.popleft()
+        feats = out.cpu().numpy()  # waits for that batch only
+        o = 0
+        for item, first, take in parts:
+            item.out[first:first + take] = feats[o:o + take]
+            item.got += take
+            o += take
 
     def flush(n: int) -> None:
-        nonlocal n_staged
+        nonlocal n_staged, turn
+        buf = bufs[turn]
+        turn = 1 - turn
         parts, filled = [], 0
         while filled < n:
             item, first, rows = staged.popleft()
@@ -152,13 +193,11 @@ def _packed(stream: Iterable, batch_size: int, row_shape: tuple[int, ...], row_d
                 staged.appendleft((item, first + take, rows[take:]))
             filled += take
         n_staged -= n
-        feats = run(buf[:n])
-        o = 0
-        for item, first, take in parts:
-            item.out[first:first + take] = feats[o:o + take]
-            item.got += take
-            o += take
+        running.append((parts, run(to_device(buf[:n], device))))
         stats.rows += n
+        # reading the previous batch back also frees its buffer for the batch after this one
+        while len(running) > 1:
+            collect()
 
     def ready() -> Iterator[ItemResult]:
         while waiting and (waiting[0].error is not None or waiting[0].got == waiting[0].need):
@@ -175,7 +214,7 @@ def _packed(stream: Iterable, batch_size: int, row_shape: tuple[int, ...], row_d
         if error is None:
             item.out = np.zeros((item.need, *out_shape), dtype=np.float32)
             if item.need:
-                staged.append((item, 0, rows))
+                staged.append((item, 0, rows if prepare is None else prepare(rows)))
                 n_staged += item.need
         waiting.append(item)
         while n_staged >= batch_size:
@@ -183,27 +222,48 @@ def _packed(stream: Iterable, batch_size: int, row_shape: tuple[int, ...], row_d
         yield from ready()
     if n_staged:
         flush(n_staged)
+    while running:
+        collect()
     yield from ready()
     stats.stop()
 
 
+def _batch_size(encoder, configured: int, cap: int, model: str, row_shape: tuple[int, ...],
+                row_dtype: torch.dtype, run: Callable[[torch.Tensor], torch.Tensor]) -> int:
+    def trial(size: int) -> None:
+        run(torch.zeros((size, *row_shape), dtype=row_dtype, device=encoder.device)).cpu()
+
+    return fitting_batch_size(encoder.device, configured, cap, f"{model} {encoder.config.precision}",
+                              row_shape, trial)
+
+
+# The batch-size search stops here: past these a GPU is saturated, and larger batches only
+# cost pinned host memory (frames: 1024 x 150 KB) and host-side output (AST: 64 x 3.7 MB).
+FRAME_BATCH_CAP = 1024
+AUDIO_BATCH_CAP = 64
+
+
 # --- encoders ---------------------------------------------------------------------------------
 def encode_frames(encoder, paths: Sequence[str | os.PathLike], *, batch_size: int, timeout_s: float | None,
-                  workers: int | None = None, n_frames: int = StoreLayout.n_frames, backend: str = "decord", stats: Throughput | None = None,
-                  max_seconds: float | None = None) -> Iterator[ItemResult]:
+                  workers: int | None = None, n_frames: int = StoreLayout.n_frames, backend: str = "decord",
+                  stats: Throughput | None = None, max_seconds: float | None = None) -> Iterator[ItemResult]:
     """Per video: ``frame_features [n_frames, D]`` (zero in padded slots) and ``frame_mask``;
-    frames from the first ``max_seconds`` only when given."""
+    frames from the first ``max_seconds`` only when given. Workers decode and resize to
+    uint8; the CLIP normalisation runs batched on the encoder's device. ``workers``:
+    default ``extractors.device.default_workers``; ``batch_size``: on CUDA, where the search
+    for the largest batch that fits starts."""
     from extractors.frames import normalize_for_clip
 
-    workers = default_workers() if workers is None else workers
-    pin = pin_memory(encoder.device)
+    workers = default_workers(encoder.device) if workers is None else workers
     size = encoder.image_size
     stats = stats if stats is not None else Throughput()
-    loader = _loader(FrameItems(paths, n_frames, size, backend, timeout_s, max_seconds), workers, pin)
 
-    def run(x: torch.Tensor) -> np.ndarray:
-        x = x.to(encoder.device, non_blocking=pin)
-        return encoder.encode_images(normalize_for_clip(x)).cpu().numpy()
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return encoder.encode_images(normalize_for_clip(x))
+
+    row = (size, size, 3)
+    batch_size = _batch_size(encoder, batch_size, FRAME_BATCH_CAP, f"clip {encoder.arch}", row, torch.uint8, run)
+    loader = _loader(FrameItems(paths, n_frames, size, backend, timeout_s, max_seconds), workers)
 
     def finish(item: _Pending) -> dict[str, np.ndarray]:
         mask = item.meta.numpy()
@@ -211,34 +271,45 @@ def encode_frames(encoder, paths: Sequence[str | os.PathLike], *, batch_size: in
         feats[mask] = item.out
         return {"frame_features": feats, "frame_mask": mask}
 
-    yield from _packed(loader, batch_size, (size, size, 3), torch.uint8, run, (encoder.dim,), finish, pin, stats)
+    yield from _packed(loader, batch_size, row, torch.uint8, run, (encoder.dim,), finish, encoder.device, stats)
 
 
 def encode_audio(encoder, paths: Sequence[str | os.PathLike | None], *, batch_size: int,
-                 workers: int | None = None, fbank_config=None, stats: Throughput | None = None
-                 ) -> Iterator[ItemResult]:
+                 workers: int | None = None, fbank_config=None, stats: Throughput | None = None,
+                 fbank_on_device: bool | None = None) -> Iterator[ItemResult]:
     """Per clip: ``audio_tokens [n_tokens, hidden]`` and ``has_audio``. A ``None`` path is a
-    video without audio: all-zero tokens and ``has_audio`` False, no model call."""
-    workers = default_workers() if workers is None else workers
+    video without audio: all-zero tokens and ``has_audio`` False, no model call.
+    ``fbank_on_device``: workers hand over raw waves and the fbank runs on the encoder's
+    device in this process (default ``extractors.device.preprocess_on_device``: on CUDA)."""
+    from extractors.fbank import fbank_tensor
+
+    workers = default_workers(encoder.device) if workers is None else workers
     config = fbank_config or encoder.config.fbank_config()
     c = encoder.config
     if (config.target_frames, config.num_mel_bins) != (c.max_length, c.num_mel_bins):
         raise ValueError(f"fbank of {config.target_frames} x {config.num_mel_bins}, the AST takes "
                          f"{c.max_length} x {c.num_mel_bins}")
-    pin = pin_memory(encoder.device)
+    on_device = preprocess_on_device(encoder.device) if fbank_on_device is None else fbank_on_device
     stats = stats if stats is not None else Throughput()
-    loader = _loader(FbankItems(paths, config), workers, pin)
 
-    def run(x: torch.Tensor) -> np.ndarray:
-        return encoder.encode(x).cpu().numpy()
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return encoder.encode(x)
+
+    def fbank(wave: torch.Tensor) -> torch.Tensor:
+        return fbank_tensor(to_device(wave, encoder.device), SAMPLE_RATE, config)[None]
+
+    row = (c.max_length, c.num_mel_bins)
+    batch_size = _batch_size(encoder, batch_size, AUDIO_BATCH_CAP, f"ast {encoder.n_tokens}x{encoder.dim} "
+                             f"{c.num_hidden_layers} layers", row, torch.float32, run)
+    loader = _loader(FbankItems(paths, config, raw=on_device), workers)
 
     def finish(item: _Pending) -> dict[str, np.ndarray]:
         has = bool(item.meta)
         tokens = item.out[0] if has else np.zeros((encoder.n_tokens, encoder.dim), dtype=np.float32)
         return {"audio_tokens": tokens, "has_audio": np.bool_(has)}
 
-    yield from _packed(loader, batch_size, (c.max_length, c.num_mel_bins), torch.float32, run,
-                       (encoder.n_tokens, encoder.dim), finish, pin, stats)
+    yield from _packed(loader, batch_size, row, torch.float32, run, (encoder.n_tokens, encoder.dim), finish,
+                       encoder.device, stats, prepare=fbank if on_device else None)
 
 
 def encode_captions(encoder, texts: Sequence[str], *, batch_size: int, progress: bool = False,

@@ -48,8 +48,9 @@ def _mel(f):
     return 1127.0 * (1.0 + f / 700.0).log()
 
 
-def mel_banks(num_bins: int, padded_window: int, sr: float):
-    """Triangular HTK-mel filters ``[num_bins, padded_window // 2 + 1]`` (last column zero)."""
+def mel_banks(num_bins: int, padded_window: int, sr: float, device=None):
+    """Triangular HTK-mel filters ``[num_bins, padded_window // 2 + 1]`` (last column zero),
+    on ``device`` (default the CPU)."""
     import torch
 
     n_fft_bins = padded_window // 2
@@ -66,32 +67,34 @@ def mel_banks(num_bins: int, padded_window: int, sr: float):
     up = (mel - left) / (center - left)
     down = (right - mel) / (right - center)
     banks = torch.max(torch.zeros(1), torch.min(up, down))
-    return torch.nn.functional.pad(banks, (0, 1), value=0.0)
+    return torch.nn.functional.pad(banks, (0, 1), value=0.0).to(device)
 
 
 def kaldi_fbank(wave, sr: int = 16000, frame_shift_ms: float = 10.0, num_mel_bins: int = 128):
     """Raw log-mel frames ``[n_frames, num_mel_bins]`` (float32 tensor; 0 frames when the
-    wave is shorter than one window)."""
+    wave is shorter than one window), on the wave's device when it is a tensor."""
     import torch
 
-    w = torch.as_tensor(np.asarray(wave, dtype=np.float32)).flatten()
+    w = (wave.to(torch.float32) if isinstance(wave, torch.Tensor)
+         else torch.as_tensor(np.asarray(wave, dtype=np.float32))).flatten()
+    dev = w.device
     win = int(sr * _WINDOW_MS * 0.001)
     shift = int(sr * frame_shift_ms * 0.001)
     if shift < 1:
         raise ValueError(f"frame shift {frame_shift_ms} ms is below one sample at {sr} Hz")
     padded = 1 << (win - 1).bit_length()
     if w.numel() < win:
-        return torch.empty(0, num_mel_bins)
+        return torch.empty(0, num_mel_bins, device=dev)
     m = 1 + (w.numel() - win) // shift
     frames = w.as_strided((m, win), (shift, 1))
     frames = frames - frames.mean(dim=1, keepdim=True)
     prev = torch.nn.functional.pad(frames.unsqueeze(0), (1, 0), mode="replicate").squeeze(0)
     frames = frames - _PREEMPH * prev[:, :-1]
-    window = torch.hann_window(win, periodic=False, dtype=torch.float32)
+    window = torch.hann_window(win, periodic=False, dtype=torch.float32, device=dev)
     frames = torch.nn.functional.pad(frames * window.unsqueeze(0), (0, padded - win), value=0.0)
     power = torch.fft.rfft(frames).abs().pow(2.0)
-    mel = power @ mel_banks(num_mel_bins, padded, sr).T
-    eps = torch.tensor(torch.finfo(torch.float32).eps)
+    mel = power @ mel_banks(num_mel_bins, padded, sr, dev).T
+    eps = torch.tensor(torch.finfo(torch.float32).eps, device=dev)
     return torch.max(mel, eps).log()
 
 
@@ -102,20 +105,28 @@ def frame_shift_ms(n_samples: int, sr: int, config: FbankConfig) -> float:
     return max(1000.0 * n_samples / sr / config.target_frames, 1000.0 / sr)
 
 
+def fbank_tensor(wave, sr: int, config: FbankConfig):
+    """``compute_fbank`` in torch, on the wave tensor's device: float32 ``[target_frames,
+    num_mel_bins]``. The GPU front end runs this on the raw waves of a batch."""
+    import torch
+
+    w = wave.to(torch.float32).reshape(-1)
+    w = w - w.mean() if w.numel() else w
+    with torch.no_grad():
+        fb = kaldi_fbank(w, sr, frame_shift_ms(w.numel(), sr, config), config.num_mel_bins)
+    out = torch.zeros((config.target_frames, config.num_mel_bins), dtype=torch.float32, device=w.device)
+    k = min(fb.shape[0], config.target_frames)
+    out[:k] = fb[:k]
+    return (out - config.mean) / (2.0 * config.std)
+
+
 def compute_fbank(wave: np.ndarray, sr: int = 16000, config: FbankConfig | None = None) -> np.ndarray:
     """float32 ``[target_frames, num_mel_bins]``: mean-removed wave -> Kaldi fbank -> zero
     pad at the end / crop -> ``(x - mean) / (2 * std)`` (AST's normalisation)."""
     import torch
 
-    config = config or FbankConfig()
-    w = np.asarray(wave, dtype=np.float32).reshape(-1)
-    w = w - w.mean() if w.size else w
-    with torch.no_grad():
-        fb = kaldi_fbank(w, sr, frame_shift_ms(w.size, sr, config), config.num_mel_bins)
-    out = np.zeros((config.target_frames, config.num_mel_bins), dtype=np.float32)
-    k = min(fb.shape[0], config.target_frames)
-    out[:k] = fb[:k].numpy()
-    return (out - np.float32(config.mean)) / np.float32(2.0 * config.std)
+    w = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
+    return fbank_tensor(w, sr, config or FbankConfig()).numpy()
 
 
 def load_fbank(path: str | os.PathLike, config: FbankConfig | None = None, sr: int = 16000) -> np.ndarray:

@@ -54,9 +54,12 @@ class ExtractConfig(BaseModel):
     crawl_retries: int = Field(3, ge=0, description="extra attempts per URL, with back-off")
     crawl_timeout_s: float = Field(120.0, gt=0, description="wall-clock limit per crawl attempt, seconds")
     keep_audio: bool = Field(False, description="keep the audio track in the compressed copies")
-    workers: int = Field(2, ge=1, description="decode/compress worker processes per task")
-    frame_batch_size: int = Field(64, ge=1, description="frames per CLIP batch")
-    audio_batch_size: int = Field(8, ge=1, description="clips per AST batch")
+    workers: int | None = Field(None, ge=1, description="decode/fbank/compress worker processes per task "
+                                                        "(default: the cores available, less one per GPU "
+                                                        "the model steps use)")
+    frame_batch_size: int = Field(64, ge=1, description="frames per CLIP batch (on CUDA: where the search "
+                                                         "for the largest batch that fits starts)")
+    audio_batch_size: int = Field(8, ge=1, description="clips per AST batch (on CUDA: where the search starts)")
     text_batch_size: int = Field(256, ge=1, description="captions per CLIP text batch")
     decode_timeout_s: float = Field(60.0, gt=0, description="per-video decode time bound, seconds")
     tag_min_count: int = Field(5, ge=1, description="a phrase needs this many training captions")

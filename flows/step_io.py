@@ -20,7 +20,7 @@ from extractors.engine import ItemResult
 from flows.remote import Scratch, is_url, plan_groups
 from storage import DONE, StepWriter, StoreError, StoreLayout, as_str, open_group, read_attrs, set_provenance
 
-FLUSH_EVERY = 64  # items per write inside a block: a crash loses at most this much work
+FLUSH_EVERY = 64  # items per write inside a block: a crash loses this much work, and the queued writes
 
 
 def resolve(root: str, p: str) -> str:
@@ -166,45 +166,61 @@ def _in_scratch(inputs: StepInputs, compute: Callable[[StepInputs], Iterable[Ite
     yield from merge_errors(run(), errors)
 
 
+def _write_batch(writer: StepWriter, batch: list[ItemResult]) -> None:
+    """One write of consecutive results of one block: rows of the done items, causes of the
+    failed ones (their states last, so a write cut short marks nothing done)."""
+    idx = np.array([r.index for r in batch], dtype=np.int64)
+    errors = {r.index: r.error for r in batch if not r.ok}
+    good = [r for r in batch if r.ok]
+    data = {}
+    if good:
+        for name in good[0].data:
+            proto = np.asarray(good[0].data[name])
+            # strings: the widest item's width, or a longer path than the first is cut
+            dtype = np.result_type(*(np.asarray(r.data[name]).dtype for r in good)) \
+                if proto.dtype.kind == "U" else proto.dtype
+            rows = np.zeros((len(batch), *proto.shape), dtype=dtype)
+            for j, r in enumerate(batch):
+                if r.ok:
+                    rows[j] = r.data[name]
+            data[name] = rows
+    writer.write(idx, data=data, errors=errors)
+
+
+def _write_failed(writer: StepWriter, args: tuple, e: BaseException) -> StoreError:
+    from extractors.errors import one_line
+
+    batch = args[1]
+    return StoreError(f"{writer.path}: writing {writer.step} items {batch[0].index}..{batch[-1].index} "
+                      f"failed, the run stops: {type(e).__name__}: {one_line(e)}")
+
+
 def write_results(writer: StepWriter, results: Iterator[ItemResult], progress: bool = False,
                   total: int | None = None, on_error: Callable[[int, str], None] | None = None) -> dict:
-    """Stream ``results`` (increasing store indices) into ``writer``, one block at a time."""
+    """Stream ``results`` (increasing store indices) into ``writer``, one block at a time.
+
+    The writes run on a background thread (``flows.background``) while the next results
+    are computed. A write that fails raises ``StoreError`` (one line: the store, the items,
+    the cause) and stops the run: no later item is written, so none is marked done."""
+    from flows.background import BackgroundWriter
+
     if progress:
         from tqdm import tqdm
         results = tqdm(results, total=total, desc=writer.step, unit="item")
     done = failed = 0
     batch: list[ItemResult] = []
-
-    def flush() -> None:
-        if not batch:
-            return
-        idx = np.array([r.index for r in batch], dtype=np.int64)
-        errors = {r.index: r.error for r in batch if not r.ok}
-        good = [r for r in batch if r.ok]
-        data = {}
-        if good:
-            for name in good[0].data:
-                proto = np.asarray(good[0].data[name])
-                # strings: the widest item's width, or a longer path than the first is cut
-                dtype = np.result_type(*(np.asarray(r.data[name]).dtype for r in good)) \
-                    if proto.dtype.kind == "U" else proto.dtype
-                rows = np.zeros((len(batch), *proto.shape), dtype=dtype)
-                for j, r in enumerate(batch):
-                    if r.ok:
-                        rows[j] = r.data[name]
-                data[name] = rows
-        writer.write(idx, data=data, errors=errors)
-        batch.clear()
-
-    for r in results:
-        if batch and (writer.block_of(r.index) != writer.block_of(batch[-1].index) or len(batch) >= FLUSH_EVERY):
-            flush()
-        batch.append(r)
-        done += r.ok
-        failed += not r.ok
-        if not r.ok and on_error is not None:
-            on_error(r.index, r.error)
-    flush()
+    with BackgroundWriter(lambda args, e: _write_failed(writer, args, e)) as background:
+        for r in results:
+            if batch and (writer.block_of(r.index) != writer.block_of(batch[-1].index) or len(batch) >= FLUSH_EVERY):
+                background.submit(_write_batch, writer, batch)
+                batch = []
+            batch.append(r)
+            done += r.ok
+            failed += not r.ok
+            if not r.ok and on_error is not None:
+                on_error(r.index, r.error)
+        if batch:
+            background.submit(_write_batch, writer, batch)
     return {"done": done, "failed": failed}
 
 

@@ -101,7 +101,7 @@ def _report(kind: str, results, stats, show: int) -> None:
 
 DEVICE = typer.Option(_default("device"), "--device", help="auto | cpu | cuda")
 RANDOM = typer.Option(False, "--random-init", help="random weights (tests, demos); features are meaningless")
-WORKERS = typer.Option(None, "--workers", min=0, help="decode worker processes (default min(2, cores))")
+WORKERS = typer.Option(None, "--workers", min=0, help="decode worker processes (default: the cores, less one per GPU in use)")
 SHOW = typer.Option(5, "--show", min=0, help="print the shapes of this many items")
 
 
