@@ -15,8 +15,6 @@ from safetensors.torch import load_file, save_file
 
 from tests.extractors.test_ast_encoder import _to_audioset_naming
 
-pytestmark = pytest.mark.slow
-
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -46,6 +44,16 @@ def write_ast(path: Path) -> None:
     torch.save(_to_audioset_naming(enc.model.state_dict()), path)
 
 
+def test_weights_paths_are_recorded_absolute(tmp_path, monkeypatch):
+    from flows.config import ExtractConfig
+
+    monkeypatch.chdir(tmp_path)
+    cfg = ExtractConfig(clip_weights="weights/clip.pt", ast_weights="ast")
+    assert (cfg.clip_weights, cfg.ast_weights) == (str(tmp_path / "weights" / "clip.pt"), str(tmp_path / "ast"))
+    assert ExtractConfig(random_init=True).clip_weights is None
+
+
+@pytest.mark.slow
 def test_recipe_on_a_store_extracted_with_weights_files(served_sample, prefect_api, tmp_path):
     served_sample(tmp_path / "data", n_videos=4, seed=0)
     (tmp_path / "weights").mkdir()
