@@ -5,10 +5,11 @@ every step reads its knobs from it.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from extractors.fbank import SHIFTS, FbankConfig
 from storage.schema import STEPS, StoreLayout
@@ -83,6 +84,13 @@ class ExtractConfig(BaseModel):
     n_words: int | None = Field(None, ge=3, le=77, description="tokens per caption, SOT and EOT included "
                                                                "(default: the dataset's, 32; 64 for "
                                                                "DiDeMo and ActivityNet; new stores only)")
+
+    @field_validator("clip_weights", "ast_weights")
+    @classmethod
+    def _absolute(cls, path: str | None) -> str | None:
+        # the store's provenance records this path, and `vtr train` and `vtr search` open
+        # it again, maybe from another folder
+        return os.path.abspath(path) if path else path
 
     def encoders(self, n_words: int | None = None) -> EncoderSpec:
         """The encoders' spec; ``n_words``: the store's caption length (default: the CLIP's)."""
