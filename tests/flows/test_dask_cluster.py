@@ -116,12 +116,14 @@ def test_deployment_runs_on_both_workers(prefect_server, tiny_data, tmp_path):
     assert check_store(store) == []
 
 
-def overlaps(spans: list[tuple[str, str, float, float]]) -> list[tuple[str, str]]:
-    """Pairs of spans that ran at the same time on one worker."""
+def overlaps(spans: list[tuple[str, str, float, float]], tol_s: float = 0.05) -> list[tuple[str, str]]:
+    """Pairs of spans that ran at the same time on one worker. The scheduler shifts each
+    worker's times by its measured clock delay, so back-to-back tasks may seem to share a
+    few milliseconds (seen: up to 4 ms): ``tol_s`` of overlap does not count."""
     out = []
     for i, (k1, w1, s1, e1) in enumerate(spans):
         for k2, w2, s2, e2 in spans[i + 1:]:
-            if w1 == w2 and s1 < e2 and s2 < e1:
+            if w1 == w2 and s1 < e2 - tol_s and s2 < e1 - tol_s:
                 out.append((k1, k2))
     return out
 
@@ -141,7 +143,7 @@ def test_gpu_per_worker_one_model_task_at_a_time(prefect_server, tiny_data, tmp_
     assert result["steps"]["frames"]["done"] == 5 and sum(result["steps"]["frames"]["workers"].values()) == 6
     model = [s for s in spans if s[0].split("_block")[0] in MODEL_STEPS]
     assert len(model) >= 7  # six frames blocks and the text block
-    assert overlaps(model) == []
+    assert overlaps(model) == [], sorted(model, key=lambda s: (s[1], s[2]))
     # the workers do run two tasks at once: without the GPU resource, model tasks could overlap
     media = [s for s in spans if s[0].split("_block")[0] in ("probe", "crawl")]
     assert overlaps(media), media
