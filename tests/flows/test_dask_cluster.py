@@ -178,6 +178,7 @@ def test_worker_killed_midway_loses_nothing(prefect_server, tiny_data, tmp_path)
     steps = "probe,frames,text"
     env = vtr_env(PREFECT_API_URL=prefect_server, PREFECT_HOME=str(tmp_path / "home"))
     with dask_cluster(tmp_path, env) as (address, _):
+        start_task_stream(address)
         store = tmp_path / "killed.zarr"
         log = open(tmp_path / "run.log", "w")
         run = subprocess.Popen(vtr_cmd("extract", "--data-root", tiny_data, "--store", store, *TINY,
@@ -197,7 +198,11 @@ def test_worker_killed_midway_loses_nothing(prefect_server, tiny_data, tmp_path)
         out, _ = run.communicate(timeout=600)
         log.close()
         assert run.returncode == 0, out[-3000:] + (tmp_path / "run.log").read_text()[-3000:]
+        finished = {key: worker for key, worker, *_ in compute_spans(task_stream(address))}
+    # the blocks the dead worker held ran again on the other one, and every block completed
+    assert busy[victim] and all(finished.get(k) not in (None, victim) for k in busy[victim]), (busy, finished)
     result = json.loads(out[out.index("{"):])
+    assert sum(result["steps"]["frames"]["workers"].values()) == 6
     assert victim not in result["steps"]["text"]["workers"]  # the text step ran after the kill
     killed = open_store(store)
     # no item lost: every video done but the corrupt one, every caption done
