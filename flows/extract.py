@@ -12,12 +12,13 @@ import contextlib
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Literal
 
 import numpy as np
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from extractors.weights import WeightsError
 from flows.config import ALL_STEPS, MODEL_STEPS, ExtractConfig
@@ -181,11 +182,20 @@ def _layout(manifest, cfg: ExtractConfig) -> StoreLayout:
 REFUSALS = (StoreError, ExtractError, WeightsError)
 
 
-def _run_step(step: str, store: str, cfg: ExtractConfig) -> dict:
-    """Submit one task per pending block, wait, and record crashed blocks as failed items
-    (``"refused"``: the first block's refusal, see ``REFUSALS``)."""
+def _resources(step: str, cfg: ExtractConfig) -> contextlib.AbstractContextManager:
+    """With ``gpu_per_worker``, a model step's tasks ask for one GPU each: a worker started
+    with ``--resources GPU=1`` runs one of them at a time."""
     import dask
 
+    if cfg.gpu_per_worker and step in MODEL_STEPS:
+        return dask.annotate(resources={"GPU": 1})
+    return contextlib.nullcontext()
+
+
+def _run_step(step: str, store: str, cfg: ExtractConfig, runner: TaskRunner) -> dict:
+    """Submit one task per pending block to ``runner``, wait, and record crashed blocks as
+    failed items (``"refused"``: the first block's refusal, see ``REFUSALS``). ``"workers"``:
+    blocks per worker that ran them."""
     log = get_run_logger()
     writer = StepWriter(store, step, storage_options=cfg.storage_options)
     blocks = list(writer.pending_blocks())
@@ -194,11 +204,10 @@ def _run_step(step: str, store: str, cfg: ExtractConfig) -> dict:
         return {"done": 0, "failed": 0, "skipped": int(writer.n_items)}
     log.info("%s: %d item(s) in %d block(s)", step, sum(b.size for b in blocks), len(blocks))
     task = BLOCK_TASKS[step]
-    annotate = (dask.annotate(resources={"GPU": 1}) if cfg.gpu_per_worker and step in MODEL_STEPS
-                else contextlib.nullcontext())
-    with annotate:
-        futures = [task.submit(store, b.tolist(), int(b[0]), cfg) for b in blocks]
-    total = {"done": 0, "failed": 0}
+    with _resources(step, cfg):
+        futures = [runner.submit(task, {"store": store, "idx": b.tolist(), "first": int(b[0]), "cfg": cfg})
+                   for b in blocks]
+    total: dict = {"done": 0, "failed": 0, "workers": {}}
     for b, fut in zip(blocks, futures):
         fut.wait()
         state = fut.state
@@ -206,14 +215,17 @@ def _run_step(step: str, store: str, cfg: ExtractConfig) -> dict:
             res = state.result()
             total["done"] += res["done"]
             total["failed"] += res["failed"]
+            total["workers"][res["worker"]] = total["workers"].get(res["worker"], 0) + 1
             continue
         # the block crashed as a whole (a bug, a dead worker): its items are marked failed
         # with the cause, the other blocks and steps go on
         try:
-            exc = state.result(raise_on_failure=False)
+            # the task's exception; a Dask future that never delivered a state (a lost
+            # worker, a task that did not unpickle) raises Dask's own here
+            exc = fut.result(raise_on_failure=False)
             cause = f"{type(exc).__name__}: {exc}".splitlines()[0] if isinstance(exc, BaseException) else state.message
         except Exception as e:  # noqa: BLE001
-            exc, cause = e, str(e).splitlines()[0]
+            exc, cause = e, f"{type(e).__name__}: {e}".splitlines()[0]
         if isinstance(exc, REFUSALS):  # the step's own check said no: the run fails with it
             total.setdefault("refused", str(exc).splitlines()[0])
         log.error("%s block %d failed: %s", step, int(b[0]), cause)
@@ -225,7 +237,9 @@ def _run_step(step: str, store: str, cfg: ExtractConfig) -> dict:
     return total
 
 
-def run_extraction(manifest, store: str, cfg: ExtractConfig) -> dict:
+def run_extraction(manifest, store: str, cfg: ExtractConfig, dask_address: str | None = None) -> dict:
+    """Run ``cfg.steps`` on ``store``; the block tasks on the flow's own runner, or on the
+    Dask cluster at ``dask_address`` (see ``block_runner``)."""
     log = get_run_logger()
     steps = set(cfg.steps)
     if _is_url(store):  # a missing bucket or refused credentials: one line, before the encoders load
@@ -237,25 +251,27 @@ def run_extraction(manifest, store: str, cfg: ExtractConfig) -> dict:
         raise ExtractError(f"{store}: a remote store needs --media-dir (a folder every worker can read)")
     cfg = cfg.model_copy(update={"media_dir": media})
     layout = _layout(manifest, cfg)
-    encoders = _load_encoders(cfg)
-    # One run per store: taken before the provenance check and the first step. The Dask
-    # workers of this run write under it (block ownership keeps them apart).
-    lock = StoreLock(store, _run_id(), storage_options=cfg.storage_options, wait_s=cfg.lock_wait_s)
-    try:
-        lock.acquire()
-    except StoreError as e:
-        raise ExtractError(str(e)) from None
-    try:
-        if lock.took_over:
-            log.warning("store lock: %s", lock.took_over)
-        _open_or_create(store, manifest, layout, cfg.storage_options)
-        _check_provenance(store, cfg, encoders)
-        return _run_steps(manifest, store, cfg, steps)
-    finally:
-        lock.release()
+    # the cluster answers (or starts) before the encoders load and the store is touched
+    with block_runner(dask_address, cfg.gpu_per_worker) as runner:
+        encoders = _load_encoders(cfg)
+        # One run per store: taken before the provenance check and the first step. The Dask
+        # workers of this run write under it (block ownership keeps them apart).
+        lock = StoreLock(store, _run_id(), storage_options=cfg.storage_options, wait_s=cfg.lock_wait_s)
+        try:
+            lock.acquire()
+        except StoreError as e:
+            raise ExtractError(str(e)) from None
+        try:
+            if lock.took_over:
+                log.warning("store lock: %s", lock.took_over)
+            _open_or_create(store, manifest, layout, cfg.storage_options)
+            _check_provenance(store, cfg, encoders)
+            return _run_steps(manifest, store, cfg, steps, runner)
+        finally:
+            lock.release()
 
 
-def _run_steps(manifest, store: str, cfg: ExtractConfig, steps: set[str]) -> dict:
+def _run_steps(manifest, store: str, cfg: ExtractConfig, steps: set[str], runner: TaskRunner) -> dict:
     log = get_run_logger()
     media = cfg.media_dir
     if not _is_url(media):
@@ -269,11 +285,12 @@ def _run_steps(manifest, store: str, cfg: ExtractConfig, steps: set[str]) -> dic
     for step in [s for s in ALL_STEPS if s in steps]:
         t0 = time.perf_counter()
         if step in STORE_TASKS:
-            summary[step] = STORE_TASKS[step].submit(store, cfg).result()
+            with _resources(step, cfg):
+                summary[step] = runner.submit(STORE_TASKS[step], {"store": store, "cfg": cfg}).result()
         elif step == "validate":
-            summary[step] = {"problems": len(validate_store.submit(store, cfg).result())}
+            summary[step] = {"problems": len(runner.submit(validate_store, {"store": store, "cfg": cfg}).result())}
         else:
-            summary[step] = _run_step(step, store, cfg)
+            summary[step] = _run_step(step, store, cfg, runner)
         summary[step]["seconds"] = round(time.perf_counter() - t0, 2)
         log.info("%s: %s", step, summary[step])
     fails = failures(store, cfg.storage_options)
@@ -308,29 +325,33 @@ def _failure_artifact(store: str, summary: dict, fails: list[dict], warned: list
 
 
 # Locally, blocks run one at a time: a block already keeps the cores (decode workers) and
-# the model busy; parallel blocks are what --dask is for.
+# the model busy; parallel blocks are what a Dask cluster (dask_address) is for.
 LOCAL_RUNNER = ThreadPoolTaskRunner(max_workers=1)
 
 
 @flow(name="extract-msrvtt", log_prints=True, task_runner=LOCAL_RUNNER)
 def extract_msrvtt(data_root: str, store: str, config: ExtractConfig = ExtractConfig(),
-                   train_list: Literal["9k", "7k"] = "9k", n_val: int = 500) -> dict:
-    """MSR-VTT folder (``MSRVTT_data.json``, train/test csv, ``videos/all``) -> feature store."""
+                   train_list: Literal["9k", "7k"] = "9k", n_val: int = 500,
+                   dask_address: str | None = None) -> dict:
+    """MSR-VTT folder (``MSRVTT_data.json``, train/test csv, ``videos/all``) -> feature store.
+    ``dask_address``: run the block tasks on a Dask cluster (``block_runner``)."""
     from extractors.annotations import AnnotationError, read_msrvtt
     try:
         manifest = read_annotations(data_root, config.storage_options, lambda root: read_msrvtt(
             root, train_list=train_list, n_val=n_val, strict=config.strict))
     except AnnotationError as e:
         raise ExtractError(str(e)) from None
-    return run_extraction(manifest, store, config)
+    return run_extraction(manifest, store, config, dask_address)
 
 
 @flow(name="extract-dataset", log_prints=True, task_runner=LOCAL_RUNNER)
 def extract_dataset(manifest: str | None = None, store: str = "", config: ExtractConfig = ExtractConfig(),
-                    data_root: str | None = None, dataset: str | None = None) -> dict:
+                    data_root: str | None = None, dataset: str | None = None,
+                    dask_address: str | None = None) -> dict:
     """A registered dataset's folder (``dataset=`` its name, ``data_root=`` the folder;
     ``config.dataset_options`` go to its reader), or any dataset from a CSV/JSONL manifest
-    (``manifest=``: ``video_id, path, caption[, split]``; ``dataset`` then names it)."""
+    (``manifest=``: ``video_id, path, caption[, split]``; ``dataset`` then names it).
+    ``dask_address``: run the block tasks on a Dask cluster (``block_runner``)."""
     from extractors.annotations import AnnotationError, read_manifest_file
     from extractors.datasets import read_dataset
 
@@ -350,25 +371,52 @@ def extract_dataset(manifest: str | None = None, store: str = "", config: Extrac
                                "or manifest= (a CSV/JSONL manifest)")
     except AnnotationError as e:
         raise ExtractError(str(e)) from None
-    return run_extraction(m, store, config)
+    return run_extraction(m, store, config, dask_address)
 
 
-def task_runner(dask: str | None, n_workers: int = 2, gpu_per_worker: bool = False):
-    """``None``: Prefect's thread pool. ``"local"``: a ``LocalCluster`` of ``n_workers``
-    processes (one per GPU when ``gpu_per_worker``). Anything else: a scheduler address."""
-    if not dask:
-        return None
-    import dask as dask_mod
+# Prefect fixes a flow's task runner when it is decorated; a deployment picks its cluster
+# per run, so the flow opens the Dask runner itself and submits the block tasks to it.
+CONNECT_TIMEOUT_S = 10
+
+
+@contextlib.contextmanager
+def block_runner(address: str | None, gpu_per_worker: bool = False) -> Iterator[TaskRunner]:
+    """The runner of the block tasks. ``None``: the flow's own (one block at a time).
+    ``"local:N"``: a ``LocalCluster`` of N worker processes, one thread each (with
+    ``GPU=1`` each when ``gpu_per_worker``), closed at the end. Else the address of a
+    running scheduler, ``tcp://host:8786``: refused in one line unless it answers."""
+    if not address:
+        from prefect.context import FlowRunContext
+
+        yield FlowRunContext.get().task_runner
+        return
+    import dask
     from prefect_dask import DaskTaskRunner
 
     # Workers must be allowed children: decode workers (DataLoader) and compress pools.
     # Remote workers need the same: DASK_DISTRIBUTED__WORKER__DAEMON=False.
-    dask_mod.config.set({"distributed.worker.daemon": False})
-    if dask == "local":
-        kw = {"n_workers": n_workers, "threads_per_worker": 1, "processes": True,
-              "dashboard_address": None}
-        if gpu_per_worker:
-            kw["resources"] = {"GPU": 1}
-        return DaskTaskRunner(cluster_kwargs=kw)
-    return DaskTaskRunner(address=dask)
+    dask.config.set({"distributed.worker.daemon": False})
+    if address.startswith("local"):
+        n = address.removeprefix("local:")
+        if not n.isdigit() or int(n) < 1:
+            raise ExtractError(f"dask address {address!r}: want local:N (N worker processes) or tcp://HOST:PORT")
+        kw = {"n_workers": int(n), "threads_per_worker": 1, "processes": True, "dashboard_address": None}
+        runner = DaskTaskRunner(cluster_kwargs={**kw, **({"resources": {"GPU": 1}} if gpu_per_worker else {})})
+    else:
+        runner = DaskTaskRunner(address=address, client_kwargs={"timeout": f"{CONNECT_TIMEOUT_S}s"})
+    with runner:
+        try:
+            runner.client  # noqa: B018 - connects (or starts the LocalCluster) now, before any step
+        except (OSError, TimeoutError) as e:
+            cause = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ExtractError(f"{address}: no Dask scheduler answers ({cause})") from None
+        get_run_logger().info("block tasks on the Dask cluster at %s: %d worker(s)", address,
+                              len(runner.client.scheduler_info(n_workers=-1)["workers"]))
+        yield runner
 
+
+if __name__ != "flows.extract":
+    # A deployment's entrypoint (flows/extract.py:extract_msrvtt) is loaded from its file as a
+    # bare module; Dask's scheduler and workers unpickle the flow (in each task's context)
+    # by its module's name, so the flows must be the package's, which they can import.
+    from flows.extract import extract_dataset, extract_msrvtt  # noqa: F811

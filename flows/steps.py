@@ -363,13 +363,25 @@ def _log_error(step: str) -> Callable[[int, str], None]:
     return lambda i, e: log.warning("%s item %d: %s", step, i, e)
 
 
+def worker_address() -> str:
+    """The Dask worker running this task (its address, as the scheduler names it), else
+    ``local``: the run summary counts blocks per worker."""
+    try:
+        from distributed import get_worker
+        return get_worker().address
+    except (ImportError, ValueError):
+        return "local"
+
+
 def _block_task(step: str, **task_options):
     def run(store: str, idx: list[int], first: int, cfg: ExtractConfig) -> dict:
         kw = {"indices": idx, "on_error": _log_error(step)}
         if step in MEDIA_WRITERS:
-            return MEDIA_WRITERS[step](store, cfg, **kw)
-        fn, encoder = ENCODER_WRITERS[step]
-        return fn(store, encoder(_encoders(store, cfg)), cfg, **kw)
+            res = MEDIA_WRITERS[step](store, cfg, **kw)
+        else:
+            fn, encoder = ENCODER_WRITERS[step]
+            res = fn(store, encoder(_encoders(store, cfg)), cfg, **kw)
+        return {**res, "worker": worker_address()}
 
     run.__name__ = run.__qualname__ = f"{step}_block"
     return task(name=step, task_run_name=f"{step} block {{first}}", **task_options)(run)

@@ -94,21 +94,20 @@ def extract(
                                                          "or an fsspec URL such as s3://bucket/msrvtt"),
     dataset: str = typer.Option("msrvtt", "--dataset", help=" | ".join(list_datasets())),
     store: str = typer.Option(..., "--store", help="store path (created if missing, resumed if present) or s3:// URL"),
-    dask: str | None = typer.Option(None, "--dask", help="'local' for a LocalCluster, or a scheduler address tcp://host:8786"),
-    dask_workers: int = typer.Option(2, "--dask-workers", min=1, help="LocalCluster workers"),
+    dask: str | None = typer.Option(None, "--dask", help="run the block tasks on a Dask cluster: a scheduler "
+                                    "address tcp://host:8786, or local:N for a LocalCluster of N workers"),
     **options,
 ) -> None:
     """Turn a raw dataset folder into a complete feature store (resumable: re-run to continue)."""
     from extractors.datasets import get_dataset
-    from flows.extract import extract_dataset, task_runner
+    from flows.extract import extract_dataset
     from flows.server import prefect_api
 
     get_dataset(dataset)  # an unknown name fails here, listing the known ones
     config = _config(options)
-    runner = task_runner(dask, dask_workers, config.gpu_per_worker)
-    fl = extract_dataset.with_options(task_runner=runner) if runner is not None else extract_dataset
     with prefect_api(quiet=is_user_error):
-        result = fl(dataset=dataset, data_root=data_root, store=store, config=config)
+        result = extract_dataset(dataset=dataset, data_root=data_root, store=store, config=config,
+                                 dask_address=dask)
     typer.echo(json.dumps(result, indent=2))
 
 
