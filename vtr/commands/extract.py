@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import json
 import typing
+from pathlib import Path
 
 import typer
 from pydantic import ValidationError
@@ -90,24 +91,33 @@ def _config(values: dict) -> ExtractConfig:
 
 
 def extract(
-    data_root: str = typer.Option(..., "--data-root", help="the dataset's folder, in its release layout (README), "
-                                                         "or an fsspec URL such as s3://bucket/msrvtt"),
-    dataset: str = typer.Option("msrvtt", "--dataset", help=" | ".join(list_datasets())),
+    data_root: str | None = typer.Option(None, "--data-root", help="the dataset's folder, in its release layout "
+                                         "(README), or an fsspec URL such as s3://bucket/msrvtt; with --manifest: "
+                                         "where its relative paths point (default: the manifest's folder)"),
+    dataset: str | None = typer.Option(None, "--dataset", help=" | ".join(list_datasets()) + " (default msrvtt); "
+                                       "with --manifest: the name the store records"),
+    manifest: Path | None = typer.Option(None, "--manifest", help="any dataset as a CSV/JSONL manifest: "
+                                         "video_id, path, caption[, split] (README: Datasets)"),
     store: str = typer.Option(..., "--store", help="store path (created if missing, resumed if present) or s3:// URL"),
     dask: str | None = typer.Option(None, "--dask", help="run the block tasks on a Dask cluster: a scheduler "
                                     "address tcp://host:8786, or local:N for a LocalCluster of N workers"),
     **options,
 ) -> None:
-    """Turn a raw dataset folder into a complete feature store (resumable: re-run to continue)."""
+    """Turn a raw dataset folder (or a manifest's videos) into a complete feature store
+    (resumable: re-run to continue)."""
     from extractors.datasets import get_dataset
     from flows.extract import extract_dataset
     from flows.server import prefect_api
 
-    get_dataset(dataset)  # an unknown name fails here, listing the known ones
+    if manifest is None:
+        if data_root is None:
+            fail("--data-root: the dataset's folder is needed (or --manifest FILE)", code=2)
+        dataset = dataset or "msrvtt"
+        get_dataset(dataset)  # an unknown name fails here, listing the known ones
     config = _config(options)
     with prefect_api(quiet=is_user_error):
-        result = extract_dataset(dataset=dataset, data_root=data_root, store=store, config=config,
-                                 dask_address=dask)
+        result = extract_dataset(manifest=None if manifest is None else str(manifest), dataset=dataset,
+                                 data_root=data_root, store=store, config=config, dask_address=dask)
     typer.echo(json.dumps(result, indent=2))
 
 
