@@ -37,3 +37,15 @@ def split_code_store(tmp_path_factory):
     info = write_planted_store(path, 300, 3, audio_share=0.5, misalign=0.5, noise=1.0,
                                caption_noise=0.7, code_dim=8, no_audio_fraction=0.1, seed=2)
     return path, info
+
+
+def train_cli(*args):
+    """`vtr train`/`eval`/`sweep`/`ablate` in process, on an app of the training commands alone."""
+    import typer
+    from typer.testing import CliRunner
+
+    import vtr.commands.train
+
+    app = typer.Typer()
+    vtr.commands.train.register(app)
+    return CliRunner().invoke(app, [str(a) for a in args])

@@ -4,14 +4,14 @@ import json
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-import vtr.commands.train
 from storage import provenance_record, set_provenance
 from training.clip_init import clip_key_map, init_from_clip
 from training.heads import create_head
 from training.planted import write_planted_store
 from training.runs import ConfigError
+
+from .conftest import train_cli as run
 
 TEXT_LAYERS = 4
 
@@ -102,13 +102,6 @@ def test_weights_that_do_not_fit_fail_before_copying(clip_file):
     wide = create_head("avigate", {"resampler_layers": 1, "fusion_layers": 1}, dim=128, audio_dim=32)
     with pytest.raises(ConfigError, match=r"in_proj_weight \(192, 64\) vs resampler\.0\.self_attn"):
         init_from_clip(wide, state)
-
-
-def run(*args):
-    import typer
-    app = typer.Typer()
-    vtr.commands.train.register(app)
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 TINY = ("--epochs", 1, "--batch-size", 8, "--audio-tokens", "pool-tokens-4", "--no-progress", "--device", "cpu")

@@ -4,20 +4,13 @@ import json
 import re
 
 import pytest
-from typer.testing import CliRunner
 
-import vtr.commands.train
 from training.heads import head_config
 from training.planted import write_planted_store
 from training.recipes import FOLDER, load_recipe, recipe_names
 from training.runs import ConfigError, TrainConfig
 
-
-def run(*args):
-    import typer
-    app = typer.Typer()
-    vtr.commands.train.register(app)
-    return CliRunner().invoke(app, [str(a) for a in args])
+from .conftest import train_cli as run
 
 
 @pytest.fixture(scope="module")

@@ -2,19 +2,12 @@
 import json
 
 import pytest
-from typer.testing import CliRunner
 
-import vtr.commands.train
 from training.planted import write_planted_store
 from training.runs import ConfigError
 from training.sweep import grid_settings, run_sweep
 
-
-def run(*args):
-    import typer
-    app = typer.Typer()
-    vtr.commands.train.register(app)
-    return CliRunner().invoke(app, [str(a) for a in args])
+from .conftest import train_cli as run
 
 
 @pytest.fixture(scope="module")
