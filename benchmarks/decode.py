@@ -117,7 +117,7 @@ def pipeline_figures(paths: list[str], repeats: int, batch_size: int = 32) -> No
     import torch
 
     from extractors.clip_encoder import create_clip_encoder
-    from extractors.decode_pool import ordered_map
+    from extractors.workers import ordered_map
     from extractors.engine import FrameItems, Throughput, encode_frames
     from extractors.frames import load_clip_frames, normalize_for_clip
 

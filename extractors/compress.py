@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 from extractors.errors import MediaError, one_line
 from extractors.probe import ffmpeg_path, probe, run_tool
+from extractors.workers import available_cores, ordered_map, worker_count
 
 # CLIP sees a centred square; a longer side beyond this ratio of the shorter is cropped away,
 # so a 16x2000 strip does not become a 224x28000 frame the encoder refuses
@@ -104,36 +104,38 @@ def _job(args: tuple[str, str, dict]) -> CompressResult:
                               time.perf_counter() - t0)
 
 
+class _Jobs:
+    def __init__(self, jobs: list[tuple[str, str, dict]]):
+        self.jobs = jobs
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __getitem__(self, i: int) -> CompressResult:
+        return _job(self.jobs[i])
+
+
 def compress_many(pairs, workers: int | None = None, progress: bool = True,
                   **kw) -> list[CompressResult]:
-    """Compress ``(src, dst)`` pairs over a process pool; results in input order, failures
-    as ``status="failed"`` with the one-line cause. ffmpeg threads are split between
-    workers so the pool does not oversubscribe the cores."""
-    import multiprocessing as mp
-
+    """Compress ``(src, dst)`` pairs in worker processes (``extractors.workers``); results
+    in input order, failures as ``status="failed"`` with the one-line cause. ffmpeg threads
+    are split between workers so they do not oversubscribe the cores."""
     from tqdm import tqdm
 
     pairs = [(os.fspath(s), os.fspath(d)) for s, d in pairs]
-    cpus = os.cpu_count() or 1
-    workers = max(1, min(workers or cpus, len(pairs) or 1))
-    kw.setdefault("threads", max(1, cpus // workers))
+    cores = available_cores()
+    workers = max(1, min(workers or worker_count(cores, 0), len(pairs) or 1))
+    kw.setdefault("threads", max(1, cores // workers))
     jobs = [(s, d, kw) for s, d in pairs]
-    bar = tqdm(total=len(jobs), desc="compress", unit="video", disable=not progress)
+
+    def failed(i: int, why: str) -> CompressResult:
+        return CompressResult(jobs[i][0], jobs[i][1], "failed", f"{jobs[i][0]}: {why}")
+
     results: list[CompressResult] = []
-    try:
-        if workers == 1:
-            for j in jobs:
-                results.append(_job(j))
-                bar.update()
-        else:
-            # daemonic processes (Dask, DataLoader workers) may not start children; each job
-            # is an ffmpeg subprocess anyway, so threads give the same parallelism there
-            pool = (ThreadPoolExecutor(workers) if mp.current_process().daemon
-                    else ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")))
-            with pool as ex:
-                for r in ex.map(_job, jobs):
-                    results.append(r)
-                    bar.update()
-    finally:
-        bar.close()
+    with tqdm(total=len(jobs), desc="compress", unit="video", disable=not progress) as bar:
+        # one job is one ffmpeg subprocess: a single one runs from here
+        for r in ordered_map(_Jobs(jobs), 0 if workers == 1 else workers, failed, prefetch=1,
+                             what="compress worker"):
+            results.append(r)
+            bar.update()
     return results

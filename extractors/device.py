@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from extractors.workers import available_cores, worker_count  # noqa: F401 - the one rule, re-exported
+
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp16", "fp32")
 
@@ -50,17 +52,6 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 def pin_memory(device: torch.device) -> bool:
     """Pinned host buffers only help host-to-GPU copies."""
     return device.type == "cuda"
-
-
-def available_cores() -> int:
-    """The cores this process may run on (its affinity mask, not the machine's count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def worker_count(cores: int, gpus: int) -> int:
-    """Decode/fbank workers: every core but one per GPU in use, whose feeding process needs
-    its own; at least one."""
-    return max(1, cores - gpus)
 
 
 def default_workers(device: torch.device) -> int:

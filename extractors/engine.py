@@ -1,6 +1,6 @@
 """Batched, pipelined inference of the frozen encoders.
 
-Decoding runs in worker processes (``extractors.decode_pool``: one video or clip per item,
+Decoding runs in worker processes (``extractors.workers``: one video or clip per item,
 in order; by default one per core, less one per GPU in use) while the main process runs
 the model; rows from many items are packed into fixed-size batches (a video's 12 frames
 may straddle two batches) and results come back per item, in input order, whatever the
@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from extractors.decode_pool import ordered_map
 from extractors.device import default_workers, fitting_batch_size, pin_memory, preprocess_on_device, to_device
+from extractors.workers import ordered_map
 from storage.schema import StoreLayout
 
 

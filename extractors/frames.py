@@ -5,7 +5,6 @@ separate steps so the float work can run batched on the GPU.
 """
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import re
 import threading
@@ -14,6 +13,7 @@ from typing import Callable
 import numpy as np
 
 from extractors.errors import MediaError
+from extractors.workers import Worker, WorkerError, call_in_thread, can_fork
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -165,64 +165,22 @@ class _Timeout(MediaError):
     """A decode that overran its bound (no fallback: the next decoder would likely hang too)."""
 
 
-def _serve(conn) -> None:
-    """Decode-worker loop: (backend, path, n, max_seconds) in, ("ok", frames) or ("err", line) out."""
+def _quiet_stderr() -> None:
     # decord and FFmpeg log to fd 2 from C; the cause goes back through the pipe instead
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    while True:
-        try:
-            backend, path, n, max_seconds = conn.recv()
-        except (EOFError, OSError):
-            return
-        try:
-            reply = ("ok", BACKENDS[backend](path, n, max_seconds))
-        except BaseException as e:  # noqa: BLE001 - everything goes back as one line
-            reply = ("err", _describe(backend, e, path))
-        conn.send(reply)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
 
 
-class _DecodeWorker:
-    """A long-lived decode child: killed and replaced when a file overruns its time bound
-    or crashes it, and recycled after ``max_files`` (decord's memory grows over time)."""
-
-    max_files = 500
-
-    def __init__(self):
-        # fork, as torch's DataLoader does on Linux: cheap, and no re-import of __main__
-        ctx = mp.get_context("fork")
-        self.conn, child = ctx.Pipe(duplex=True)
-        self.proc = ctx.Process(target=_serve, args=(child,), daemon=True)
-        self.proc.start()
-        child.close()
-        self.owner = os.getpid()
-        self.files = 0
-
-    def call(self, backend: str, path: str, n: int, timeout_s: float, max_seconds: float | None = None):
-        self.files += 1
-        self.conn.send((backend, path, n, max_seconds))
-        if not self.conn.poll(timeout_s):
-            self.close()
-            raise _Timeout(path, f"{backend} decode timed out after {timeout_s:g} s")
-        try:
-            return self.conn.recv()
-        except (EOFError, OSError):
-            self.close()
-            raise MediaError(path, f"{backend} decoder crashed (exit code {self.proc.exitcode})") from None
-
-    def alive(self) -> bool:
-        return (self.owner == os.getpid() and self.proc.is_alive() and not self.conn.closed
-                and self.files < self.max_files)
-
-    def close(self) -> None:
-        if self.owner != os.getpid():
-            return  # inherited through a fork: the parent owns it
-        if self.proc.is_alive():
-            self.proc.kill()
-        self.proc.join(5)
-        self.conn.close()
+def _decode_call(job: tuple) -> tuple[str, object]:
+    """In a decode worker: ``("ok", frames)`` or ``("err", the decoder's line)``."""
+    backend, path, n, max_seconds = job
+    try:
+        return "ok", BACKENDS[backend](path, n, max_seconds)
+    except BaseException as e:  # noqa: BLE001 - everything goes back as one line
+        return "err", _describe(backend, e, path)
 
 
+# A decode child is recycled after this many files (decord's memory grows over time).
+MAX_FILES_PER_WORKER = 500
 _local = threading.local()
 
 
@@ -235,36 +193,32 @@ def shutdown_decode_workers() -> None:
 
 
 def _run_bounded_process(backend: str, path: str, n: int, timeout_s: float, max_seconds: float | None = None):
+    """The decode in this thread's long-lived decode child, killed and replaced when a
+    file overruns its time bound or crashes it."""
     w = getattr(_local, "worker", None)
-    if w is None or not w.alive():
+    if w is None or not w.usable(MAX_FILES_PER_WORKER):
         if w is not None:
             w.close()
-        w = _local.worker = _DecodeWorker()
-    status, payload = w.call(backend, path, n, timeout_s, max_seconds)
+        w = _local.worker = Worker(_decode_call, init=_quiet_stderr, what="decoder")
+    try:
+        _, (status, payload) = w.call((backend, path, n, max_seconds), timeout_s)
+    except WorkerError as e:
+        cls = _Timeout if str(e).startswith("timed out") else MediaError
+        raise cls(path, f"{backend} decode {e}" if cls is _Timeout else
+                  f"{backend} decoder crashed (exit code {w.proc.exitcode})") from None
     if status == "err":
         raise MediaError(path, payload)
     return payload
 
 
 def _run_bounded_thread(backend: str, path: str, n: int, timeout_s: float, max_seconds: float | None = None):
-    # daemonic processes (DataLoader workers) may not start children: bound with a thread;
-    # a hung decoder then leaks its thread but the run goes on
-    box: dict = {}
-
-    def work():
-        try:
-            box["ok"] = BACKENDS[backend](path, n, max_seconds)
-        except BaseException as e:  # noqa: BLE001
-            box["err"] = _describe(backend, e, path)
-
-    t = threading.Thread(target=work, daemon=True)
-    t.start()
-    t.join(timeout_s)
-    if t.is_alive():
-        raise _Timeout(path, f"{backend} decode timed out after {timeout_s:g} s")
-    if "err" in box:
-        raise MediaError(path, box["err"])
-    return box["ok"]
+    try:
+        status, payload = call_in_thread(lambda: _decode_call((backend, path, n, max_seconds)), timeout_s)
+    except WorkerError as e:
+        raise _Timeout(path, f"{backend} decode {e}") from None
+    if status == "err":
+        raise MediaError(path, payload)
+    return payload
 
 
 # the decoder tried when the chosen one fails on a file (decord refuses some valid ones:
@@ -279,7 +233,7 @@ def _decode(backend: str, path: str, n: int, max_seconds: float | None, timeout_
             return BACKENDS[backend](path, n, max_seconds)
         except Exception as e:  # noqa: BLE001 - decord/av raise their own error types
             raise MediaError(path, _describe(backend, e, path)) from None
-    runner = _run_bounded_thread if mp.current_process().daemon else _run_bounded_process
+    runner = _run_bounded_process if can_fork() else _run_bounded_thread
     return runner(backend, path, n, timeout_s, max_seconds)
 
 
@@ -288,9 +242,9 @@ def read_frames(path: str | os.PathLike, n: int = 12, backend: str = "decord",
     """The ``n`` sampled frames (of the first ``max_seconds``, see ``sample_positions``) as uint8 ``[n, H, W, 3]`` RGB at display size (rotation
     applied; zeros in padded slots) and the mask.
 
-    With ``timeout_s`` the decode runs in a long-lived child process (one per thread) that
-    is killed and replaced when a file overruns; inside daemonic processes (DataLoader
-    workers), which may not fork children, a thread bounds the wait instead. ``None``
+    With ``timeout_s`` the decode runs in a long-lived child process (one per thread,
+    ``extractors.workers``) that is killed and replaced when a file overruns; inside
+    daemonic processes, which may not fork children, a thread bounds the wait instead. ``None``
     decodes in-process. When decord fails (other than by overrunning), PyAV decodes the
     file; the ``MediaError`` of a file neither can read names both causes."""
     from extractors.probe import ffmpeg_path

@@ -181,9 +181,8 @@ def _bounded_process(path, backend):
 
 
 def _bounded_thread(path, backend, monkeypatch):
-    from types import SimpleNamespace
     # what a DataLoader worker sees: a daemonic process, which may not fork decode children
-    monkeypatch.setattr(F.mp, "current_process", lambda: SimpleNamespace(daemon=True))
+    monkeypatch.setattr(F, "can_fork", lambda: False)
     return read_frames(path, backend=backend, timeout_s=30)
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from extractors.ast_encoder import create_ast_encoder
-from extractors.decode_pool import death_cause, ordered_map
+from extractors.workers import death_cause, ordered_map
 from extractors.engine import FrameItems, Throughput, encode_audio, encode_frames
 
 TINY_AST = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, device="cpu")
