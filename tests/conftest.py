@@ -69,13 +69,21 @@ def pytest_collection_modifyitems(config, items) -> None:
 
 @pytest.fixture(scope="session")
 def prefect_api():
-    """One Prefect API server for the session (``flows.server``: a free loopback port,
-    killed with pytest), instead of an ephemeral server per test; PREFECT_API_URL names it
-    to this process and to every child."""
-    from flows.server import prefect_api as local_api
+    """One Prefect API server for the session (``tests.prefect_server``: a free loopback
+    port, killed with pytest); PREFECT_API_URL names it to this process and to every child."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with local_api() as url:
-        yield url
+    from tests.prefect_server import start
+
+    proc, url = start()
+    os.environ["PREFECT_API_URL"] = url
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield url
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+        proc.terminate()
+        proc.wait(15)
 
 
 def pytest_unconfigure(config) -> None:

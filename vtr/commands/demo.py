@@ -1,7 +1,7 @@
 """`vtr demo`: the README's main job, in two acts, then the next steps.
 
-Act 1, the pipeline (a smoke check): sample dataset (ffmpeg) -> `extract-msrvtt` in
-a Prefect server of its own (``flows.server``) -> store summary -> `vtr ablate` on its random-init features.
+Act 1, the pipeline (a smoke check): sample dataset (ffmpeg) -> the extraction
+(``flows.run``, no server) -> store summary -> `vtr ablate` on its random-init features.
 Act 2, the heads (where their differences mean something): a planted-structure store
 (``training.planted_waver``: a hidden code per video split across frames, audio and tags,
 four writers) -> `vtr ablate` -> one table. Next steps: a `vtr search` on the demo store
@@ -108,6 +108,16 @@ def _next_steps(store: Path, smoke_run: Path, best: dict) -> None:
     typer.echo(f"  VTR_STORE={store} VTR_RUN={smoke_run} {bin_dir / 'jupyter'} lab {notebooks / 'inspect_store.ipynb'}")
 
 
+def _extract(data_root: Path, store: Path, config) -> None:
+    """MSR-VTT's extraction, here (``flows.run``): Ctrl-C stops it with exit status 130."""
+    from flows.run import read_source, run_extraction
+
+    try:
+        run_extraction(read_source(config, dataset="msrvtt", data_root=str(data_root)), str(store), config)
+    except KeyboardInterrupt:
+        fail("interrupted: run the demo again to resume", code=130)
+
+
 def demo(out: Path = typer.Option(Path("demo"), help="working folder (data, store, runs)"),
          n_videos: int = typer.Option(24, "--n-videos", min=4, help="videos in the sample dataset"),
          data_root: Path | None = typer.Option(
@@ -124,10 +134,7 @@ def demo(out: Path = typer.Option(Path("demo"), help="working folder (data, stor
     from extractors.sample_data import make_sample_dataset, require_ffmpeg
     from extractors.sample_server import start_sample_server
     from flows.config import ExtractConfig
-    from flows.extract import extract_msrvtt
-    from flows.server import prefect_api
     from storage import format_info, store_info
-    from vtr.commands.extract import is_user_error
 
     if fresh and out.exists():
         shutil.rmtree(out)
@@ -142,19 +149,16 @@ def demo(out: Path = typer.Option(Path("demo"), help="working folder (data, stor
     typer.echo("== Act 1: the pipeline on a generated sample (a smoke check: random-init encoders) ==")
     if data_root is not None:
         typer.echo(f"[1/4] your dataset: {data_root}")
-        typer.echo(f"[2/4] extract-msrvtt (Prefect, local server) -> {store}")
-        with prefect_api(quiet=is_user_error):
-            extract_msrvtt(data_root=str(data_root), store=str(store), config=ExtractConfig(**options))
+        typer.echo(f"[2/4] extraction -> {store}")
+        _extract(data_root, store, ExtractConfig(**options))
     else:
         data = out / "data"
         server = start_sample_server(data, prefer_port=_port_of(urls))
         try:
             typer.echo(f"[1/4] sample dataset -> {data} (silent videos' audio served at {server.url})")
             make_sample_dataset(data, n_videos=n_videos, progress=True, base_url=server.url)
-            typer.echo(f"[2/4] extract-msrvtt (Prefect, local server) -> {store}")
-            with prefect_api(quiet=is_user_error):
-                extract_msrvtt(data_root=str(data), store=str(store),
-                               config=ExtractConfig(crawl_retries=0, **options))
+            typer.echo(f"[2/4] extraction -> {store}")
+            _extract(data, store, ExtractConfig(crawl_retries=0, **options))
         finally:
             server.stop()
     typer.echo("")

@@ -1,7 +1,6 @@
-"""`vtr extract`: run the extraction flow locally, optionally on a Dask cluster.
-
-Its Prefect API is a server of its own on a free loopback port, stopped at the end and
-killed with the run (``flows.server``), unless PREFECT_API_URL points at a server.
+"""`vtr extract`: run the extraction here (``flows.run``: no server, no port), optionally on
+a Dask cluster. With PREFECT_API_URL set, or ``--prefect``, it runs the Prefect flow
+``extract-dataset`` instead, so the run shows on that server.
 
 Its extraction flags are generated from ``flows.config.ExtractConfig``'s fields (``--frame-
 batch-size`` for ``frame_batch_size``, ...), so each option and its default live there once.
@@ -101,13 +100,15 @@ def extract(
     store: str = typer.Option(..., "--store", help="store path (created if missing, resumed if present) or s3:// URL"),
     dask: str | None = typer.Option(None, "--dask", help="run the block tasks on a Dask cluster: a scheduler "
                                     "address tcp://host:8786, or local:N for a LocalCluster of N workers"),
+    prefect: bool = typer.Option(False, "--prefect", help="run the Prefect flow extract-dataset on the server "
+                                 "at PREFECT_API_URL (the default when that is set)"),
     **options,
 ) -> None:
     """Turn a raw dataset folder (or a manifest's videos) into a complete feature store
-    (resumable: re-run to continue)."""
+    (resumable: re-run to continue; Ctrl-C stops it with exit status 130)."""
+    import os
+
     from extractors.datasets import get_dataset
-    from flows.extract import extract_dataset
-    from flows.server import prefect_api
 
     if manifest is None:
         if data_root is None:
@@ -115,10 +116,44 @@ def extract(
         dataset = dataset or "msrvtt"
         get_dataset(dataset)  # an unknown name fails here, listing the known ones
     config = _config(options)
-    with prefect_api(quiet=is_user_error):
-        result = extract_dataset(manifest=None if manifest is None else str(manifest), dataset=dataset,
-                                 data_root=data_root, store=store, config=config, dask_address=dask)
+    source = dict(manifest=None if manifest is None else str(manifest), dataset=dataset, data_root=data_root)
+    try:
+        if prefect or os.environ.get("PREFECT_API_URL"):
+            result = _run_flow(source, store, config, dask)
+        else:
+            result = _run_direct(source, store, config, dask)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: the items finished so far are in the store; run again to resume", err=True)
+        raise typer.Exit(130) from None
     typer.echo(json.dumps(result, indent=2))
+
+
+def _run_direct(source: dict, store: str, config: ExtractConfig, dask: str | None) -> dict:
+    import logging
+
+    from flows.run import read_source, run_extraction
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    log = logging.getLogger("vtr.extract")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False  # not twice when something configured the root logger
+    manifest = read_source(config, **source)
+    if not dask:
+        return run_extraction(manifest, store, config)
+    from flows.cluster import dask_client
+
+    with dask_client(dask, config.gpu_per_worker) as client:
+        return run_extraction(manifest, store, config, client)
+
+
+def _run_flow(source: dict, store: str, config: ExtractConfig, dask: str | None) -> dict:
+    from flows.console import quiet_prefect_console
+    from flows.extract import extract_dataset
+
+    with quiet_prefect_console(is_user_error):
+        return extract_dataset(**source, store=store, config=config, dask_address=dask)
 
 
 def is_user_error(exc: BaseException) -> bool:
