@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from urllib.parse import urlparse
 
 from extractors.errors import one_line
+from extractors.workers import tool_preexec
 
 
 @dataclass
@@ -116,7 +117,8 @@ def _attempt(url: str, start: float | None, end: float | None, workdir: str,
 
 def _run_attempt(job: dict, timeout_s: float) -> tuple[str, str]:
     proc = subprocess.Popen([sys.executable, "-m", "extractors.crawl"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=tool_preexec())
     try:
         out, _ = proc.communicate(json.dumps(job).encode(), timeout=timeout_s)
     except subprocess.TimeoutExpired:

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from fractions import Fraction
 
 from extractors.errors import MediaError
+from extractors.workers import tool_preexec
 
 
 @dataclass
@@ -48,7 +49,8 @@ def run_tool(cmd: list[str], path: str | os.PathLike, arg: str, timeout_s: float
     (a stalled input: a FIFO nobody writes, a network mount that hangs)."""
     tool = os.path.basename(cmd[0])
     try:
-        res = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout_s)
+        res = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout_s,
+                             preexec_fn=tool_preexec())
     except subprocess.TimeoutExpired:  # run() has killed and reaped it
         raise MediaError(path, f"{tool} timed out after {timeout_s:g} s") from None
     if res.returncode != 0:

@@ -16,6 +16,7 @@ Tensors in the results travel as torch's DataLoader sends them: through shared m
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing as mp
 import os
 import signal
@@ -66,15 +67,25 @@ def death_cause(exitcode: int | None, what: str = "decode worker") -> str:
     return f"{what} died ({how})"
 
 
+@functools.cache
+def _prctl():
+    """libc's prctl, looked up once in the parent (a forked child only calls it)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        return ctypes.CDLL(None, use_errno=True).prctl
+    return None
+
+
 def die_with_parent(parent: int) -> None:
     """In a freshly forked child: SIGKILL when ``parent`` dies, and leave SIGINT to it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if sys.platform.startswith("linux"):
-        import ctypes
-
+    prctl = _prctl()
+    if prctl is not None:
         PR_SET_PDEATHSIG = 1
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
     else:  # elsewhere a thread watches for the parent's death
         def watch() -> None:
             while os.getppid() == parent:
@@ -83,6 +94,13 @@ def die_with_parent(parent: int) -> None:
         threading.Thread(target=watch, daemon=True).start()
     if os.getppid() != parent:  # it died before prctl took
         os._exit(1)
+
+
+def tool_preexec() -> Callable[[], None]:
+    """``preexec_fn`` of a tool's subprocess (ffmpeg, the crawler): it dies with this
+    thread (Linux) and leaves SIGINT to this process, which kills it on a Ctrl-C."""
+    _prctl()  # resolved here, not between fork and exec
+    return functools.partial(die_with_parent, os.getpid())
 
 
 def _serve(fn: Callable[[Any], Any], conn, parent_end, parent: int, init: Callable[[], None] | None) -> None:

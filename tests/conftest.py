@@ -81,9 +81,24 @@ def prefect_api():
         with temporary_settings(updates={PREFECT_API_URL: url}):
             yield url
     finally:
+        _flush_to_api()
         os.environ.pop("PREFECT_API_URL", None)
         proc.terminate()
         proc.wait(15)
+
+
+def _flush_to_api() -> None:
+    """Send the queued logs and events while the server still listens (else they fail at
+    exit with connection errors on the console)."""
+    import contextlib
+
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogHandler
+
+    with contextlib.suppress(Exception):
+        APILogHandler.flush()
+    with contextlib.suppress(Exception):
+        EventsWorker.drain_all(timeout=10, at_exit=False)
 
 
 def pytest_unconfigure(config) -> None:
