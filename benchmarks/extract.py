@@ -1,9 +1,9 @@
-"""The whole extraction flow against its encoders alone, and Prefect's cost per task.
+"""The whole extraction against its encoders alone, and Prefect's cost per task.
 
     .venv/bin/python benchmarks/extract.py                  # 200 videos, random-init models, CPU
     .venv/bin/python benchmarks/extract.py --videos 60 --ast-size tiny   # a quick look
 
-(1) Runs `extract-msrvtt` (ephemeral Prefect, one local worker) on a generated dataset:
+(1) Runs the extraction core (``flows.run``, as `vtr extract` does) on a generated dataset:
     compress, frames, audio, text, tags, validate (probe and crawl run first, untimed: the
     crawl needs the internet). (2) Times the same encoders on ready tensors for exactly the work the flow
     did: one image per sampled frame (batch 64), one fbank per video with audio, one
@@ -29,8 +29,8 @@ import torch  # noqa: E402
 from prefect import flow, task  # noqa: E402
 
 from extractors.sample_data import make_sample_dataset  # noqa: E402
-from flows.extract import extract_msrvtt  # noqa: E402
 from flows.config import EncoderSpec, ExtractConfig  # noqa: E402
+from flows.run import read_source, run_extraction  # noqa: E402
 from flows.steps import ast_encoder, clip_encoder  # noqa: E402
 from storage import open_store  # noqa: E402
 
@@ -102,10 +102,11 @@ def main() -> None:
                         crawl_retries=0)
     # the crawl decides where audio comes from; offline it can only fail, so it runs first
     # and outside the timing
-    extract_msrvtt(str(data), store, cfg.model_copy(update={"steps": ["probe", "crawl"]}))
+    manifest = read_source(cfg, dataset="msrvtt", data_root=str(data))
+    run_extraction(manifest, store, cfg.model_copy(update={"steps": ["probe", "crawl"]}))
     steps = ["compress", "frames", "audio", "text", "tags", "validate"]
     t = time.perf_counter()
-    result = extract_msrvtt(str(data), store, cfg.model_copy(update={"steps": steps}))
+    result = run_extraction(manifest, store, cfg.model_copy(update={"steps": steps}))
     flow_s = time.perf_counter() - t
     ds = open_store(store)
     n_images = int(ds.frame_mask.values.sum())

@@ -6,12 +6,12 @@
 (a) **real**: the frames step (random-init CLIP, decoding included) of a generated sample
     dataset on a ``LocalCluster`` of 1 and of 2 worker processes (one thread each).
 (b) **simulated**: workers whose "encoder" only sleeps ``--sleep`` seconds per item, at
-    1, 2, 4, 8, 16 workers on loopback. The blocks go the flow's way: ``_run_step`` submits
-    one Prefect task per store block to the cluster (``block_runner``), each writes its
-    items' features into a real Zarr store (``run_step_items``). Each run has 4 blocks per
+    1, 2, 4, 8, 16 workers on loopback. The blocks go the core's way (``flows.run``): one
+    call per store block submitted to the cluster's ``Client``, each writes its items'
+    features into a real Zarr store (``run_step_items``). Each run has 2 blocks per
     worker, so the ideal time is the same at every size and the throughput should grow
     with the workers. Overhead per task = (workers x wall time - sleep total) / tasks:
-    what scheduling, Prefect's task bookkeeping and the store writes add to a task.
+    what scheduling and the store writes add to a task.
 
 Cluster start-up and each worker's first task (imports, building the encoder) run before
 the clock starts (the warm-up blocks do not sleep). Needs no GPU: sleeping workers use no CPU, so 16 of them fit on 2 cores.
@@ -26,15 +26,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 # workers may have children (decode workers); a benchmark has no use for Dask's chatter
 os.environ.setdefault("DASK_DISTRIBUTED__WORKER__DAEMON", "False")
 os.environ.setdefault("DASK_DISTRIBUTED__LOGGING__DISTRIBUTED", "critical")  # clusters closing
 
 import numpy as np  # noqa: E402
-from prefect import flow, task  # noqa: E402
 
 from flows.config import ExtractConfig  # noqa: E402
 
@@ -46,21 +43,19 @@ BLOCKS_PER_WORKER = 2
 
 
 def local_cluster(n: int):
-    """A ``LocalCluster`` of ``n`` one-thread worker processes (children of this process,
-    so they inherit the Prefect API URL)."""
+    """A ``LocalCluster`` of ``n`` one-thread worker processes."""
     from distributed import LocalCluster
 
     return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
 
 
 # --- (b) simulated cluster ---------------------------------------------------------------
-@task(name="frames", task_run_name="frames block {first}")
-def sleeping_block(store: str, idx: list[int], first: int, cfg: ExtractConfig) -> dict:
-    """The frames block task with an encoder that only sleeps: the same store write path
+def sleeping_block(step: str, store: str, idx: list[int], cfg: ExtractConfig) -> dict:
+    """The frames block with an encoder that only sleeps: the same store write path
     (``run_step_items``: inputs read, features and item states written per block)."""
     from flows.step_io import run_step_items
     from extractors.engine import ItemResult
-    from flows.steps import worker_address
+    from flows.run import worker_address
     from storage import read_attrs
 
     sleep_s = float(read_attrs(store)["simulated_sleep_s"])
@@ -87,24 +82,29 @@ def simulated_store(path: str, n_videos: int, sleep_s: float) -> str:
     return path
 
 
-@flow(name="scale-simulated")
 def frames_on(address: str, store: str) -> dict:
-    """``_run_step`` of the frames step on the cluster at ``address``; its wall time."""
-    from flows import extract
+    """The core's frames step (``flows.run._run_blocks``) on the cluster at ``address``;
+    its wall time."""
+    import logging
 
-    with extract.block_runner(address) as runner:
+    from distributed import Client
+
+    from flows import run
+    from flows.registry import REGISTRY
+
+    with Client(address) as client:
         t = time.perf_counter()
-        res = extract._run_step("frames", store, ExtractConfig(), runner)
+        res = run._run_blocks(REGISTRY["frames"], store, ExtractConfig(), client, False, logging.getLogger("scale"))
         res["wall_s"] = time.perf_counter() - t
     return res
 
 
 def simulated(sizes: list[int], tmp: str) -> list[dict]:
-    from flows import extract
+    from flows import run
 
-    # the flow's frames block task, its encoder replaced by sleep (tasks go to the workers
+    # the core's block call, its encoder replaced by sleep (calls go to the workers
     # pickled by value: the workers run this one)
-    extract.BLOCK_TASKS["frames"] = sleeping_block
+    run.run_block = sleeping_block
     rows = []
     for n in sizes:
         with local_cluster(n) as cluster:
@@ -137,7 +137,7 @@ def real(sizes: list[int], n_videos: int, tmp: str) -> list[dict]:
     from distributed import Client
 
     from extractors.sample_data import make_sample_dataset
-    from flows.extract import extract_msrvtt
+    from flows.run import read_source, run_extraction
 
     data = make_sample_dataset(f"{tmp}/data", n_videos=n_videos, seed=3)
     cfg = ExtractConfig(random_init=True, ast_size="tiny", workers=1, video_chunk=2, steps=["probe", "frames"])
@@ -145,8 +145,8 @@ def real(sizes: list[int], n_videos: int, tmp: str) -> list[dict]:
     for n in sizes:
         with local_cluster(n) as cluster, Client(cluster) as client:
             client.run(_warm_clip, cfg.encoders())  # each worker builds its CLIP before the clock
-            res = extract_msrvtt(str(data), f"{tmp}/real{n}.zarr", config=cfg,
-                                 dask_address=cluster.scheduler_address)
+            res = run_extraction(read_source(cfg, dataset="msrvtt", data_root=str(data)), f"{tmp}/real{n}.zarr",
+                                 cfg, client, progress=False)
         frames = res["steps"]["frames"]
         rows.append({"workers": n, "videos": frames["done"] + frames["failed"], "wall_s": frames["seconds"],
                      "per_s": (frames["done"] + frames["failed"]) / frames["seconds"]})
@@ -162,10 +162,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", default="1,2,4,8,16", help="simulated cluster sizes (the first is the baseline)")
     ap.add_argument("--videos", type=int, default=8, help="videos of the real part")
     args = ap.parse_args(argv)
-    from flows.server import prefect_api
-
     print(f"cpu cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}")
-    with prefect_api(), tempfile.TemporaryDirectory(prefix="vtr-scale-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="vtr-scale-") as tmp:
         if args.part in ("real", "both"):
             print(f"(a) real extraction, frames step (random-init CLIP ViT-B/32, decode included), {args.videos} videos:")
             r = real([1, 2], args.videos, tmp)

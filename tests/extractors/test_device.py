@@ -37,7 +37,7 @@ def test_cuda_without_gpu_is_one_line(tmp_path):
                                 "(use --device auto or cpu)")
     # `vtr extract` builds its encoders before touching any video: the same line, up front
     from flows.errors import ExtractError
-    from flows.extract import _load_encoders
+    from flows.run import load_encoders as _load_encoders
     from flows.config import ExtractConfig
     with pytest.raises(ExtractError) as e:
         _load_encoders(ExtractConfig(random_init=True, device="cuda", steps=["probe", "frames"]))

@@ -1,7 +1,8 @@
 """Workers on several machines share one store through an fsspec URL, and read the videos
 from one: here an S3-compatible server (moto) on 127.0.0.1. Every step writes to S3 and
-reads its videos from S3, and the store equals the same extraction on local disk. Bad
-object-storage input is refused in one line before any video is decoded."""
+reads its videos from S3, and the store equals the same extraction on local disk. The
+credentials come from the environment or from a Prefect Secret block, never from a flow
+parameter. Bad object-storage input is refused in one line before any video is decoded."""
 import http.server
 import os
 import shutil
@@ -31,8 +32,15 @@ TINY = dict(random_init=True, ast_size="tiny", crawl_retries=0, workers=1)
 DATA = "s3://vtr-data/msrvtt"
 
 
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+
+
 @pytest.fixture(scope="module")
 def s3_options():
+    """The endpoint's fsspec options; the credentials are in the environment (as botocore
+    reads them), not in the options."""
+    saved = {k: os.environ.get(k) for k in CREDENTIALS}
+    os.environ.update(CREDENTIALS)
     exe = shutil.which("moto_server") or os.path.join(os.path.dirname(os.sys.executable), "moto_server")
     port = free_port()
     proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
@@ -45,12 +53,14 @@ def s3_options():
                 break
             except OSError:
                 time.sleep(0.1)
-        opts = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": url}}
+        opts = {"client_kwargs": {"endpoint_url": url}}
         s3fs.S3FileSystem(**opts).mkdir("vtr-test")
         yield opts
     finally:
         proc.terminate()
         proc.wait(10)
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +100,7 @@ def refusing_endpoint():
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Deny)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield {"key": "wrong", "secret": "wrong",
-           "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{server.server_address[1]}"}}
+    yield {"client_kwargs": {"endpoint_url": f"http://127.0.0.1:{server.server_address[1]}"}}
     server.shutdown()
     server.server_close()
 
@@ -114,7 +123,7 @@ def _normalized(ds, swaps: dict[str, str]) -> dict[str, np.ndarray]:
     return out
 
 
-def test_every_step_reads_and_writes_s3_as_on_local_disk(s3_options, s3_data, tiny_data, tmp_path):
+def test_every_step_reads_and_writes_s3_as_on_local_disk(s3_options, s3_data, tiny_data, tmp_path, monkeypatch):
     local_store, remote_store = str(tmp_path / "local.zarr"), "s3://vtr-test/every-step.zarr"
     scratch = tmp_path / "scratch"
     sizes = [p.stat().st_size for p in (tiny_data / "videos" / "all").iterdir()]
@@ -149,10 +158,24 @@ def test_every_step_reads_and_writes_s3_as_on_local_disk(s3_options, s3_data, ti
     assert vb["probe_state"][i] == FAILED and vb["probe_error"][i].startswith(f"{s3_data}/videos/all/video2.mp4")
     info = store_info(remote_store, storage_options=s3_options)
     assert info["steps"]["text"]["done"] == 30 and info["bytes"] is None
-    # a second run finds everything done in the remote store
-    again = extract_msrvtt(data_root=s3_data, store=remote_store, config=base.model_copy(update={
-        "steps": ["text"], "media_dir": str(tmp_path / "media-s3"), "storage_options": s3_options}))
+    # a second run finds everything done in the remote store, its credentials from a block
+    from prefect.blocks.system import Secret
+
+    Secret(value={"key": "testing", "secret": "testing"}).save("vtr-s3-test", overwrite=True)
+    for k in CREDENTIALS:
+        monkeypatch.delenv(k)
+    again = extract_msrvtt(data_root=s3_data, store=remote_store, credentials="secret/vtr-s3-test",
+                           config=base.model_copy(update={"steps": ["text"], "media_dir": str(tmp_path / "media-s3"),
+                                                          "storage_options": s3_options}))
     assert again["steps"]["text"]["done"] == 0
+
+
+def test_a_credential_in_a_flow_parameter_is_refused(tiny_data, tmp_path):
+    cfg = ExtractConfig(**TINY, storage_options={"key": "AKIA", "secret": "x", "client_kwargs": {}})
+    with pytest.raises(ExtractError) as e:
+        extract_msrvtt(data_root=str(tiny_data), store="s3://vtr-test/secret.zarr", config=cfg)
+    assert str(e.value) == ("config.storage_options holds a credential ('key'): a flow parameter is stored in "
+                            "plain text; set it in the environment or name a block with credentials=")
 
 
 def test_scratch_is_removed_when_a_block_fails(s3_options, s3_data, tmp_path):

@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 from extractors.annotations import read_msrvtt
 from flows.config import ExtractConfig
 from flows.errors import ExtractError
-from flows.extract import _layout, extract_msrvtt
+from flows.extract import extract_msrvtt
+from flows.run import store_layout as _layout
 from storage import DONE, FAILED, MISSING, create_store, open_group, store_info
 from vtr.cli import app
 
