@@ -154,7 +154,8 @@ def merged_settings(head: str | None, recipe: str | None, sets: list[str],
 
 
 def train_cmd(
-    store: str = typer.Option(..., "--store", help="feature store (Zarr folder)"),
+    store: Optional[str] = typer.Option(None, "--store", help="feature store (Zarr folder); with --print-config: "
+                                                              "whose widths the head is shown at (optional)"),
     head: Optional[str] = typer.Option(None, "--head", help="head name: meanpool | avigate | ... "
                                                             "(default: the recipe's)"),
     out: str = typer.Option("", "--out", help="run folder to create (or continue with --resume)"),
@@ -184,6 +185,8 @@ def train_cmd(
     if print_config:
         typer.echo(json.dumps(merged_config(store, head, recipe, config, overrides), indent=2))
         return
+    if not store:
+        raise ConfigError("--store is required (the feature store to train on)")
     if not out:
         raise ConfigError("--out is required (the run folder)")
     clip = None if resume else clip_weights(store, init)
@@ -193,19 +196,22 @@ def train_cmd(
         typer.echo(f"wrote {os.path.join(out, 'test_metrics.json')}")
 
 
-def merged_config(store: str, head: str, recipe: str | None, config: TrainConfig, overrides: dict) -> dict:
-    """What ``--print-config`` shows: the head's full config on this store's sizes (as the
-    trainer builds it) and the ``TrainConfig``."""
+def merged_config(store: str | None, head: str, recipe: str | None, config: TrainConfig, overrides: dict) -> dict:
+    """What ``--print-config`` shows: the head's full config (on this store's widths, as the
+    trainer builds it, or on the head's defaults without a store) and the ``TrainConfig``."""
     from storage import layout_of
     from training.heads import head_config
 
-    layout = layout_of(store)
+    dims = {}
+    if store:
+        layout = layout_of(store)
+        dims = {"dim": layout.dim, "audio_dim": layout.audio_dim, "max_frames": layout.n_frames}
     try:
-        hc = head_config(head, overrides, dim=layout.dim, audio_dim=layout.audio_dim, max_frames=layout.n_frames)
+        hc = head_config(head, overrides, **dims)
     except (KeyError, ValueError) as e:
         raise ConfigError(e.args[0] if e.args else str(e)) from None
-    return {"head": head, "recipe": recipe, "head_config": dataclasses.asdict(hc),
-            "train": dataclasses.asdict(config)}
+    return {"head": head, "recipe": recipe, "widths": {"from": store or "the head's defaults", **dims},
+            "head_config": dataclasses.asdict(hc), "train": dataclasses.asdict(config)}
 
 
 def sweep_cmd(
