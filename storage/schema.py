@@ -39,6 +39,9 @@ class StoreLayout:
 
     n_videos: int
     n_captions: int
+    # the default encoders' widths (ViT-B-32's embed_dim; the AST's 2 + 12 x 101 tokens of
+    # hidden_size): storage imports no encoder, so a test holds these to open_clip's and
+    # transformers' configs (tests/extractors/test_geometry.py); the heads' defaults read them
     n_frames: int = 12
     dim: int = 512
     n_audio_tokens: int = 1214
