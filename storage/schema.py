@@ -218,7 +218,7 @@ def step_variables(step: str) -> list[str]:
 
 def schema_table(markdown: bool = False) -> str:
     """The store's variables as a table (name, dims, dtype, step, doc). In Markdown (the
-    README's table) each step's ``_state``/``_error`` pair shares one row."""
+    docs/store.md's table) each step's ``_state``/``_error`` pair shares one row."""
     rows = [(n, ", ".join(s.dims), s.dtype, s.step, s.doc) for n, s in ALL_VARIABLES.items()]
     head = ("variable", "dims", "dtype", "step", "doc")
     if markdown:
