@@ -11,6 +11,7 @@ from transformers import ASTConfig
 from transformers.models.audio_spectrogram_transformer.modeling_audio_spectrogram_transformer import ASTEmbeddings
 
 from extractors.encoders import CLIP_ENCODERS, ast_geometry, clip_geometry
+from extractors.fbank import FbankConfig
 from flows.config import ExtractConfig
 from storage.schema import StoreLayout
 from training.heads import head_config
@@ -32,6 +33,9 @@ def test_ast_geometry_is_astconfigs_and_its_token_grid_the_models():
     assert tiny.n_tokens == base.n_tokens and tiny.hidden_size < base.hidden_size
     with pytest.raises(ValueError, match="unknown AST size 'huge'"):
         ast_geometry("huge")
+    # the fbank front end's defaults (`vtr media fbank`; the encoder passes its own) are the AST's input
+    fb = FbankConfig()
+    assert (fb.num_mel_bins, fb.target_frames) == (base.num_mel_bins, base.max_length)
 
 
 def test_default_store_and_heads_have_the_default_encoders_widths():
