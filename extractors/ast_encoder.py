@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from extractors.device import autocast, select_device
-from extractors.encoders import AST_ENCODERS, AstGeometry
+from extractors.encoders import AstGeometry, ast_geometry
 from extractors.fbank import FbankConfig
 from extractors.weights import (Checkpoint, WeightsError, load_state_dict, load_strict, require_weights,
                                 verify_sha256)
@@ -43,7 +43,7 @@ HF_IGNORED = (r"^classifier\.",)
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
-_BASE = AST_ENCODERS["base"]
+_BASE = ast_geometry("base")  # transformers' ASTConfig
 
 
 @dataclass(frozen=True)

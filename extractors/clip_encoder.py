@@ -19,17 +19,16 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from extractors.device import autocast, select_device
-from extractors.encoders import CLIP_ENCODERS
+from extractors.encoders import CLIP_ENCODERS, CONTEXT_LENGTH
 from extractors.weights import load_state_dict, load_strict, require_weights, strip_prefix
 from storage.provenance import provenance_record
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # Our names -> open_clip architecture names (the registry's entries).
-CLIP_MODELS: dict[str, str] = {name: g.arch for name, g in CLIP_ENCODERS.items()}
+CLIP_MODELS: dict[str, str] = CLIP_ENCODERS
 # Extra entries of OpenAI's state dicts that are not parameters.
 _OPENAI_EXTRAS = ("input_resolution", "context_length", "vocab_size")
-CONTEXT_LENGTH = CLIP_ENCODERS["ViT-B-32"].context_length
 
 
 @dataclass(frozen=True)

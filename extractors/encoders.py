@@ -1,20 +1,30 @@
 """The encoder registry: each frozen encoder's name -> a small config of its geometry.
 
-Like open_clip's model configs, this is plain data (no model library is imported), so the
-flows can size a store and training can read token layouts without loading a model. The
-encoders themselves (``extractors.clip_encoder``, ``extractors.ast_encoder``) build from
-these entries.
+The numbers are not written here: CLIP's widths are open_clip's own model configs (the
+JSON files it ships, read as data, so sizing a store loads no model library), and the AST's
+geometry is transformers' ``ASTConfig`` (the AudioSet checkpoint's DeiT-base-384), read on
+first use. The encoders themselves (``extractors.clip_encoder``, ``extractors.ast_encoder``)
+build from these entries.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
+import importlib.util
+import json
+import os
 from dataclasses import dataclass
+
+# CLIP's text context as the store keeps it (SOT + at most 30 BPE + EOT): the releases' choice,
+# not CLIP's 77
+CONTEXT_LENGTH = 32
 
 
 @dataclass(frozen=True)
 class ClipGeometry:
     arch: str            # open_clip's architecture name
     embed_dim: int       # width of frame features and caption tokens (after the projections)
-    context_length: int = 32  # caption tokens kept: SOT + at most 30 BPE + EOT
+    context_length: int = CONTEXT_LENGTH
 
 
 @dataclass(frozen=True)
@@ -24,12 +34,12 @@ class AstGeometry:
     num_attention_heads: int
     intermediate_size: int
     # the input: a Kaldi fbank of max_length frames x num_mel_bins, cut into patches
-    num_mel_bins: int = 128
-    max_length: int = 1024
-    patch_size: int = 16
-    frequency_stride: int = 10
-    time_stride: int = 10
-    special_tokens: int = 2   # CLS and distillation, before the patches
+    num_mel_bins: int
+    max_length: int
+    patch_size: int
+    frequency_stride: int
+    time_stride: int
+    special_tokens: int = 2   # CLS and distillation, before the patches (ASTEmbeddings's)
 
     @property
     def freq_patches(self) -> int:
@@ -46,31 +56,41 @@ class AstGeometry:
 
 # Our CLIP names -> open_clip architectures. OpenAI's weights were trained with QuickGELU:
 # a TorchScript (OpenAI) archive switches the model to the "-quickgelu" variant.
-CLIP_ENCODERS: dict[str, ClipGeometry] = {
-    "ViT-B-32": ClipGeometry("ViT-B-32", 512),
-    "ViT-B-16": ClipGeometry("ViT-B-16", 512),
-    "ViT-B-32-quickgelu": ClipGeometry("ViT-B-32-quickgelu", 512),
-    "ViT-B-16-quickgelu": ClipGeometry("ViT-B-16-quickgelu", 512),
-}
-
-# AST sizes: "base" is the AudioSet checkpoint's DeiT-base-384 (2 + 12 x 101 = 1214 tokens of
-# 768); "tiny" exists for tests and quick demos (random weights only: a weights file brings
-# its own geometry) and keeps the token grid.
-AST_ENCODERS: dict[str, AstGeometry] = {
-    "base": AstGeometry(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
-    "tiny": AstGeometry(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128),
-}
+CLIP_ENCODERS: dict[str, str] = {name: name for name in
+                              ("ViT-B-32", "ViT-B-16", "ViT-B-32-quickgelu", "ViT-B-16-quickgelu")}
 
 
+def open_clip_model_config(arch: str) -> dict:
+    """open_clip's config of ``arch`` (what ``open_clip.get_model_config`` returns), read from
+    the package's model_configs folder without importing open_clip (and torch)."""
+    folder = importlib.util.find_spec("open_clip").submodule_search_locations[0]
+    with open(os.path.join(folder, "model_configs", f"{arch}.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+@functools.cache
 def clip_geometry(name: str) -> ClipGeometry:
     try:
-        return CLIP_ENCODERS[name]
+        arch = CLIP_ENCODERS[name]
     except KeyError:
         raise ValueError(f"unknown CLIP model {name!r} (known: {', '.join(CLIP_ENCODERS)})") from None
+    return ClipGeometry(arch, open_clip_model_config(arch)["embed_dim"])
 
 
+# AST sizes: "base" is ASTConfig's own (the AudioSet checkpoint's DeiT-base-384: 2 + 12 x 101
+# tokens); "tiny" exists for tests and quick demos (random weights only: a weights file brings
+# its own geometry), narrower and shallower on the same token grid.
+AST_SIZES = ("base", "tiny")
+_TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128}
+
+
+@functools.cache
 def ast_geometry(size: str) -> AstGeometry:
-    try:
-        return AST_ENCODERS[size]
-    except KeyError:
-        raise ValueError(f"unknown AST size {size!r} (known: {', '.join(AST_ENCODERS)})") from None
+    if size not in AST_SIZES:
+        raise ValueError(f"unknown AST size {size!r} (known: {', '.join(AST_SIZES)})")
+    from transformers import ASTConfig
+
+    hf = ASTConfig()
+    base = AstGeometry(**{f.name: getattr(hf, f.name) for f in dataclasses.fields(AstGeometry)
+                          if f.name != "special_tokens"})
+    return dataclasses.replace(base, **_TINY) if size == "tiny" else base

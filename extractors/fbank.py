@@ -24,8 +24,8 @@ class FbankConfig:
     AudioSet statistics (the AVIGATE release used -5.118 / 3.2527153)."""
 
     shift: str = "fixed-10ms"
-    num_mel_bins: int = 128
-    target_frames: int = 1024
+    num_mel_bins: int = 128  # the AST's input (ASTConfig's num_mel_bins, max_length): held to it by
+    target_frames: int = 1024  # tests/extractors/test_geometry.py; this module stays free of transformers
     mean: float = -4.2677393
     std: float = 4.5689974
 

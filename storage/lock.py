@@ -2,18 +2,20 @@
 
 The lock is ``<store>.lock`` (a sibling, so it can be taken before the store exists and
 never becomes part of the Zarr group). It holds JSON: host, pid, the process's start
-ticks (so a reused pid is not mistaken for the holder), start time, run id and a
+time (psutil's, so a reused pid is not mistaken for the holder), start time, run id and a
 heartbeat. It belongs to the run, not the process: only the flow takes it, and the Dask
 workers of that run write under it (block ownership keeps them off each other's chunks).
 
 Taking it is an atomic create: ``O_EXCL`` locally, a conditional put (``If-None-Match``,
 s3fs's ``"xb"`` mode) on S3; stores whose filesystem has no exclusive create get a best
 effort (write, then read back and compare). A stale lock (holder pid gone on this host,
-or no heartbeat for ``stale_s`` from another host) is taken over under a short-lived
-``<store>.lock.takeover`` lock, so two runs that both see it stale cannot both take it.
+as psutil sees it, or no heartbeat for ``stale_s`` from another host) is taken over under
+a short-lived ``<store>.lock.takeover`` lock (filelock's kernel lock locally, an exclusive
+object on S3), so two runs that both see it stale cannot both take it.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -22,12 +24,16 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Iterator
+
+import filelock
+import psutil
 
 from storage.store import StoreError
 
 HEARTBEAT_S = 30.0
 STALE_S = 600.0  # a lock from another host with no heartbeat for this long is stale
-TAKEOVER_STALE_S = 60.0  # a takeover never takes this long; an older takeover file crashed
+TAKEOVER_STALE_S = 60.0  # a takeover never takes this long; an older takeover object (S3) crashed
 
 
 def _now() -> float:
@@ -38,32 +44,29 @@ def _iso(t: float) -> str:
     return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _proc_stat(pid: int) -> list[str]:
-    """``/proc/PID/stat`` after the command name (state first), [] where unknown."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return []
-
-
 def _proc_start(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot, None where unknown."""
-    fields = _proc_stat(pid)
-    return fields[19] if len(fields) > 19 else None
+    """The process's start time (seconds since the epoch, as psutil reads it), None where unknown."""
+    try:
+        return f"{psutil.Process(pid).create_time():.2f}"
+    except psutil.Error:
+        return None
 
 
 def _pid_alive(pid: int, start: str | None) -> bool:
+    """Whether ``pid`` still runs and is the process that started at ``start`` (a reused pid is not)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False  # killed, not yet reaped by its parent
+        created = proc.create_time()
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.AccessDenied:
         return True
-    fields = _proc_stat(pid)
-    if fields and fields[0] == "Z":
-        return False  # killed, not yet reaped by its parent
-    return start is None or not fields or _proc_start(pid) == start
+    try:
+        return start is None or abs(float(start) - created) < 1.0
+    except ValueError:
+        return True  # a start recorded in another form: judge by the pid alone
 
 
 class _Backend:
@@ -226,14 +229,39 @@ class StoreLock:
         self._beat.start()
         return self
 
-    def _take_over(self, holder: Holder, why: str) -> bool:
-        """Replace a stale lock; False when another run got there first."""
+    @contextlib.contextmanager
+    def _takeover_lock(self) -> Iterator[bool]:
+        """Hold ``<store>.lock.takeover`` while a stale lock is replaced; yields False when
+        another run holds it. Locally a kernel lock (filelock: gone with its process, so it
+        never goes stale); on S3 an exclusive object, deleted when older than a takeover takes."""
+        if not self._lock.remote:
+            guard = filelock.FileLock(self.path + ".takeover")
+            try:
+                guard.acquire(timeout=0)
+            except filelock.Timeout:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                guard.release()
+            return
         if not self._takeover.create(json.dumps({"run_id": self.run_id, "at": _now()}).encode()):
             m = self._takeover.mtime()
             if m is not None and _now() - m > TAKEOVER_STALE_S:
                 self._takeover.delete()
-            return False
+            yield False
+            return
         try:
+            yield True
+        finally:
+            self._takeover.delete()
+
+    def _take_over(self, holder: Holder, why: str) -> bool:
+        """Replace a stale lock; False when another run got there first."""
+        with self._takeover_lock() as held:
+            if not held:
+                return False
             # re-read under the takeover lock: the stale holder may have been replaced already
             again = _parse(self._lock.read_bytes())
             if again is not None and (again.run_id, again.pid, again.started) != \
@@ -244,8 +272,6 @@ class StoreLock:
                 return False
             self.took_over = f"took over the lock of {holder.describe()}: {why}"
             return True
-        finally:
-            self._takeover.delete()
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):

@@ -39,6 +39,9 @@ class StoreLayout:
 
     n_videos: int
     n_captions: int
+    # the default encoders' widths (ViT-B-32's embed_dim; the AST's 2 + 12 x 101 tokens of
+    # hidden_size): storage imports no encoder, so a test holds these to open_clip's and
+    # transformers' configs (tests/extractors/test_geometry.py); the heads' defaults read them
     n_frames: int = 12
     dim: int = 512
     n_audio_tokens: int = 1214
@@ -215,7 +218,7 @@ def step_variables(step: str) -> list[str]:
 
 def schema_table(markdown: bool = False) -> str:
     """The store's variables as a table (name, dims, dtype, step, doc). In Markdown (the
-    README's table) each step's ``_state``/``_error`` pair shares one row."""
+    docs/store.md's table) each step's ``_state``/``_error`` pair shares one row."""
     rows = [(n, ", ".join(s.dims), s.dtype, s.step, s.doc) for n, s in ALL_VARIABLES.items()]
     head = ("variable", "dims", "dtype", "step", "doc")
     if markdown:

@@ -51,7 +51,10 @@ def tag_arrays(store: str, video_idx: np.ndarray) -> tuple[np.ndarray, np.ndarra
     """(tags [n, K, D] float32, tag_mask [n, K]) of store videos ``video_idx``."""
     ds = open_store(store)
     if "phrase_embedding" not in ds.variables:
-        raise StoreError(f"{store}: no phrase table, so no tags (run `vtr extract --steps tags` first)")
+        # the tags step may have run and found the data too thin: say what it recorded
+        why = read_attrs(store).get("step_warnings", {}).get("tags")
+        raise StoreError(f"{store}: no phrase table, so no tags ("
+                         + (f"the tags step recorded: {why})" if why else "run `vtr extract --steps tags` first)"))
     table = np.asarray(ds["phrase_embedding"].values, dtype=np.float32)
     index = np.asarray(ds["tag_index"].data[video_idx].compute()).astype(np.int64)
     done = ds["tags_state"].values[video_idx] == DONE
@@ -284,6 +287,14 @@ def available_ram() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
+def local_caption_video(data: SplitData, vrows: np.ndarray) -> np.ndarray:
+    """The video (a row of ``vrows``) of each caption of the videos ``vrows``, in split order."""
+    crows = np.flatnonzero(np.isin(data.caption_video, vrows))
+    remap = np.full(data.n_videos, -1, dtype=np.int64)
+    remap[vrows] = np.arange(vrows.size)
+    return remap[data.caption_video[crows]]
+
+
 def load_arrays(store: str, data: SplitData, fields: tuple[str, ...], audio: np.ndarray | None,
                 videos: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Arrays for ``fields`` of the split's videos (or the subset ``videos``, local rows)
@@ -291,9 +302,7 @@ def load_arrays(store: str, data: SplitData, fields: tuple[str, ...], audio: np.
     ds = open_store(store)
     vrows = np.arange(data.n_videos) if videos is None else np.asarray(videos)
     crows = np.flatnonzero(np.isin(data.caption_video, vrows))
-    remap = np.full(data.n_videos, -1, dtype=np.int64)
-    remap[vrows] = np.arange(vrows.size)
-    out = {"caption_video": remap[data.caption_video[crows]]}
+    out = {"caption_video": local_caption_video(data, vrows)}
     ds_state = ds["audio_state"].values if "has_audio" in fields else None
     if any(f in TAG_FIELDS for f in fields):
         out["tags"], out["tag_mask"] = tag_arrays(store, data.videos[vrows])
@@ -418,8 +427,13 @@ class TrainLoader:
                        [np.arange(a, min(a + shard_videos, n)) for a in range(0, n, shard_videos)])
         self._memory = load_arrays(store, data, self._held, audio) if stream == "memory" else None
 
-    def __len__(self) -> int:
-        return max(1, self.data.n_captions // self.batch_size)
+    def n_batches(self, seed: int, epoch: int) -> int:
+        """How many batches ``epoch`` yields: its shards' batches replayed on their captions
+        alone (a caption that waits for a batch without its video can make more batches
+        than ``n_captions // batch_size``)."""
+        rng = np.random.default_rng([seed, epoch])
+        return sum(len(distinct_video_batches(local_caption_video(self.data, self.shards[s]), self.batch_size, rng))
+                   for s in rng.permutation(len(self.shards)))
 
     def _shard(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         return self._memory if self._memory is not None else load_arrays(

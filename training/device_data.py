@@ -71,8 +71,10 @@ class ResidentSplit:
         self._caption_video = torch.from_numpy(data.caption_video).to(device)
         self.nbytes = sum(t.numel() * t.element_size() for t in self.tensors.values())
 
-    def __len__(self) -> int:
-        return max(1, self.data.n_captions // self.batch_size)
+    def n_batches(self, seed: int, epoch: int) -> int:
+        """How many batches ``epoch`` yields (``TrainLoader.n_batches``)."""
+        return len(distinct_video_batches(self.data.caption_video, self.batch_size,
+                                          np.random.default_rng([seed, epoch])))
 
     def _gather(self, f: str, idx: torch.Tensor) -> torch.Tensor:
         x = self.tensors[f].index_select(0, idx)

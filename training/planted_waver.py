@@ -173,7 +173,7 @@ __all__ = ["write_waver_store"]
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m training.planted_waver STORE``: the planted store of the README's table."""
+    """``python -m training.planted_waver STORE``: the planted store of docs/results.md's table."""
     import argparse
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -124,7 +124,10 @@ def train(store: str, head_name: str, out: str, head_overrides: dict | None = No
 
     opt = torch.optim.AdamW(optimizer_groups(head, c, init["tensors"]), lr=c.lr,
                             betas=(c.beta1, c.beta2), eps=c.eps)
-    total = c.epochs * len(loader)
+    # the real count of every epoch's batches, so the cosine reaches zero at the last step
+    # (not n_captions // batch_size: captions that wait for a batch without their video add batches)
+    n_batches = [loader.n_batches(c.seed, epoch) for epoch in range(c.epochs)]
+    total = sum(n_batches)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_factor(s, total, int(c.warmup * total)))
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype(device, c.amp, training=True) == torch.float16)
@@ -160,7 +163,7 @@ def train(store: str, head_name: str, out: str, head_overrides: dict | None = No
     for epoch in range(start_epoch, c.epochs):
         head.train()
         t0, losses, pending = time.perf_counter(), [], []
-        bar = tqdm(loader.epoch(c.seed, epoch), total=len(loader), desc=f"epoch {epoch + 1}/{c.epochs}",
+        bar = tqdm(loader.epoch(c.seed, epoch), total=n_batches[epoch], desc=f"epoch {epoch + 1}/{c.epochs}",
                    disable=not progress, leave=False)
         for batch in bar:
             with autocast(device, c.amp, training=True):

@@ -23,6 +23,7 @@ USER_ERRORS = (
     "training.runs:RunError",
     "vtr.search:SearchError",
     "vtr.commands.encode:InputError",
+    "vtr.config_flags:FlagError",
 )
 
 
@@ -50,6 +51,6 @@ def one_line_errors(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except Exception as e:  # noqa: BLE001 - re-raised unless it is a user error
             if isinstance(e, user_error_types()):
-                fail(e)
+                fail(e, code=getattr(e, "exit_code", 1))
             raise
     return wrapper

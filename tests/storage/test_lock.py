@@ -134,6 +134,33 @@ def test_only_one_of_many_racers_takes_a_stale_lock(tmp_path):
             lock.release()
 
 
+def test_a_takeover_waits_for_a_live_taker_and_not_for_a_killed_one(tmp_path):
+    """The local takeover guard is a kernel lock (filelock): held, it keeps a second taker
+    out; its holder killed mid-takeover, it is gone at once (no file left to age out)."""
+    store = tmp_path / "s.zarr"
+    _write_lock(store, pid=_dead_pid())
+    taker = subprocess.Popen([sys.executable, "-c", "import filelock, time; "
+                              f"guard = filelock.FileLock({str(store) + '.lock.takeover'!r}); guard.acquire(); "
+                              "print('held', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert taker.stdout.readline().strip() == "held"
+        racer = threading.Thread(target=lambda: won.append(StoreLock(str(store), "run-b").acquire()))
+        won: list[StoreLock] = []
+        racer.start()
+        racer.join(1.0)
+        assert racer.is_alive() and not won  # the live taker's guard keeps run-b out
+        t0 = time.time()
+        taker.kill()
+        racer.join(10)
+        assert won and time.time() - t0 < 5
+        assert lock_holder(str(store)).run_id == "run-b"
+    finally:
+        taker.kill()
+        taker.wait()
+        for lock in won:
+            lock.release()
+
+
 def test_unwritable_parent_is_one_line(tmp_path):
     with pytest.raises(StoreError, match=r"s.zarr.lock: cannot create the store lock"):
         StoreLock(str(tmp_path / "missing" / "s.zarr"), "run-a").acquire()

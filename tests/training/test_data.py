@@ -83,3 +83,63 @@ def test_streamed_epochs_cover_the_split_like_memory(tmp_path):
         assert texts.shape[0] >= data.n_captions - 10
         seen[stream] = {tuple(r) for r in texts[:, :4].tolist()}
     assert len(seen["memory"] & seen["dask"]) >= data.n_captions - 20  # the same captions
+
+
+def test_an_epoch_yields_the_batches_counted_more_than_captions_over_batch(tmp_path):
+    """Distinct-video batches: captions whose video is already in the batch wait for a later
+    one, so an epoch holds more than n_captions // batch_size batches. Every loader counts
+    them exactly (the progress bar's total and the schedule's length), streamed and held alike."""
+    import torch
+
+    from training.data import TrainLoader
+    from training.device_data import ResidentSplit
+    path = str(tmp_path / "s.zarr")
+    write_planted_store(path, 30, 10, splits=(24, 3, 3))  # few videos, many captions each
+    data = select_split(path, "train")
+    fields = ("text", "frames")
+    cpu = torch.device("cpu")
+    loaders = [TrainLoader(path, data, fields, 16, cpu, stream="memory"),
+               TrainLoader(path, data, fields, 16, cpu, stream="dask", shard_videos=7),
+               ResidentSplit(path, data, fields, 16, cpu, shard_videos=7)]
+    for loader in loaders:
+        for epoch in range(3):
+            n = sum(1 for _ in loader.epoch(seed=5, epoch=epoch))
+            assert loader.n_batches(5, epoch) == n
+    assert loaders[0].n_batches(5, 0) > data.n_captions // 16
+
+
+def test_train_progress_bar_total_is_the_epochs_batches(tmp_path, capfd):
+    """The bar of `vtr train` counts to the steps the epoch really runs (metrics.csv's step)."""
+    import csv
+    import re
+
+    from training.runs import TrainConfig
+    from training.trainer import train
+    path = str(tmp_path / "s.zarr")
+    write_planted_store(path, 30, 10, splits=(24, 3, 3))
+    train(path, "meanpool", str(tmp_path / "run"), {}, TrainConfig(epochs=1, batch_size=16, device="cpu"),
+          progress=True, log=lambda m: None)
+    totals = {int(t) for t in re.findall(r"epoch 1/1: +\d+%\|[^|]*\| \d+/(\d+)", capfd.readouterr().err)}
+    with open(tmp_path / "run" / "metrics.csv") as f:
+        steps = int(next(csv.DictReader(f))["step"])
+    assert totals == {steps} and steps > 240 // 16
+
+
+def test_no_phrase_table_says_what_the_tags_step_recorded(tmp_path):
+    """A store whose tags step never ran is told to run it; one where it ran and found no
+    phrase frequent enough is told what the step recorded (lower --tag-min-count), not to
+    run it again."""
+    from storage.store import set_step_warning
+
+    from .conftest import train_cli
+    path = str(tmp_path / "s.zarr")
+    write_planted_store(path, 20, 2, splits=(14, 3, 3))
+    args = ("train", "--store", path, "--head", "waver", "--no-progress", "--epochs", 1, "--init", "random")
+    r = train_cli(*args, "--out", tmp_path / "run1")
+    assert r.exit_code == 1 and r.output.endswith("no phrase table, so no tags (run `vtr extract --steps tags` "
+                                                  "first)\n"), r.output
+    why = "no phrase occurs in at least 5 of the 28 training captions (lower --tag-min-count)"
+    set_step_warning(path, "tags", why)
+    r = train_cli(*args, "--out", tmp_path / "run2")
+    assert r.exit_code == 1
+    assert r.output.splitlines()[-1] == f"error: {path}: no phrase table, so no tags (the tags step recorded: {why})"

@@ -58,6 +58,23 @@ def test_print_config_merges_recipe_then_flags_then_set(store, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_print_config_needs_no_store_and_shows_a_stores_widths(store, tmp_path):
+    """Without --store the recipe is shown on the head's default widths; with one, on its
+    widths (the planted store's 64 and 32); training itself still needs the store."""
+    r = run("train", "--recipe", "avigate-msrvtt", "--print-config")
+    assert r.exit_code == 0, r.output
+    bare = json.loads(r.output)
+    defaults = head_config("avigate", load_recipe("avigate-msrvtt").head_options)
+    assert bare["head_config"]["dim"] == defaults.dim != 64
+    assert bare["widths"] == {"from": "the head's defaults"}
+    r = run("train", "--store", store, "--recipe", "avigate-msrvtt", "--print-config")
+    widths = json.loads(r.output)["widths"]
+    assert widths["from"] == store and (widths["dim"], widths["audio_dim"]) == (64, 32)
+    r = run("train", "--recipe", "avigate-msrvtt", "--out", tmp_path / "run")
+    assert r.exit_code == 1 and r.output == "error: --store is required (the feature store to train on)\n"
+    assert not (tmp_path / "run").exists()
+
+
 def test_recipe_reaches_the_optimiser(store, tmp_path):
     """The queries' rate and decay from the recipe are the AdamW group's."""
     from training.heads import create_head

@@ -1,6 +1,6 @@
 """notebooks/inspect_store.ipynb runs headless (nbclient) on the sample store, with and
-without a run, from its own folder as Jupyter runs it, so it cannot rot; and the README's
-notebook commands work as written."""
+without a run, from its own folder as Jupyter runs it, so it cannot rot; and the notebook
+commands of docs/training.md work as written."""
 from __future__ import annotations
 
 import os
@@ -72,8 +72,8 @@ def test_notebook_with_run(sample_store, avigate_run):
 
 
 def _readme_command(tool: str) -> str:
-    """The README's shell command that runs ``jupyter TOOL``, continuation lines joined."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8").replace("\\\n", " ")
+    """docs/training.md's shell command that runs ``jupyter TOOL``, continuation lines joined."""
+    readme = (ROOT / "docs" / "training.md").read_text(encoding="utf-8").replace("\\\n", " ")
     lines = [ln for ln in readme.splitlines() if f"jupyter {tool} " in ln and "VTR_STORE=" in ln]
     assert len(lines) == 1, lines
     return lines[0].split("#")[0].strip()
@@ -87,7 +87,7 @@ def test_jupyter_lab_answers():
 
 @pytest.mark.slow
 def test_readme_nbconvert_command_as_written(sample_store, avigate_run, tmp_path):
-    """The README's nbconvert line, run by a shell in a folder laid out like the checkout
+    """The docs' nbconvert line, run by a shell in a folder laid out like the checkout
     (``.venv``, ``notebooks/``) with the store and run at the relative paths it names."""
     cmd = _readme_command("nbconvert")
     env_paths = dict(re.findall(r"(VTR_STORE|VTR_RUN)=(\S+)", cmd))

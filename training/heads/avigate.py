@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from storage.schema import StoreLayout
 from training.heads.base import Head, register_head
 from training.heads.layers import QuickGELU, layer_norm, masked_mean, mlp
 from training.losses import adaptive_margin_loss, adaptive_margins, info_nce
@@ -30,7 +31,7 @@ from training.losses import adaptive_margin_loss, adaptive_margins, info_nce
 class AudioFusionConfig:
     """AVIGATE's audio side (the ``audio.*`` options of ``avigate`` and ``avigate+waver``);
     the width, heads, MLP ratio and frame slots come from the head's own config."""
-    dim: int = 768  # audio token width (AST)
+    dim: int = StoreLayout.audio_dim  # audio token width (the default store's: the AST's)
     queries: int = 12
     resampler_layers: int = 4
     fusion_layers: int = 4
@@ -43,10 +44,10 @@ class AudioFusionConfig:
 
 @dataclass
 class AvigateConfig:
-    dim: int = 512
+    dim: int = StoreLayout.dim  # the default store's (CLIP's embed_dim); a store's own fills it
     n_heads: int = 8
     mlp_ratio: int = 4
-    max_frames: int = 12
+    max_frames: int = StoreLayout.n_frames
     audio: AudioFusionConfig = field(default_factory=AudioFusionConfig)
     logit_scale: float = 100.0
     tau: float = 1.0

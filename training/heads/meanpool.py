@@ -15,13 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from storage.schema import StoreLayout
 from training.heads.base import Head, register_head
 from training.heads.layers import masked_mean
 
 
 @dataclass
 class MeanPoolConfig:
-    dim: int = 512
+    dim: int = StoreLayout.dim  # the default store's (CLIP's embed_dim); a store's own fills it
     adapter: bool = True
     logit_scale: float = 100.0  # CLIP's trained value; fixed
     learn_scale: bool = False

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from storage.schema import StoreLayout
 from training.heads.base import Head, register_head
 from training.heads.layers import layer_norm, mlp
 from training.losses import info_nce
@@ -37,8 +38,8 @@ DISTILL = ("injection", "kd", "none")
 
 @dataclass
 class WaverConfig:
-    dim: int = 512
-    max_frames: int = 12
+    dim: int = StoreLayout.dim  # the default store's (CLIP's embed_dim); a store's own fills it
+    max_frames: int = StoreLayout.n_frames
     n_heads: int = 8
     mlp_ratio: int = 4
     temporal_layers: int = 4

@@ -58,13 +58,13 @@ def _port_of(urls: list[str]) -> int:
 
 
 # Act 2's planted store: big enough that the heads' ranking is stable, small enough that
-# the whole demo stays within minutes on 2 cores (the README's table uses 600 videos)
+# the whole demo stays within minutes on 2 cores (docs/results.md's table uses 600 videos)
 PLANTED_VIDEOS = 240
 PLANTED_TRAIN = dict(batch_size=32, lr=1e-3, audio_tokens="pool-tokens-8")
 
 
 def _planted_store(path: Path, n_videos: int) -> None:
-    """The README's planted store (``python -m training.planted_waver``), written once:
+    """The planted store of docs/results.md (``python -m training.planted_waver``), written once:
     into a scratch folder first, so an interrupted demo never leaves half a store."""
     from training.planted_waver import main as write_planted
 
@@ -194,7 +194,7 @@ def demo(out: Path = typer.Option(Path("demo"), help="working folder (data, stor
     typer.echo("How to read it: part of each video's code is only in its audio, so the heads that hear "
                "(avigate, avigate+waver) should lead; tags are ranked from the frames, as the tags step ranks "
                "them, so they repeat what the frames hold; the style gaps show which heads a writer's style "
-               "throws (README, \"Writing style and the ablation\").")
+               "throws (docs/results.md, \"The ablation\").")
     _next_steps(store, out / "ablate" / "runs" / "avigate", _best(planted_result["rows"]))
 
 

@@ -2,7 +2,7 @@
 
 The training flags of `train`, `sweep` and `ablate` are the fields of
 ``training.runs.TrainConfig`` (``--epochs``, ``--batch-size``, ``--amp/--no-amp``, ...),
-generated from it so each default is written once, in the dataclass. ``--set key=value``
+generated from it by ``vtr.config_flags`` so each default is written once, in the dataclass. ``--set key=value``
 sets any of them or any option of the heads being trained; ``--recipe`` (``training.recipes``)
 sets them first, under the flags and ``--set``.
 
@@ -12,16 +12,14 @@ CLIP file the store's provenance names is read here, with the extractors' loader
 from __future__ import annotations
 
 import dataclasses
-import functools
-import inspect
 import json
 import os
-import typing
 from typing import Callable, Optional
 
 import typer
 
 from training.runs import ConfigError, TrainConfig, split_settings
+from vtr.config_flags import key_values, with_config_flags
 from vtr.errors import one_line_errors
 
 # flags whose name alone says too little
@@ -44,48 +42,14 @@ INIT_HELP = ("clip | random: start the head's transformers from the CLIP weights
 
 
 def parse_sets(items: list[str]) -> dict:
-    """``key=value`` pairs; values are read as JSON when they parse (numbers, true/false)."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set wants key=value, got {item!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
-
-def _flag_params() -> list[inspect.Parameter]:
-    hints = typing.get_type_hints(TrainConfig)
-    params = []
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if hints[f.name] is bool:
-            flag = f"{flag}/--no-{flag[2:]}"
-        help_text = f"{HELP[f.name]} " if f.name in HELP else ""
-        params.append(inspect.Parameter(
-            f.name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[hints[f.name]],
-            default=typer.Option(None, flag, help=f"{help_text}(default: {f.default})",
-                                 show_default=False, rich_help_panel="Training (TrainConfig)")))
-    return params
+    """``--set key=value`` pairs; values are read as JSON when they parse (numbers, true/false)."""
+    return key_values(items, "--set")
 
 
 def with_train_flags(fn: Callable) -> Callable:
     """Give ``fn`` one flag per ``TrainConfig`` field; it receives the ones given as the
     dict ``train_flags``."""
-    names = [f.name for f in dataclasses.fields(TrainConfig)]
-    sig = inspect.signature(fn)
-    own = [p for n, p in sig.parameters.items() if n != "train_flags"]
-
-    @functools.wraps(fn)
-    def wrapper(**kw):
-        given = {n: kw.pop(n) for n in names}
-        return fn(**kw, train_flags={k: v for k, v in given.items() if v is not None})
-
-    wrapper.__signature__ = sig.replace(parameters=own + _flag_params())
-    return wrapper
+    return with_config_flags(TrainConfig, fn, into="train_flags", help=HELP, panel="Training (TrainConfig)")
 
 
 def train_config(train_flags: dict, train_sets: dict, base: dict | None = None) -> TrainConfig:
@@ -154,7 +118,8 @@ def merged_settings(head: str | None, recipe: str | None, sets: list[str],
 
 
 def train_cmd(
-    store: str = typer.Option(..., "--store", help="feature store (Zarr folder)"),
+    store: Optional[str] = typer.Option(None, "--store", help="feature store (Zarr folder); with --print-config: "
+                                                              "whose widths the head is shown at (optional)"),
     head: Optional[str] = typer.Option(None, "--head", help="head name: meanpool | avigate | ... "
                                                             "(default: the recipe's)"),
     out: str = typer.Option("", "--out", help="run folder to create (or continue with --resume)"),
@@ -184,6 +149,8 @@ def train_cmd(
     if print_config:
         typer.echo(json.dumps(merged_config(store, head, recipe, config, overrides), indent=2))
         return
+    if not store:
+        raise ConfigError("--store is required (the feature store to train on)")
     if not out:
         raise ConfigError("--out is required (the run folder)")
     clip = None if resume else clip_weights(store, init)
@@ -193,19 +160,22 @@ def train_cmd(
         typer.echo(f"wrote {os.path.join(out, 'test_metrics.json')}")
 
 
-def merged_config(store: str, head: str, recipe: str | None, config: TrainConfig, overrides: dict) -> dict:
-    """What ``--print-config`` shows: the head's full config on this store's sizes (as the
-    trainer builds it) and the ``TrainConfig``."""
+def merged_config(store: str | None, head: str, recipe: str | None, config: TrainConfig, overrides: dict) -> dict:
+    """What ``--print-config`` shows: the head's full config (on this store's widths, as the
+    trainer builds it, or on the head's defaults without a store) and the ``TrainConfig``."""
     from storage import layout_of
     from training.heads import head_config
 
-    layout = layout_of(store)
+    dims = {}
+    if store:
+        layout = layout_of(store)
+        dims = {"dim": layout.dim, "audio_dim": layout.audio_dim, "max_frames": layout.n_frames}
     try:
-        hc = head_config(head, overrides, dim=layout.dim, audio_dim=layout.audio_dim, max_frames=layout.n_frames)
+        hc = head_config(head, overrides, **dims)
     except (KeyError, ValueError) as e:
         raise ConfigError(e.args[0] if e.args else str(e)) from None
-    return {"head": head, "recipe": recipe, "head_config": dataclasses.asdict(hc),
-            "train": dataclasses.asdict(config)}
+    return {"head": head, "recipe": recipe, "widths": {"from": store or "the head's defaults", **dims},
+            "head_config": dataclasses.asdict(hc), "train": dataclasses.asdict(config)}
 
 
 def sweep_cmd(
