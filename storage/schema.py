@@ -20,7 +20,9 @@ from dataclasses import asdict, dataclass, field
 # 2: the style step records completion in ``style_state``/``style_error`` (per style row) and
 # the phrase table in ``phrase_state`` (per phrase), like every other step's items;
 # ``storage.upgrade.upgrade_store`` converts a version-1 store in place.
-SCHEMA_VERSION = 2
+# 3: every array carries the crc32c codec, and a done item's chunks are always on disk
+# (storage.integrity); ``storage.upgrade`` rewrites a version-2 store's arrays.
+SCHEMA_VERSION = 3
 FORMAT_NAME = "vtr-zarr"
 
 # Item states of every step (uint8 arrays named ``<step>_state``).

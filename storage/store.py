@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 import zarr
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
 from storage.schema import (
     DONE,
@@ -37,6 +37,10 @@ class StoreError(Exception):
 # lz4 at level 1 for the small integer arrays: reading speed is what matters
 # (zstd halves read throughput for a few percent of disk).
 COMPRESSOR = BloscCodec(cname="lz4", clevel=1, shuffle="shuffle")
+# A chunk a done item wrote is on disk even when it holds only fill values, so a chunk that
+# is gone is lost, never read as zeros (storage.integrity; audio_tokens of silent videos
+# are the one exception, see storage.writers).
+zarr.config.set({"array.write_empty_chunks": True})
 
 
 def _is_url(path: str) -> bool:
@@ -130,11 +134,13 @@ def create_array(group: zarr.Group, name: str, spec: VarSpec, layout: StoreLayou
                               else sizes[d], sizes[d])) for d in spec.dims)
     # float16 features do not compress (2-3 %), and raw chunks let storage.load_variable
     # read them at disk speed; the small int/flag arrays compress well
-    kwargs: dict[str, Any] = {"compressors": None if spec.dtype == "float16" else COMPRESSOR}
-    if spec.dtype in ("str", "bool"):
-        del kwargs["compressors"]
+    # (str and bool keep zarr's default zstd); crc32c last, so the checksum covers the
+    # bytes as stored (storage.integrity reads it)
+    compressors = {"float16": (), "str": (ZstdCodec(level=0),), "bool": (ZstdCodec(level=0),)}.get(
+        spec.dtype, (COMPRESSOR,))
     arr = group.create_array(name, shape=shape, chunks=chunks, dtype=_np_dtype(spec),
-                             fill_value=spec.fill, dimension_names=spec.dims, **kwargs)
+                             fill_value=spec.fill, dimension_names=spec.dims,
+                             compressors=(*compressors, Crc32cCodec()))
     if spec.doc:
         arr.attrs["description"] = spec.doc
     return arr
