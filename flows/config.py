@@ -18,6 +18,19 @@ from storage.schema import STEPS, StoreLayout
 ALL_STEPS: tuple[str, ...] = (*STEPS, "validate")
 Step = Literal[ALL_STEPS]  # type: ignore[valid-type]  # built from the one list
 MEDIA_STEPS = ("probe", "crawl", "compress")
+# The step dependency graph, written once: the steps whose outputs each step reads per
+# item. An item redone in a step (its inputs changed) is redone in every step after it.
+STEP_AFTER: dict[str, tuple[str, ...]] = {
+    "probe": (), "crawl": ("probe",), "compress": ("probe",), "frames": ("probe", "compress"),
+    "audio": ("probe", "crawl"), "text": (), "tags": ("frames",), "style": ("text",),
+}
+# Each step's own inputs per item (store variables of the manifest; "file": the source
+# file's size and mtime), fingerprinted with the upstream steps' (storage.fingerprint).
+STEP_INPUTS: dict[str, dict[str, tuple[str, ...]]] = {
+    "probe": {"path": ("video_path",), "file": ("video_path",)},
+    "crawl": {"url": ("url",), "window": ("start_time", "end_time")},
+    "text": {"caption": ("caption_text",)},
+}
 MODEL_STEPS = tuple(s for s in STEPS if s not in MEDIA_STEPS)
 
 

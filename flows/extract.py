@@ -23,9 +23,10 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from extractors.weights import WeightsError
 from flows.config import ALL_STEPS, MODEL_STEPS, ExtractConfig
 from flows.errors import ExtractError
+from flows.inputs import apply_manifest, changed_items, record_inputs
 from flows.remote import check_url, read_annotations
 from flows.steps import BLOCK_TASKS, STORE_TASKS, ast_config, ast_encoder, clip_encoder, validate_store
-from storage import DONE, StepWriter, StoreError, StoreLayout, as_str, create_store, failures, read_attrs
+from storage import DONE, StepWriter, StoreError, StoreLayout, create_store, failures, read_attrs
 from storage.lock import StoreLock
 
 
@@ -117,17 +118,19 @@ def _open_or_create(store: str, manifest, layout: StoreLayout, storage_options: 
         raise ExtractError(str(e)) from None
     if attrs.get("dataset") != manifest.dataset:
         raise ExtractError(f"{store}: a store of dataset {attrs.get('dataset')!r}, not {manifest.dataset!r}")
-    from storage import open_group
-    ids = as_str(open_group(store, mode="r", storage_options=storage_options)["video"][:])
-    if ids.tolist() != list(manifest.video_ids):
-        raise ExtractError(f"{store}: holds other videos than {manifest.root} lists "
-                           f"({ids.size} vs {manifest.n_videos}); use a new store path")
     old = StoreLayout.from_json(attrs["layout"])
     if (old.n_audio_tokens, old.audio_dim, old.dim) != (layout.n_audio_tokens, layout.audio_dim, layout.dim):
         raise ExtractError(f"{store}: made for {old.n_audio_tokens}x{old.audio_dim} audio tokens and "
                            f"{old.dim}-d CLIP features; these encoders give {layout.n_audio_tokens}x"
                            f"{layout.audio_dim} and {layout.dim}")
     _check_writable(store, storage_options)
+    # issue 23 (input fingerprints): the annotations' current values go into the store
+    try:
+        said = apply_manifest(store, manifest, storage_options)
+    except StoreError as e:
+        raise ExtractError(str(e)) from None
+    if said:
+        get_run_logger().info("annotations changed: %s", said)
 
 
 # which encoder made each model step's features (tags and style compare with frames/text)
@@ -284,6 +287,9 @@ def _run_steps(manifest, store: str, cfg: ExtractConfig, steps: set[str], runner
     summary: dict[str, dict] = {}
     for step in [s for s in ALL_STEPS if s in steps]:
         t0 = time.perf_counter()
+        n_changed, why = changed_items(store, step, cfg)  # issue 23: input fingerprints
+        if n_changed:
+            log.info("%s: %d item(s) to redo, their inputs changed: %s", step, n_changed, why)
         if step in STORE_TASKS:
             with _resources(step, cfg):
                 summary[step] = runner.submit(STORE_TASKS[step], {"store": store, "cfg": cfg}).result()
@@ -291,6 +297,9 @@ def _run_steps(manifest, store: str, cfg: ExtractConfig, steps: set[str], runner
             summary[step] = {"problems": len(runner.submit(validate_store, {"store": store, "cfg": cfg}).result())}
         else:
             summary[step] = _run_step(step, store, cfg, runner)
+        record_inputs(store, step, cfg.storage_options)  # issue 23: input fingerprints
+        if n_changed:
+            summary[step]["changed"] = why
         summary[step]["seconds"] = round(time.perf_counter() - t0, 2)
         log.info("%s: %s", step, summary[step])
     fails = failures(store, cfg.storage_options)

@@ -212,6 +212,11 @@ def write_audio(store: str, encoder, cfg: ExtractConfig, **run) -> dict:
     def compute(inp: StepInputs) -> Iterator[ItemResult]:
         files, unknown = plan(inp)
         not_ready = {j: "audio source unknown: the crawl step is not done for this video" for j in unknown}
+        # issue 23: a video whose probe failed has no audio decision: not done as silent,
+        # so repairing the video later gives it its real audio
+        probed = inp.column("probe_state") == DONE
+        not_ready.update({j: "the probe step failed or has not run for this video" for j in range(len(inp))
+                          if not probed[j]})
         run_pos = np.array([j for j in range(len(inp)) if j not in not_ready], dtype=np.int64)
         paths = [inp.file(files[j]) for j in run_pos]
         res = encode_audio(encoder, paths, batch_size=cfg.audio_batch_size, workers=cfg.workers)

@@ -165,6 +165,6 @@ def _owner(name: str) -> str | None:
     """The step that rewrites array ``name`` when its items are redone."""
     from storage.integrity import step_data_array
     for step in STEPS:
-        if name in (f"{step}_state", f"{step}_error"):
+        if name in (f"{step}_state", f"{step}_error", f"{step}_inputs"):
             return step
     return step_data_array(name)

@@ -60,7 +60,7 @@ def step_data_array(name: str) -> str | None:
     spec = ALL_VARIABLES.get(name)
     if spec is None or spec.key or spec.step not in STEPS or spec.dims[0] != STEPS[spec.step]:
         return None
-    if name in (f"{spec.step}_state", f"{spec.step}_error"):
+    if name in (f"{spec.step}_state", f"{spec.step}_error", f"{spec.step}_inputs"):
         return None
     return spec.step
 

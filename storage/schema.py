@@ -120,7 +120,8 @@ PLANNED_DIMS = ("phrase", "style_caption")
 VARIABLES: dict[str, VarSpec] = {
     # written at creation from the annotations
     "video": VarSpec(("video",), "str", "manifest", "", doc="video ids (the coordinate)"),
-    "split": VarSpec(("video",), "str", "manifest", "", doc="train | val | test"),
+    "split": VarSpec(("video",), "str", "manifest", "",
+                     doc="train | val | test | removed (no longer in the annotations)"),
     "video_path": VarSpec(("video",), "str", "manifest", "", doc="source file, relative to the data root"),
     "url": VarSpec(("video",), "str", "manifest", "", doc="where the video came from (audio crawl)"),
     "start_time": VarSpec(("video",), "float32", "manifest", float("nan"), doc="seconds, -1 if unknown"),
@@ -162,6 +163,9 @@ for _step, _item_dim in STEPS.items():
         continue
     VARIABLES[f"{_step}_state"] = VarSpec((_item_dim,), "uint8", _step, MISSING, doc=_STATE_DOC)
     VARIABLES[f"{_step}_error"] = VarSpec((_item_dim,), "str", _step, "", doc="why the item failed")
+    # written by the flows after the step (storage.fingerprint), not by the step's items
+    VARIABLES[f"{_step}_inputs"] = VarSpec((_item_dim,), "str", _step, "",
+                                           doc="fingerprint of the inputs the item was made from")
 
 # Variables the readers rely on; open_store refuses a store that lacks any of them.
 REQUIRED = (
@@ -212,7 +216,7 @@ def step_variables(step: str) -> list[str]:
     """Data variables a step's items write (state, error and planned columns excluded)."""
     return [n for n, s in ALL_VARIABLES.items()
             if s.step == step and not s.key and STEPS.get(step) in s.dims
-            and n not in (f"{step}_state", f"{step}_error")]
+            and n not in (f"{step}_state", f"{step}_error", f"{step}_inputs")]
 
 
 def schema_table(markdown: bool = False) -> str:

@@ -96,6 +96,9 @@ class StepWriter:
         """Indices of items still to do (missing, and failed unless ``retry_failed`` is off)."""
         s = self.states()
         todo = (s == MISSING) | ((s == FAILED) if retry_failed else False)
+        gone = removed_items(self.group, self.step)
+        if gone is not None:  # ids the annotations no longer list (storage.fingerprint)
+            todo &= ~gone
         return np.flatnonzero(todo)
 
     def block_of(self, index: int) -> int:
@@ -177,6 +180,22 @@ class StepWriter:
         idx = np.unique(idx)
         _set_rows(self._state, idx, np.full(idx.size, MISSING, dtype=np.uint8))
         _set_rows(self._error, idx, np.full(idx.size, "", dtype=str))
+
+
+REMOVED = "removed"  # the split of an id the annotations no longer list (storage.fingerprint)
+
+
+def removed_items(group: zarr.Group, step: str) -> np.ndarray | None:
+    """Which items of ``step`` belong to removed videos (None: no video is removed)."""
+    from storage.store import as_str
+
+    dim = STEPS[step]
+    if dim not in ("video", "caption"):
+        return None
+    gone = as_str(group["split"][:]) == REMOVED
+    if not gone.any():
+        return None
+    return gone if dim == "video" else gone[np.asarray(group["caption_video"][:])]
 
 
 def _set_rows(arr: zarr.Array, idx: np.ndarray, rows: np.ndarray) -> None:
