@@ -123,8 +123,9 @@ def write_crawl(store: str, cfg: ExtractConfig, **run) -> dict:
             else:
                 out = os.path.join(cfg.media_dir, "audio", f"{ids[j]}.wav")
                 os.makedirs(os.path.dirname(out), exist_ok=True)
-                r = crawl_audio(url[j], float(start[j]) if start[j] >= 0 else None,
-                                float(end[j]) if end[j] > 0 else None, out, allow_file_urls=cfg.allow_file_urls,
+                # negative: unknown (the whole file); NaN is kept so the crawl refuses it
+                r = crawl_audio(url[j], None if start[j] < 0 else float(start[j]),
+                                None if end[j] <= 0 else float(end[j]), out, allow_file_urls=cfg.allow_file_urls,
                                 retries=cfg.crawl_retries, timeout_s=cfg.crawl_timeout_s)
                 if r.status != "crawled":
                     yield ItemResult(j, None, f"crawl {url[j]}: {r.error}")
