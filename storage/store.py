@@ -1,13 +1,15 @@
 """Creating and opening a vtr feature store (a Zarr v3 group that xarray opens as is)."""
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import errno
 import json
 import os
 import shutil
 import uuid
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,6 +43,18 @@ COMPRESSOR = BloscCodec(cname="lz4", clevel=1, shuffle="shuffle")
 # is gone is lost, never read as zeros (storage.integrity; audio_tokens of silent videos
 # are the one exception, see storage.writers).
 zarr.config.set({"array.write_empty_chunks": True})
+
+
+@contextlib.contextmanager
+def disk_full_is_one_line(path: str, what: str) -> Iterator[None]:
+    """A full disk (or quota) while writing: one ``StoreError`` line naming the store."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise StoreError(f"{path}: no space left on the device while writing {what} ({e.strerror}); "
+                         f"free some and re-run: what was finished is kept") from None
 
 
 def _is_url(path: str) -> bool:
@@ -111,7 +125,7 @@ def consolidate(path: str | os.PathLike, storage_options: dict | None = None) ->
 
     Any attribute or array creation drops it, so every metadata change ends here.
     """
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), disk_full_is_one_line(str(path), "its metadata"):
         warnings.filterwarnings("ignore", message="Consolidated metadata")
         zarr.consolidate_metadata(_store_like(str(path), storage_options), zarr_format=3)
 
@@ -315,7 +329,8 @@ def set_provenance(path: str | os.PathLike, group_name: str, record: dict,
         # rewriting (and racing on) the root metadata
         return
     prov[group_name] = record
-    group.attrs["provenance"] = prov
+    with disk_full_is_one_line(str(path), "its provenance"):
+        group.attrs["provenance"] = prov
     consolidate(path, storage_options)
 
 

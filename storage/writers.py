@@ -16,7 +16,7 @@ import numpy as np
 import zarr
 
 from storage.schema import ALL_VARIABLES, DONE, FAILED, MISSING, STEPS, StoreLayout, step_variables
-from storage.store import StoreError, open_group, read_attrs
+from storage.store import StoreError, disk_full_is_one_line, open_group, read_attrs
 
 WRITERS: dict[str, type["StepWriter"]] = {}
 
@@ -123,8 +123,14 @@ class StepWriter:
         """Write rows for ``indices`` (all in one block), then mark them done or failed.
 
         ``data[name]`` has one row per index; rows of items listed in ``errors`` (index ->
-        one-line cause) are not written and those items are marked failed.
+        one-line cause) are not written and those items are marked failed. A full disk is a
+        one-line ``StoreError`` (the items stay as they were: the state goes in last).
         """
+        with disk_full_is_one_line(self.path, f"{self.step} items"):
+            self._write(indices, data, errors)
+
+    def _write(self, indices: np.ndarray, data: Mapping[str, np.ndarray] | None = None,
+               errors: Mapping[int, str] | None = None) -> None:
         idx = np.asarray(indices, dtype=np.int64)
         if idx.size == 0:
             return
@@ -178,8 +184,9 @@ class StepWriter:
         if self.block_of(idx.min()) != self.block_of(idx.max()):
             raise ValueError(f"{self.path}: a reset must stay inside one block")
         idx = np.unique(idx)
-        _set_rows(self._state, idx, np.full(idx.size, MISSING, dtype=np.uint8))
-        _set_rows(self._error, idx, np.full(idx.size, "", dtype=str))
+        with disk_full_is_one_line(self.path, f"{self.step} states"):
+            _set_rows(self._state, idx, np.full(idx.size, MISSING, dtype=np.uint8))
+            _set_rows(self._error, idx, np.full(idx.size, "", dtype=str))
 
 
 REMOVED = "removed"  # the split of an id the annotations no longer list (storage.fingerprint)
