@@ -151,11 +151,25 @@ def write_compress(store: str, cfg: ExtractConfig, **run) -> dict:
         os.makedirs(out_dir, exist_ok=True)
         pairs = [(p, os.path.join(out_dir, f"{v}.mp4")) for p, v in zip(inp.paths("video_path"), inp.column("video"))]
         for j, r in enumerate(compress_many(pairs, workers=cfg.workers, keep_audio=cfg.keep_audio, progress=False)):
+            if r.warning:
+                warned[int(inp.idx[j])] = r.warning
             yield ItemResult(j, None, r.error) if r.status == "failed" else \
                 ItemResult(j, {"compressed_path": os.path.abspath(r.dst)})
 
-    return run_step_items(store, "compress", compute, storage_options=cfg.storage_options,
-                          sources=_video_sources, scratch=_scratch(cfg), **run)
+    warned: dict[int, str] = {}
+    res = run_step_items(store, "compress", compute, storage_options=cfg.storage_options,
+                         sources=_video_sources, scratch=_scratch(cfg), **run)
+    record_warnings(store, "compress", warned, cfg.storage_options)  # issue 23: a done item's warning
+    return res
+
+
+def record_warnings(store: str, step: str, warned: dict[int, str], storage_options: dict | None) -> None:
+    """A done item's warning goes into its ``<step>_error`` (the text of a done item is a
+    warning: ``vtr store info`` lists them); only items of this task's block are given."""
+    done = [i for i in sorted(warned) if StepWriter(store, step, storage_options=storage_options).states()[i] == DONE]
+    if done:
+        g = open_group(store, mode="r+", storage_options=storage_options)
+        g[f"{step}_error"].set_orthogonal_selection((np.asarray(done),), np.asarray([warned[i] for i in done]))
 
 
 # --- encoder steps --------------------------------------------------------------------------

@@ -162,7 +162,8 @@ for _step, _item_dim in STEPS.items():
     if _item_dim in PLANNED_DIMS:
         continue
     VARIABLES[f"{_step}_state"] = VarSpec((_item_dim,), "uint8", _step, MISSING, doc=_STATE_DOC)
-    VARIABLES[f"{_step}_error"] = VarSpec((_item_dim,), "str", _step, "", doc="why the item failed")
+    VARIABLES[f"{_step}_error"] = VarSpec((_item_dim,), "str", _step, "",
+                                          doc="why the item failed (on a done item: a warning about it)")
     # written by the flows after the step (storage.fingerprint), not by the step's items
     VARIABLES[f"{_step}_inputs"] = VarSpec((_item_dim,), "str", _step, "",
                                            doc="fingerprint of the inputs the item was made from")
