@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/store_read.py [--videos 10000] [--batches 50]
 
 Prints ratios (time / baseline time) measured in this run; the aim is a full read within
-3x of `np.load` of the same bytes. Random mini-batches of 128 videos are compared with
+3x of `np.load` of the same bytes. The crc32c checksum every store array carries is
+priced against a copy of the array without it (same chunks, same reader). Random mini-batches of 128 videos are compared with
 fancy indexing into an in-RAM array.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import zarr
 
 from storage import load_variable, open_store
+from storage.store import consolidate
 from storage.synthetic import create_synthetic_store
 
 
@@ -43,6 +45,11 @@ def main() -> None:
     g = zarr.open_group(path, mode="r+")
     g["frame_features"][:] = feats
     arr = g["frame_features"]
+    # the same array without the checksum codec: what the crc32c verification costs
+    plain = g.create_array("frame_features_nocrc", shape=arr.shape, chunks=arr.chunks, dtype=arr.dtype,
+                           compressors=None, dimension_names=("video", "frame", "dim"))
+    plain[:] = feats
+    consolidate(path)
     npy = os.path.join(tmp, "f.npy")
     np.save(npy, feats)
     h5 = os.path.join(tmp, "f.h5")
@@ -52,12 +59,14 @@ def main() -> None:
     print(f"frame_features: {args.videos} videos, {nbytes / 2**20:.0f} MiB float16, chunks {arr.chunks}")
 
     # warm the page cache for every file once, so all readers start equal
-    np.load(npy); arr[:]
+    np.load(npy); arr[:]; plain[:]
     with h5py.File(h5) as f:
         f["frame_features"][:]
     t_np = best_of(lambda: np.load(npy))
     t_vtr = best_of(lambda: load_variable(path, "frame_features"))
     t_zarr = best_of(lambda: arr[:])
+    t_vtr_plain = best_of(lambda: load_variable(path, "frame_features_nocrc"))
+    t_zarr_plain = best_of(lambda: plain[:])
     t_xr = best_of(lambda: open_store(path).frame_features.values)
 
     def h5_full():
@@ -84,6 +93,9 @@ def main() -> None:
     for name, t in (("numpy fancy index in RAM (baseline)", t_ram), ("zarr orthogonal selection", t_zb),
                     ("HDF5 fancy index, same chunks", t_hb)):
         print(f"  {name:<38}{t:8.3f}{t / t_ram:8.1f}x")
+    print("\ncrc32c checksum cost, full read              with   without   ratio")
+    for name, t, t0 in (("storage.load_variable", t_vtr, t_vtr_plain), ("zarr generic arr[:]", t_zarr, t_zarr_plain)):
+        print(f"  {name:<38}{t:8.3f}{t0:8.3f}{t / t0:8.2f}x")
     print(f"\nfull read within 3x of np.load: {'yes' if t_vtr / t_np <= 3 else 'NO'} "
           f"(storage.load_variable {t_vtr / t_np:.2f}x)")
     print("(random batches from a store touch whole 256-video chunks; the trainer reads the "

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -20,15 +19,17 @@ class AnnotationError(Exception):
 
 
 TRAIN_LISTS = ("9k", "7k")
-_SAFE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+=@ -]*$")
 
 
 def validate_video_id(vid: str, where: str) -> str:
-    """Ids become file names: only plain names pass (nothing that could leave the data root).
-    A leading '-' is accepted, as real YouTube ids (MSVD, ActivityNet, VATEX) have one:
-    subprocesses get full paths, so such a name is never read as an option."""
-    if not isinstance(vid, str) or not vid or vid in (".", "..") or "/" in vid or "\\" in vid \
-            or "\x00" in vid or ".." in vid or not _SAFE_ID.match(vid[1:] if vid[0] == "-" else vid):
+    """Ids become file names: any printable Unicode name that is a valid file name passes;
+    refused are only the unsafe ones: empty, ``.``/``..``, a ``/``, ``\\`` or control
+    character, a name a subprocess could read as an option (``-`` alone or a leading
+    ``--``), or longer than a file name may be. One leading '-' is accepted, as real
+    YouTube ids (MSVD, ActivityNet, VATEX) have one: subprocesses get full paths."""
+    if not isinstance(vid, str) or vid in ("", ".", "..", "-") or vid.startswith("--") \
+            or "/" in vid or "\\" in vid or not vid.isprintable() \
+            or len(f"{vid}.mp4".encode("utf-8", "surrogatepass")) > 255:
         raise AnnotationError(f"{where}: video id {vid!r} is not a plain name (rejected)")
     return vid
 
@@ -188,7 +189,10 @@ def read_msrvtt(root: str | os.PathLike, *, train_list: str = "9k", n_val: int =
 
     meta: dict[str, dict] = {}
     clashes: set[str] = set()
-    for k, v in enumerate(data.get("videos", [])):
+    videos = data.get("videos", [])
+    if not isinstance(videos, list):
+        raise AnnotationError(f"{data_path}: field 'videos' is {json.dumps(videos)[:40]}, not a list of videos")
+    for k, v in enumerate(videos):
         where = f"{data_path}: videos[{k}]"
         if not isinstance(v, dict) or "video_id" not in v:
             raise AnnotationError(f"{where}: no field 'video_id'")
@@ -206,6 +210,8 @@ def read_msrvtt(root: str | os.PathLike, *, train_list: str = "9k", n_val: int =
         entries, id_key, list_name = data["annotations"], "image_id", "annotations"
     else:
         raise AnnotationError(f"{data_path}: neither 'sentences' nor 'annotations' present")
+    if not isinstance(entries, list):
+        raise AnnotationError(f"{data_path}: field {list_name!r} is {json.dumps(entries)[:40]}, not a list")
     for k, s in enumerate(entries):
         where = f"{data_path}: {list_name}[{k}]"
         if not isinstance(s, dict) or id_key not in s or "caption" not in s:

@@ -27,6 +27,8 @@ class CompressResult:
     status: str          # "compressed" | "skipped" (valid output existed) | "failed"
     error: str = ""
     seconds: float = 0.0
+    # a done item's warning: the copy holds far less than the source's container says
+    warning: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -89,7 +91,23 @@ def compress_video(src: str | os.PathLike, dst: str | os.PathLike, *, fps: float
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    return CompressResult(src, dst, "compressed", seconds=time.perf_counter() - t0)
+    return CompressResult(src, dst, "compressed", seconds=time.perf_counter() - t0,
+                          warning=truncation_warning(src, info.duration, probe(dst).duration))
+
+
+# How much shorter than its container's duration a video's decodable part may be before
+# the item is flagged (a half-downloaded file whose index promises the whole video).
+TRUNCATED_TOLERANCE = 0.1  # of the container's duration
+TRUNCATED_SLACK_S = 1.0
+
+
+def truncation_warning(src: str, container_s: float, decoded_s: float) -> str:
+    """The one-line warning when ``decoded_s`` falls short of ``container_s`` by more
+    than the tolerance, else ''."""
+    if container_s > 0 and decoded_s < container_s * (1 - TRUNCATED_TOLERANCE) - TRUNCATED_SLACK_S:
+        return (f"{src}: only {decoded_s:.1f} s of the {container_s:.1f} s its container states decode "
+                f"(a truncated or half-downloaded file?)")
+    return ""
 
 
 def _job(args: tuple[str, str, dict]) -> CompressResult:

@@ -11,6 +11,7 @@ Permanent failures (HTTP 4xx, unsupported URL) are not retried.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -157,6 +158,16 @@ def _valid_wav(path: str) -> bool:
     return info.has_audio and info.duration > 0
 
 
+def window_problem(start: float | None, end: float | None) -> str | None:
+    """Why a time window cannot be cut (None: it can; None bounds mean the whole file). A
+    NaN bound or an end at or before the start would otherwise crawl the whole file."""
+    if any(t is not None and math.isnan(t) for t in (start, end)):
+        return f"time window [{start}, {end}] is not a number"
+    if start is not None and end is not None and end <= start:
+        return f"time window ends at {end} s, not after its start at {start} s"
+    return None
+
+
 def crawl_audio(url: str, start: float | None, end: float | None, out_wav: str | os.PathLike, *,
                 allow_file_urls: bool = False, retries: int = 3, backoff_s: float = 2.0,
                 timeout_s: float = 120.0, socket_timeout_s: float = 20.0) -> CrawlResult:
@@ -164,7 +175,7 @@ def crawl_audio(url: str, start: float | None, end: float | None, out_wav: str |
     attempt is killed after ``timeout_s``. The WAV is moved to ``out_wav`` only when it
     probes as audio; an existing valid ``out_wav`` is kept and reported as crawled."""
     out_wav = os.fspath(out_wav)
-    bad = _check_url(url, allow_file_urls) if url else "no URL"
+    bad = (_check_url(url, allow_file_urls) if url else "no URL") or window_problem(start, end)
     if bad:
         return CrawlResult(url, "failed", error=bad)
     if os.path.exists(out_wav) and _valid_wav(out_wav):

@@ -12,7 +12,7 @@ steps can be redone; ``plan(steps)`` orders a selection.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from flows import steps as S
@@ -28,6 +28,9 @@ class StepSpec:
     after: tuple[str, ...]            # steps whose outputs this one reads
     encoder: Literal["clip", "ast"] | None  # what it loads (a GPU on a Dask worker)
     writer: Callable[..., dict]       # flows.steps.write_<step>
+    # its own inputs per item, fingerprinted with the ``after`` steps' (storage.fingerprint):
+    # manifest variables by kind ("file": the source file's size and mtime)
+    inputs: dict[str, tuple[str, ...]] = field(default_factory=dict)
     retries: int = 0                  # extra attempts of a block that raised (network steps)
     retry_delay_s: float = 0.0
 
@@ -68,13 +71,15 @@ def _n_words(store: str, cfg: ExtractConfig) -> int:
 ENCODERS = {"clip": S.clip_encoder, "ast": S.ast_encoder}
 
 REGISTRY: dict[str, StepSpec] = {s.name: s for s in (
-    StepSpec("probe", "block", (), None, S.write_probe),
+    StepSpec("probe", "block", (), None, S.write_probe,
+             inputs={"path": ("video_path",), "file": ("video_path",)}),
     # the network may fail for a moment: a block is tried again after a pause
-    StepSpec("crawl", "block", ("probe",), None, S.write_crawl, retries=2, retry_delay_s=5.0),
-    StepSpec("compress", "block", (), None, S.write_compress),
-    StepSpec("frames", "block", ("compress",), "clip", S.write_frames),
+    StepSpec("crawl", "block", ("probe",), None, S.write_crawl, retries=2, retry_delay_s=5.0,
+             inputs={"url": ("url",), "window": ("start_time", "end_time")}),
+    StepSpec("compress", "block", ("probe",), None, S.write_compress),
+    StepSpec("frames", "block", ("probe", "compress"), "clip", S.write_frames),
     StepSpec("audio", "block", ("probe", "crawl"), "ast", S.write_audio),
-    StepSpec("text", "block", (), "clip", S.write_text),
+    StepSpec("text", "block", (), "clip", S.write_text, inputs={"caption": ("caption_text",)}),
     # mining needs every training caption and the style rows are few: one task each
     StepSpec("tags", "store", ("frames",), "clip", S.write_tags),
     StepSpec("style", "store", ("text",), "clip", S.write_style),

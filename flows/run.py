@@ -29,10 +29,11 @@ import numpy as np
 from extractors.weights import WeightsError
 from flows.config import ExtractConfig
 from flows.errors import ExtractError
+from flows.inputs import apply_manifest, changed_items, record_inputs
 from flows.registry import REGISTRY, StepSpec, encoders_needed, plan
 from flows.remote import check_url, is_url, read_annotations
 from flows.steps import ast_config
-from storage import DONE, StepWriter, StoreError, StoreLayout, as_str, create_store, failures, read_attrs
+from storage import DONE, StepWriter, StoreError, StoreLayout, create_store, failures, read_attrs
 
 LOG = logging.getLogger("vtr.extract")
 
@@ -161,17 +162,20 @@ def _open_or_create(store: str, manifest, layout: StoreLayout, storage_options: 
         raise ExtractError(str(e)) from None
     if attrs.get("dataset") != manifest.dataset:
         raise ExtractError(f"{store}: a store of dataset {attrs.get('dataset')!r}, not {manifest.dataset!r}")
-    from storage import open_group
-    ids = as_str(open_group(store, mode="r", storage_options=storage_options)["video"][:])
-    if ids.tolist() != list(manifest.video_ids):
-        raise ExtractError(f"{store}: holds other videos than {manifest.root} lists "
-                           f"({ids.size} vs {manifest.n_videos}); use a new store path")
     old = StoreLayout.from_json(attrs["layout"])
     if (old.n_audio_tokens, old.audio_dim, old.dim) != (layout.n_audio_tokens, layout.audio_dim, layout.dim):
         raise ExtractError(f"{store}: made for {old.n_audio_tokens}x{old.audio_dim} audio tokens and "
                            f"{old.dim}-d CLIP features; these encoders give {layout.n_audio_tokens}x"
                            f"{layout.audio_dim} and {layout.dim}")
     _check_writable(store, storage_options)
+    # the annotations' current values go into the store (edited captions, moved splits,
+    # fixed URLs; removed ids marked removed): their items are redone by the fingerprints
+    try:
+        said = apply_manifest(store, manifest, storage_options)
+    except StoreError as e:
+        raise ExtractError(str(e)) from None
+    if said:
+        LOG.info("annotations changed: %s", said)
 
 
 def _check_provenance(store: str, cfg: ExtractConfig, encoders: dict[str, object]) -> None:
@@ -288,11 +292,17 @@ def run_steps(store: str, cfg: ExtractConfig, executor: Executor, *, progress: b
     summary: dict[str, dict] = {}
     for spec in plan(cfg.steps):
         t0 = time.perf_counter()
+        n_changed, why = changed_items(store, spec.name, cfg)
+        if n_changed:
+            log.info("%s: %d item(s) to redo, their inputs changed: %s", spec.name, n_changed, why)
         if spec.scope == "store":
             res = _submit(executor, spec, store, None, cfg).result()
             res.pop("worker", None)
         else:
             res = _run_blocks(spec, store, cfg, executor, progress, log)
+        record_inputs(store, spec.name, cfg.storage_options)
+        if n_changed:
+            res["changed"] = why
         summary[spec.name] = {**res, "seconds": round(time.perf_counter() - t0, 2)}
         log.info("%s: %s", spec.name, summary[spec.name])
     return summary

@@ -122,8 +122,9 @@ def write_crawl(store: str, cfg: ExtractConfig, **run) -> dict:
             else:
                 out = os.path.join(cfg.media_dir, "audio", f"{ids[j]}.wav")
                 os.makedirs(os.path.dirname(out), exist_ok=True)
-                r = crawl_audio(url[j], float(start[j]) if start[j] >= 0 else None,
-                                float(end[j]) if end[j] > 0 else None, out, allow_file_urls=cfg.allow_file_urls,
+                # negative: unknown (the whole file); NaN is kept so the crawl refuses it
+                r = crawl_audio(url[j], None if start[j] < 0 else float(start[j]),
+                                None if end[j] <= 0 else float(end[j]), out, allow_file_urls=cfg.allow_file_urls,
                                 retries=cfg.crawl_retries, timeout_s=cfg.crawl_timeout_s)
                 if r.status != "crawled":
                     yield ItemResult(j, None, f"crawl {url[j]}: {r.error}")
@@ -149,11 +150,25 @@ def write_compress(store: str, cfg: ExtractConfig, **run) -> dict:
         os.makedirs(out_dir, exist_ok=True)
         pairs = [(p, os.path.join(out_dir, f"{v}.mp4")) for p, v in zip(inp.paths("video_path"), inp.column("video"))]
         for j, r in enumerate(compress_many(pairs, workers=cfg.workers, keep_audio=cfg.keep_audio, progress=False)):
+            if r.warning:
+                warned[int(inp.idx[j])] = r.warning
             yield ItemResult(j, None, r.error) if r.status == "failed" else \
                 ItemResult(j, {"compressed_path": os.path.abspath(r.dst)})
 
-    return run_step_items(store, "compress", compute, storage_options=cfg.storage_options,
-                          sources=_video_sources, scratch=_scratch(cfg), **run)
+    warned: dict[int, str] = {}
+    res = run_step_items(store, "compress", compute, storage_options=cfg.storage_options,
+                         sources=_video_sources, scratch=_scratch(cfg), **run)
+    record_warnings(store, "compress", warned, cfg.storage_options)  # issue 23: a done item's warning
+    return res
+
+
+def record_warnings(store: str, step: str, warned: dict[int, str], storage_options: dict | None) -> None:
+    """A done item's warning goes into its ``<step>_error`` (the text of a done item is a
+    warning: ``vtr store info`` lists them); only items of this task's block are given."""
+    done = [i for i in sorted(warned) if StepWriter(store, step, storage_options=storage_options).states()[i] == DONE]
+    if done:
+        g = open_group(store, mode="r+", storage_options=storage_options)
+        g[f"{step}_error"].set_orthogonal_selection((np.asarray(done),), np.asarray([warned[i] for i in done]))
 
 
 # --- encoder steps --------------------------------------------------------------------------
@@ -211,6 +226,11 @@ def write_audio(store: str, encoder, cfg: ExtractConfig, **run) -> dict:
     def compute(inp: StepInputs) -> Iterator[ItemResult]:
         files, unknown = plan(inp)
         not_ready = {j: "audio source unknown: the crawl step is not done for this video" for j in unknown}
+        # issue 23: a video whose probe failed has no audio decision: not done as silent,
+        # so repairing the video later gives it its real audio
+        probed = inp.column("probe_state") == DONE
+        not_ready.update({j: "the probe step failed or has not run for this video" for j in range(len(inp))
+                          if not probed[j]})
         run_pos = np.array([j for j in range(len(inp)) if j not in not_ready], dtype=np.int64)
         paths = [inp.file(files[j]) for j in run_pos]
         res = encode_audio(encoder, paths, batch_size=cfg.audio_batch_size, workers=cfg.workers)

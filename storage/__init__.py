@@ -1,5 +1,7 @@
 """The Zarr feature store: schema, writers, readers, HDF5 export, checks and summaries."""
-from storage.check import assert_consistent, check_store
+# first: it installs the checked codec pipeline before any array is opened
+import storage.integrity  # noqa: F401  isort: skip
+from storage.check import assert_consistent, check_store, repair_store
 from storage.export import export_h5
 from storage.info import format_info, store_info
 from storage.provenance import RANDOM_INIT, provenance_record, sha256_file
@@ -16,6 +18,6 @@ __all__ = [
     "StepWriter", "StoreError", "as_str", "StoreLayout", "assert_consistent", "check_store",
     "create_phrase_table", "create_store", "export_h5", "failures", "format_info",
     "get_writer", "layout_of", "load_variable", "open_any", "open_group", "open_store", "provenance_record",
-    "read_attrs", "schema_table", "set_provenance", "set_step_warning", "sha256_file", "store_info", "upgrade_store",
+    "read_attrs", "repair_store", "schema_table", "set_provenance", "set_step_warning", "sha256_file", "store_info", "upgrade_store",
     "write_style_table", "write_table",
 ]

@@ -1,4 +1,5 @@
-"""Consistency checks beyond the schema: masks against data, indices, NaNs, errors."""
+"""Consistency checks beyond the schema: chunks (checksums, done items' chunks present), masks
+against data, indices, NaNs, errors; and the repair of lost or corrupt chunks."""
 from __future__ import annotations
 
 import os
@@ -6,6 +7,7 @@ import os
 import numpy as np
 
 from storage.schema import DONE, FAILED, STEPS
+from storage.integrity import scan_chunks
 from storage.store import StoreError, open_group, open_store
 
 
@@ -15,6 +17,9 @@ def check_store(path: str | os.PathLike, storage_options: dict | None = None) ->
     path = str(path)
     open_store(path, storage_options=storage_options)  # schema checks raise StoreError
     g = open_group(path, mode="r", storage_options=storage_options)
+    bad = scan_chunks(path, g, sorted(g.array_keys()))
+    if bad:  # the checks below would stop at the first bad chunk they read
+        return [b.line(path) for b in bad] + ["content checks skipped until the chunks above are repaired"]
     problems: list[str] = []
     n_v = g["video"].shape[0]
     cv = np.asarray(g["caption_video"][:])
@@ -117,3 +122,49 @@ def assert_consistent(path: str | os.PathLike, storage_options: dict | None = No
     problems = check_store(path, storage_options)
     if problems:
         raise StoreError(f"{path}: " + "; ".join(problems))
+
+
+def repair_store(path: str | os.PathLike) -> list[str]:
+    """Mark the items of every lost or corrupt chunk missing, so the next extract redoes
+    them; returns one line per repaired chunk. A corrupt chunk is removed first (a write
+    into it would have to read it). Chunks no step can rewrite (the manifest, a planned
+    table's columns) are refused in one line: the store must be recreated."""
+    from storage.writers import StepWriter
+
+    path = str(path)
+    if "://" in path:
+        raise StoreError(f"{path}: --repair works on local stores only")
+    g = open_group(path, mode="r", storage_options=None, consolidated=False)
+    bad = scan_chunks(path, g, sorted(g.array_keys()))
+    lost = [b for b in bad if _owner(b.array) is None]
+    if lost:
+        raise StoreError(f"{path}: array {lost[0].array}, chunk {lost[0].key} is {lost[0].why} and no step "
+                         f"rewrites it (written when the store or its table was created): recreate the store")
+    done = []
+    for b in bad:
+        step = _owner(b.array)
+        if b.why == "checksum":
+            os.remove(os.path.join(path, b.array, *b.key.split("/")))
+        if b.array in (f"{step}_state", f"{step}_error"):
+            # a lost state chunk reads as missing, its error chunk as empty: both go together
+            for name in (f"{step}_state", f"{step}_error"):
+                fn = os.path.join(path, name, *b.key.split("/"))
+                if os.path.exists(fn):
+                    os.remove(fn)
+            done.append(f"{b.array} {b.key} ({b.why}): {step} items {b.rows.start}..{b.rows.stop - 1} marked missing")
+            continue
+        w = StepWriter(path, step)
+        state = w.states()[b.rows.start:b.rows.stop]
+        items = b.rows.start + np.flatnonzero(state == DONE)
+        w.reset(items)
+        done.append(f"{b.array} {b.key} ({b.why}): {items.size} {step} item(s) marked missing")
+    return done
+
+
+def _owner(name: str) -> str | None:
+    """The step that rewrites array ``name`` when its items are redone."""
+    from storage.integrity import step_data_array
+    for step in STEPS:
+        if name in (f"{step}_state", f"{step}_error", f"{step}_inputs"):
+            return step
+    return step_data_array(name)

@@ -7,7 +7,7 @@ import numpy as np
 
 from storage.provenance import is_random_init
 from storage.schema import DONE, FAILED, MISSING, STEPS
-from storage.store import open_group, read_attrs
+from storage.store import as_str, open_group, read_attrs
 from storage.writers import failures
 
 # Below this many val videos, R@1 on val moves in steps of 10 points or more and the best
@@ -41,6 +41,11 @@ def store_info(path: str | os.PathLike, storage_options: dict | None = None) -> 
     warnings = [f"{g}: features made with RANDOM-INIT weights (not meaningful)"
                 for g, rec in prov.items() if is_random_init(rec)]
     warnings += [f"{step}: {msg}" for step, msg in attrs.get("step_warnings", {}).items()]
+    for step in STEPS:  # a done item's error text is a warning about it (a truncated video)
+        if f"{step}_state" in group:
+            s = np.asarray(group[f"{step}_state"][:])
+            warned = np.flatnonzero((s == DONE) & (as_str(group[f"{step}_error"][:]) != ""))
+            warnings += [f"{step} item {int(i)}: {as_str(group[f'{step}_error'][int(i)])}" for i in warned[:20]]
     return {
         "path": path,
         "dataset": attrs.get("dataset"),

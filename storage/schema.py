@@ -20,7 +20,9 @@ from dataclasses import asdict, dataclass, field
 # 2: the style step records completion in ``style_state``/``style_error`` (per style row) and
 # the phrase table in ``phrase_state`` (per phrase), like every other step's items;
 # ``storage.upgrade.upgrade_store`` converts a version-1 store in place.
-SCHEMA_VERSION = 2
+# 3: every array carries the crc32c codec, and a done item's chunks are always on disk
+# (storage.integrity); ``storage.upgrade`` rewrites a version-2 store's arrays.
+SCHEMA_VERSION = 3
 FORMAT_NAME = "vtr-zarr"
 
 # Item states of every step (uint8 arrays named ``<step>_state``).
@@ -121,7 +123,8 @@ PLANNED_DIMS = ("phrase", "style_caption")
 VARIABLES: dict[str, VarSpec] = {
     # written at creation from the annotations
     "video": VarSpec(("video",), "str", "manifest", "", doc="video ids (the coordinate)"),
-    "split": VarSpec(("video",), "str", "manifest", "", doc="train | val | test"),
+    "split": VarSpec(("video",), "str", "manifest", "",
+                     doc="train | val | test | removed (no longer in the annotations)"),
     "video_path": VarSpec(("video",), "str", "manifest", "", doc="source file, relative to the data root"),
     "url": VarSpec(("video",), "str", "manifest", "", doc="where the video came from (audio crawl)"),
     "start_time": VarSpec(("video",), "float32", "manifest", float("nan"), doc="seconds, -1 if unknown"),
@@ -162,7 +165,11 @@ for _step, _item_dim in STEPS.items():
     if _item_dim in PLANNED_DIMS:
         continue
     VARIABLES[f"{_step}_state"] = VarSpec((_item_dim,), "uint8", _step, MISSING, doc=_STATE_DOC)
-    VARIABLES[f"{_step}_error"] = VarSpec((_item_dim,), "str", _step, "", doc="why the item failed")
+    VARIABLES[f"{_step}_error"] = VarSpec((_item_dim,), "str", _step, "",
+                                          doc="why the item failed (on a done item: a warning about it)")
+    # written by the flows after the step (storage.fingerprint), not by the step's items
+    VARIABLES[f"{_step}_inputs"] = VarSpec((_item_dim,), "str", _step, "",
+                                           doc="fingerprint of the inputs the item was made from")
 
 # Variables the readers rely on; open_store refuses a store that lacks any of them.
 REQUIRED = (
@@ -213,7 +220,7 @@ def step_variables(step: str) -> list[str]:
     """Data variables a step's items write (state, error and planned columns excluded)."""
     return [n for n, s in ALL_VARIABLES.items()
             if s.step == step and not s.key and STEPS.get(step) in s.dims
-            and n not in (f"{step}_state", f"{step}_error")]
+            and n not in (f"{step}_state", f"{step}_error", f"{step}_inputs")]
 
 
 def schema_table(markdown: bool = False) -> str:

@@ -1,19 +1,21 @@
 """Creating and opening a vtr feature store (a Zarr v3 group that xarray opens as is)."""
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import errno
 import json
 import os
 import shutil
 import uuid
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import xarray as xr
 import zarr
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
 from storage.schema import (
     DONE,
@@ -37,6 +39,22 @@ class StoreError(Exception):
 # lz4 at level 1 for the small integer arrays: reading speed is what matters
 # (zstd halves read throughput for a few percent of disk).
 COMPRESSOR = BloscCodec(cname="lz4", clevel=1, shuffle="shuffle")
+# A chunk a done item wrote is on disk even when it holds only fill values, so a chunk that
+# is gone is lost, never read as zeros (storage.integrity; audio_tokens of silent videos
+# are the one exception, see storage.writers).
+zarr.config.set({"array.write_empty_chunks": True})
+
+
+@contextlib.contextmanager
+def disk_full_is_one_line(path: str, what: str) -> Iterator[None]:
+    """A full disk (or quota) while writing: one ``StoreError`` line naming the store."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise StoreError(f"{path}: no space left on the device while writing {what} ({e.strerror}); "
+                         f"free some and re-run: what was finished is kept") from None
 
 
 def _is_url(path: str) -> bool:
@@ -107,7 +125,7 @@ def consolidate(path: str | os.PathLike, storage_options: dict | None = None) ->
 
     Any attribute or array creation drops it, so every metadata change ends here.
     """
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), disk_full_is_one_line(str(path), "its metadata"):
         warnings.filterwarnings("ignore", message="Consolidated metadata")
         zarr.consolidate_metadata(_store_like(str(path), storage_options), zarr_format=3)
 
@@ -130,11 +148,13 @@ def create_array(group: zarr.Group, name: str, spec: VarSpec, layout: StoreLayou
                               else sizes[d], sizes[d])) for d in spec.dims)
     # float16 features do not compress (2-3 %), and raw chunks let storage.load_variable
     # read them at disk speed; the small int/flag arrays compress well
-    kwargs: dict[str, Any] = {"compressors": None if spec.dtype == "float16" else COMPRESSOR}
-    if spec.dtype in ("str", "bool"):
-        del kwargs["compressors"]
+    # (str and bool keep zarr's default zstd); crc32c last, so the checksum covers the
+    # bytes as stored (storage.integrity reads it)
+    compressors = {"float16": (), "str": (ZstdCodec(level=0),), "bool": (ZstdCodec(level=0),)}.get(
+        spec.dtype, (COMPRESSOR,))
     arr = group.create_array(name, shape=shape, chunks=chunks, dtype=_np_dtype(spec),
-                             fill_value=spec.fill, dimension_names=spec.dims, **kwargs)
+                             fill_value=spec.fill, dimension_names=spec.dims,
+                             compressors=(*compressors, Crc32cCodec()))
     if spec.doc:
         arr.attrs["description"] = spec.doc
     return arr
@@ -309,7 +329,8 @@ def set_provenance(path: str | os.PathLike, group_name: str, record: dict,
         # rewriting (and racing on) the root metadata
         return
     prov[group_name] = record
-    group.attrs["provenance"] = prov
+    with disk_full_is_one_line(str(path), "its provenance"):
+        group.attrs["provenance"] = prov
     consolidate(path, storage_options)
 
 

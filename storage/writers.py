@@ -16,7 +16,7 @@ import numpy as np
 import zarr
 
 from storage.schema import ALL_VARIABLES, DONE, FAILED, MISSING, STEPS, StoreLayout, step_variables
-from storage.store import StoreError, open_group, read_attrs
+from storage.store import StoreError, disk_full_is_one_line, open_group, read_attrs
 
 WRITERS: dict[str, type["StepWriter"]] = {}
 
@@ -96,6 +96,9 @@ class StepWriter:
         """Indices of items still to do (missing, and failed unless ``retry_failed`` is off)."""
         s = self.states()
         todo = (s == MISSING) | ((s == FAILED) if retry_failed else False)
+        gone = removed_items(self.group, self.step)
+        if gone is not None:  # ids the annotations no longer list (storage.fingerprint)
+            todo &= ~gone
         return np.flatnonzero(todo)
 
     def block_of(self, index: int) -> int:
@@ -120,8 +123,14 @@ class StepWriter:
         """Write rows for ``indices`` (all in one block), then mark them done or failed.
 
         ``data[name]`` has one row per index; rows of items listed in ``errors`` (index ->
-        one-line cause) are not written and those items are marked failed.
+        one-line cause) are not written and those items are marked failed. A full disk is a
+        one-line ``StoreError`` (the items stay as they were: the state goes in last).
         """
+        with disk_full_is_one_line(self.path, f"{self.step} items"):
+            self._write(indices, data, errors)
+
+    def _write(self, indices: np.ndarray, data: Mapping[str, np.ndarray] | None = None,
+               errors: Mapping[int, str] | None = None) -> None:
         idx = np.asarray(indices, dtype=np.int64)
         if idx.size == 0:
             return
@@ -151,6 +160,8 @@ class StepWriter:
                 continue
             spec = ALL_VARIABLES[name]
             arr = self.group[name]
+            if name == "audio_tokens":  # silent videos' zeros stay unwritten (storage.integrity)
+                arr = arr.with_config({"write_empty_chunks": False})
             rows = values[ok]
             if spec.dtype != "str":
                 rows = rows.astype(spec.dtype, copy=False)
@@ -173,8 +184,25 @@ class StepWriter:
         if self.block_of(idx.min()) != self.block_of(idx.max()):
             raise ValueError(f"{self.path}: a reset must stay inside one block")
         idx = np.unique(idx)
-        _set_rows(self._state, idx, np.full(idx.size, MISSING, dtype=np.uint8))
-        _set_rows(self._error, idx, np.full(idx.size, "", dtype=str))
+        with disk_full_is_one_line(self.path, f"{self.step} states"):
+            _set_rows(self._state, idx, np.full(idx.size, MISSING, dtype=np.uint8))
+            _set_rows(self._error, idx, np.full(idx.size, "", dtype=str))
+
+
+REMOVED = "removed"  # the split of an id the annotations no longer list (storage.fingerprint)
+
+
+def removed_items(group: zarr.Group, step: str) -> np.ndarray | None:
+    """Which items of ``step`` belong to removed videos (None: no video is removed)."""
+    from storage.store import as_str
+
+    dim = STEPS[step]
+    if dim not in ("video", "caption"):
+        return None
+    gone = as_str(group["split"][:]) == REMOVED
+    if not gone.any():
+        return None
+    return gone if dim == "video" else gone[np.asarray(group["caption_video"][:])]
 
 
 def _set_rows(arr: zarr.Array, idx: np.ndarray, rows: np.ndarray) -> None:

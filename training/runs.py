@@ -11,7 +11,10 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import os
+import socket
+import time
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -62,6 +65,18 @@ class TrainConfig:
     eval_batch_size: int = 256
 
     def __post_init__(self):
+        for name in ("lr", "eps"):  # NaN fails every comparison: test for the good values
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
+                raise ConfigError(f"{name} must be a finite number > 0, got {v!r}")
+        for name in ("weight_decay", "grad_clip", "clip_lr_scale"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v >= 0):
+                raise ConfigError(f"{name} must be a finite number >= 0, got {v!r}")
+        for name in ("beta1", "beta2"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and 0 <= v < 1):
+                raise ConfigError(f"{name} must be in [0, 1), got {v!r}")
         if self.epochs < 1 or self.batch_size < 2 or self.eval_batch_size < 1:
             raise ConfigError(f"need epochs >= 1 and batch size >= 2 (got {self.epochs}, {self.batch_size})")
         if not 0 <= self.warmup < 1:
@@ -79,6 +94,38 @@ class TrainConfig:
             AudioTokens.parse(self.audio_tokens)
         except ValueError as e:
             raise ConfigError(str(e)) from None
+
+
+class RunLock:
+    """The run folder's lock, held while a run writes it (``flock`` on ``RUN/.lock``: it goes
+    with the process, so a killed run leaves no stale lock). A second run into the folder is
+    refused in one line naming the holder."""
+
+    def __init__(self, run: str):
+        import fcntl
+
+        self.path = os.path.join(run, ".lock")
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(self._fd, 512, 0).decode(errors="replace").strip() or "another process"
+            os.close(self._fd)
+            self._fd = -1
+            raise RunError(f"{run}: another run is writing this folder ({holder}); wait for it "
+                           f"or choose another --out") from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"pid {os.getpid()} on {socket.gethostname()}, since "
+                            f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.ftruncate(self._fd, 0)
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = -1
+
+    def __del__(self) -> None:
+        self.release()
 
 
 def split_settings(settings: dict, heads: Sequence[str]) -> tuple[dict, dict]:
@@ -236,6 +283,6 @@ def read_metrics_csv(run: str) -> dict[str, np.ndarray]:
     return out
 
 
-__all__ = ["ConfigError", "DivergedError", "RunError", "TrainConfig", "append_csv", "audio_for",
+__all__ = ["ConfigError", "DivergedError", "RunError", "RunLock", "TrainConfig", "append_csv", "audio_for",
            "check_same_store", "load_checkpoint", "load_run", "read_config", "read_metrics_csv",
            "resolve_device", "save_checkpoint", "save_head", "split_settings", "truncate_csv", "write_json"]

@@ -24,12 +24,26 @@ from training.evaluate import amp_dtype, autocast, evaluate_split, flat_metrics,
 from training.clip_init import ClipWeights, init_from_clip
 from training.heads import Head, create_head
 from training.plots import record_eval_details, write_plots
-from training.runs import (ConfigError, DivergedError, RunError, TrainConfig, append_csv, audio_for,
+from training.runs import (ConfigError, DivergedError, RunError, RunLock, TrainConfig, append_csv, audio_for,
                            check_same_store, load_checkpoint, load_run, read_config, resolve_device,
                            save_checkpoint, save_head, truncate_csv, write_json)
 
+# TrainConfig fields that say how a run executes, not what it learns: a resumed run takes
+# new values of these (and says so); any other differing value is refused by `vtr train`
+RESUME_MAY_CHANGE = ("device", "resident", "stream", "compile", "eval_batch_size")
+
 # training steps between reads of the loss (each read waits for the device to finish)
 SYNC_STEPS = 32
+
+
+def silent_audio(store: str, head_name: str) -> str | None:
+    """Why the store's audio cannot train head ``head_name`` (None: some audio is done)."""
+    from storage import DONE, open_group
+
+    state = open_group(store, mode="r")["audio_state"][:]
+    if (state == DONE).any():
+        return None
+    return f"{store}: head {head_name!r} reads audio, but the store's audio step is done for none of its videos"
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
@@ -58,9 +72,22 @@ def optimizer_groups(head: Head, c: TrainConfig, from_clip: list[str]) -> list[d
     return out
 
 
-def train(store: str, head_name: str, out: str, head_overrides: dict | None = None,
-          config: TrainConfig | None = None, resume: bool = False, progress: bool = True,
-          log=print, clip: ClipWeights | None = None, score_test: bool = True) -> dict:
+def train(*args, **kwargs) -> dict:
+    """Train ``head_name`` on the store's train split into run folder ``out`` (see
+    ``_train``); the run folder's lock (``RunLock``) is held from the folder's creation to
+    the end, and released however the run ends."""
+    held: list[RunLock] = []
+    try:
+        return _train(*args, held=held, **kwargs)
+    finally:
+        for lock in held:
+            lock.release()
+
+
+def _train(store: str, head_name: str, out: str, head_overrides: dict | None = None,
+           config: TrainConfig | None = None, resume: bool = False, progress: bool = True,
+           log=print, clip: ClipWeights | None = None, score_test: bool = True,
+           allow_silent: bool = False, held: list | None = None) -> dict:
     """Train ``head_name`` on the store's train split into run folder ``out``.
 
     Returns ``{"best_epoch", "val": report or None, "test": report or None}``.
@@ -68,7 +95,9 @@ def train(store: str, head_name: str, out: str, head_overrides: dict | None = No
     configuration saved in the run (the arguments given now are ignored). ``clip``:
     initialise the head's transformers from these CLIP weights (``training.clip_init``);
     None starts them at random. ``score_test=False`` leaves the test split unscored
-    (``training.sweep`` scores only the setting it picks).
+    (``training.sweep`` scores only the setting it picks). A head that reads audio is
+    refused on a store whose audio step has no done video, unless ``allow_silent`` (then
+    the run's config records a warning).
     """
     cfg_path = os.path.join(out, "config.json")
     if resume:
@@ -77,7 +106,12 @@ def train(store: str, head_name: str, out: str, head_overrides: dict | None = No
         saved = read_config(out)
         check_same_store(out, saved, store)
         head_name, head_overrides = saved["head"], saved["head_config"]
-        config = TrainConfig(**saved["train"])
+        # only how the run executes may change on resume (vtr train refuses the rest)
+        changed = {k: v for k, v in (config.__dict__ if config else {}).items()
+                   if k in RESUME_MAY_CHANGE and v != saved["train"].get(k)}
+        for k, v in changed.items():
+            log(f"resume: {k} {v!r} applied (the run had {saved['train'].get(k)!r})")
+        config = TrainConfig(**{**saved["train"], **changed})
     else:
         if os.path.exists(cfg_path):
             raise RunError(f"{out}: a run already exists there (pass --resume to continue it)")
@@ -101,6 +135,15 @@ def train(store: str, head_name: str, out: str, head_overrides: dict | None = No
         log(f"initialised {len(names)} tensors from CLIP ({clip.path})")
     else:
         init = {"from": "random", "tensors": []}
+    warnings = list(saved.get("warnings", [])) if resume else []
+    fields = head.text_fields + head.video_fields
+    if "audio" in fields + head.loss_fields and not resume:
+        silent = silent_audio(store, head_name)
+        if silent and not allow_silent:
+            raise RunError(f"{silent}; pass --allow-silent to train on zero audio anyway")
+        if silent:
+            warnings.append(f"trained with --allow-silent: {silent}")
+            log(f"warning: {warnings[-1]}")
     train_data = select_split(store, "train")
     try:
         val_data = select_split(store, "val")
@@ -112,11 +155,14 @@ def train(store: str, head_name: str, out: str, head_overrides: dict | None = No
             log(f"warning: val has {val_data.n_videos} video(s), under {MIN_VAL_VIDEOS}: "
                 "the best epoch on val is mostly chance")
     os.makedirs(out, exist_ok=True)
+    if held is not None:
+        held.append(RunLock(out))
     if not resume:
+        if os.path.exists(cfg_path):  # a run that finished while this one was starting
+            raise RunError(f"{out}: a run already exists there (pass --resume to continue it)")
         write_json(cfg_path, {"head": head_name, "head_config": dataclasses.asdict(head.config),
                               "train": dataclasses.asdict(c), "store": store_identity(store),
-                              "init": init})
-    fields = head.text_fields + head.video_fields
+                              "init": init, **({"warnings": warnings} if warnings else {})})
     audio = audio_for(fields, store, out, c.audio_tokens, progress)
     loss_only = tuple(f for f in head.loss_fields if f not in fields)
     loader = train_batches(store, train_data, fields + loss_only, c.batch_size, device, audio,
@@ -228,4 +274,4 @@ def train(store: str, head_name: str, out: str, head_overrides: dict | None = No
     return result
 
 
-__all__ = ["lr_factor", "optimizer_groups", "train"]
+__all__ = ["RESUME_MAY_CHANGE", "lr_factor", "optimizer_groups", "silent_audio", "train"]

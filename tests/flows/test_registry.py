@@ -26,7 +26,7 @@ def test_what_each_step_writes_is_the_schema_s():
 
 def test_downstream_and_plan():
     assert downstream(["frames"]) == ["tags", "validate"]
-    assert downstream(["probe"]) == ["crawl", "audio", "validate"]
+    assert downstream(["probe"]) == ["crawl", "compress", "frames", "audio", "tags", "validate"]
     assert downstream(["text"]) == ["style", "validate"]
     assert [s.name for s in plan(["validate", "text", "probe"])] == ["probe", "text", "validate"]
     assert encoders_needed(["probe", "crawl"]) == set() and encoders_needed(["audio", "tags"]) == {"ast", "clip"}

@@ -95,3 +95,38 @@ def test_schema_command_prints_every_variable():
     assert "| `frame_features` | video, frame, dim | float16 | frames |" in r.output
     plain = runner.invoke(app, ["store", "schema"]).output
     assert plain.splitlines()[0].split()[:4] == ["variable", "dims", "dtype", "step"]
+
+
+def test_upgrade_writes_a_checksum_on_every_array(old):
+    changes = upgrade_store(old)
+    assert any("crc32c checksums on" in c for c in changes), changes
+    g = zarr.open_group(old, mode="r")
+    for name in g.array_keys():
+        assert g[name].metadata.codecs[-1].to_dict()["name"] == "crc32c", name
+    # chunks version 2 left out because they held only fill values are there for done items
+    assert check_store(old) == []
+
+
+def test_an_upgrade_interrupted_while_rewriting_arrays_finishes_on_a_rerun(old, monkeypatch):
+    import storage.upgrade as up
+
+    kept = {n: np.asarray(zarr.open_group(old, mode="r")[n][:]) for n in ("frame_features", "probe_error")}
+    real, calls = up.create_array, []
+
+    def crash_on_the_tenth(*a, **kw):
+        calls.append(a[1])
+        if len(calls) == 10:  # nine arrays rewritten, the tenth half made
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(up, "create_array", crash_on_the_tenth)
+    with pytest.raises(KeyboardInterrupt):
+        upgrade_store(old)
+    assert zarr.open_group(old, mode="r").attrs["vtr_schema_version"] == 2  # v1 -> v2 done, v3 not
+    monkeypatch.setattr(up, "create_array", real)
+    assert upgrade_store(old)
+    assert not [e for e in Path(old).iterdir() if "__v" in e.name]  # no half-made array left
+    assert check_store(old) == []
+    g = zarr.open_group(old, mode="r")
+    for name, values in kept.items():
+        np.testing.assert_array_equal(np.asarray(g[name][:]), values)

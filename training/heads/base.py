@@ -96,7 +96,20 @@ def _build(cls: type, values: dict[tuple[str, ...], Any]):
                 kw[f.name] = _build(sub, inner)
         elif (f.name,) in values:
             kw[f.name] = values[(f.name,)]
-    return cls(**kw)
+    config = cls(**kw)
+    _check_layer_counts(config)
+    return config
+
+
+def _check_layer_counts(config) -> None:
+    """Layer counts are whole numbers >= 1 (0 only where 0 is the default: "none")."""
+    for f in dataclasses.fields(config):
+        v = getattr(config, f.name)
+        if not f.name.endswith("_layers"):
+            continue
+        floor = 0 if f.default == 0 else 1
+        if isinstance(v, bool) or not isinstance(v, int) or v < floor:
+            raise ValueError(f"{f.name} must be a whole number >= {floor}, got {v!r}")
 
 
 def head_config(name: str, overrides: dict[str, Any] | None = None, **dims: int):

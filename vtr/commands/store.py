@@ -26,11 +26,18 @@ def info_cmd(path: str = typer.Argument(..., help="store path or fsspec URL"),
 
 
 @_command("check")
-def check_cmd(path: str) -> None:
-    """Schema and consistency: masks against data, caption indices, no NaN in done items."""
-    from storage.check import check_store
+def check_cmd(path: str,
+              repair: bool = typer.Option(False, "--repair", help="mark the items of lost or corrupt chunks "
+                                          "missing, so the next `vtr extract` redoes them")) -> None:
+    """Schema and consistency: chunk checksums, done items' chunks present, masks against
+    data, caption indices, no NaN in done items."""
+    from storage.check import check_store, repair_store
 
     problems = check_store(path)
+    if problems and repair:
+        for line in repair_store(path):
+            typer.echo(f"repaired: {line}")
+        problems = check_store(path)
     if problems:
         for p in problems:
             typer.echo(f"problem: {p}", err=True)

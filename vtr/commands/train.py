@@ -133,6 +133,9 @@ def train_cmd(
     sets: list[str] = typer.Option([], "--set", help="training or head option key=value (repeatable), "
                                                      "e.g. fusion_layers=2"),
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted run from its last epoch"),
+    allow_silent: bool = typer.Option(False, "--allow-silent",
+                                      help="train a head that reads audio on a store whose audio step never "
+                                           "ran (zero audio; the run's config records a warning)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     train_flags: dict | None = None,
 ) -> None:
@@ -153,11 +156,30 @@ def train_cmd(
         raise ConfigError("--store is required (the feature store to train on)")
     if not out:
         raise ConfigError("--out is required (the run folder)")
+    if resume:
+        check_resume(out, {**(train_flags or {}), **parse_sets(sets)})
     clip = None if resume else clip_weights(store, init)
-    result = train(store, head, out, overrides, config, resume=resume, progress=progress, log=_log, clip=clip)
+    result = train(store, head, out, overrides, config, resume=resume, progress=progress, log=_log, clip=clip,
+                   allow_silent=allow_silent)
     if result["test"] is not None:
         typer.echo(format_report(result["test"], f"test (best epoch {result['best_epoch'] + 1})"))
         typer.echo(f"wrote {os.path.join(out, 'test_metrics.json')}")
+
+
+def check_resume(out: str, given: dict) -> None:
+    """``--resume`` continues the run as it was configured: a given flag or ``--set`` that
+    differs from the saved config is refused in one line, unless it only says how the run
+    executes (``RESUME_MAY_CHANGE``: applied, and said so, by the trainer)."""
+    from training.runs import read_config
+    from training.trainer import RESUME_MAY_CHANGE
+
+    saved = read_config(out)
+    known = {**saved.get("head_config", {}), **saved["train"]}
+    diffs = [f"{k}={v!r} (the run has {known[k]!r})" for k, v in given.items()
+             if k in known and known[k] != v and k not in RESUME_MAY_CHANGE]
+    if diffs:
+        raise ConfigError(f"{out}: --resume keeps the run's saved settings, and {', '.join(diffs)} "
+                          f"differ; start a new --out to train with them")
 
 
 def merged_config(store: str | None, head: str, recipe: str | None, config: TrainConfig, overrides: dict) -> dict:
