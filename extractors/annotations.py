@@ -25,10 +25,11 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+=@ -]*$")
 
 def validate_video_id(vid: str, where: str) -> str:
     """Ids become file names: only plain names pass (nothing that could leave the data root).
-    A leading '-' is accepted, as real YouTube ids (MSVD, ActivityNet, VATEX) have one:
-    subprocesses get full paths, so such a name is never read as an option."""
+    Any number of leading '-' is accepted, as real YouTube ids have them (ActivityNet's
+    ``v_---9CpRcKoU``; MSVD, VATEX): subprocesses get full paths, so such a name is never
+    read as an option."""
     if not isinstance(vid, str) or not vid or vid in (".", "..") or "/" in vid or "\\" in vid \
-            or "\x00" in vid or ".." in vid or not _SAFE_ID.match(vid[1:] if vid[0] == "-" else vid):
+            or "\x00" in vid or ".." in vid or not _SAFE_ID.match(vid.lstrip("-")):
         raise AnnotationError(f"{where}: video id {vid!r} is not a plain name (rejected)")
     return vid
 
@@ -55,6 +56,9 @@ class Manifest:
     n_words: int | None = None
     max_seconds: float | None = None
     warnings: list[str] = field(default_factory=list)  # inconsistencies let through (one line each)
+    # the validation size the reader was asked for (None: the release's own val list);
+    # recorded in the store, shown by `vtr store info` and in each training run's config
+    n_val: int | None = None
 
     def __post_init__(self):
         n = len(self.video_ids)
@@ -162,7 +166,8 @@ def _inconsistent(problems: list[str], strict: bool) -> list[str]:
 
 
 def read_msrvtt(root: str | os.PathLike, *, train_list: str = "9k", n_val: int = 500,
-                seed: int = 0, test_csv: str = "MSRVTT_JSFUSION_test.csv", strict: bool = False) -> Manifest:
+                seed: int = 0, test_csv: str = "MSRVTT_JSFUSION_test.csv", strict: bool = False,
+                video_dir: str = "videos/all") -> Manifest:
     """MSR-VTT as CLIP4Clip distributes it: ``MSRVTT_data.json`` (``videos`` + ``sentences``,
     or the COCO-like ``annotations``), ``MSRVTT_train.{9k,7k}.csv``, and the 1k-A test csv.
 
@@ -173,7 +178,11 @@ def read_msrvtt(root: str | os.PathLike, *, train_list: str = "9k", n_val: int =
     Inconsistencies (a video listed twice with another url or split, a listed video with no
     caption, captions of ids the json does not list) become the manifest's ``warnings``,
     each naming the ids; ``strict`` makes them an ``AnnotationError``.
+
+    Videos are found by stem anywhere under ``video_dir`` (``videos/all``, as CLIP4Clip;
+    DRL's README moves them to ``videos``), ``.mp4`` before ``.webm`` (CLIP4Clip's fallback).
     """
+    from extractors.video_lookup import locate_videos  # it imports this module
     if train_list not in TRAIN_LISTS:
         raise AnnotationError(f"train_list {train_list!r}: choose from {', '.join(TRAIN_LISTS)}")
     root = Path(root)
@@ -245,6 +254,7 @@ def read_msrvtt(root: str | os.PathLike, *, train_list: str = "9k", n_val: int =
     val = hold_out(train_ids, n_val, seed)
     ids = list(dict.fromkeys(train_ids + test_ids))
     splits = ["test" if v in set(test_ids) else "val" if v in val else "train" for v in ids]
+    paths, duplicates = locate_videos(root, ids, video_dir=video_dir, expected=lambda v: f"{video_dir}/{v}.mp4")
     cap_text, cap_video = [], []
     for i, vid in enumerate(ids):
         caps = captions.get(vid, [])
@@ -255,10 +265,10 @@ def read_msrvtt(root: str | os.PathLike, *, train_list: str = "9k", n_val: int =
             cap_video.append(i)
     return Manifest(
         dataset="msrvtt", root=str(root), video_ids=ids, splits=splits,
-        video_paths=[f"videos/all/{v}.mp4" for v in ids], caption_text=cap_text,
+        video_paths=paths, caption_text=cap_text,
         caption_video=cap_video, urls=[meta.get(v, {}).get("url", "") for v in ids],
         start_times=[meta.get(v, {}).get("start", -1.0) for v in ids],
-        end_times=[meta.get(v, {}).get("end", -1.0) for v in ids], warnings=warnings,
+        end_times=[meta.get(v, {}).get("end", -1.0) for v in ids], warnings=warnings + duplicates, n_val=n_val,
     )
 
 
