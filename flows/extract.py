@@ -25,7 +25,8 @@ from flows.config import ALL_STEPS, MODEL_STEPS, ExtractConfig
 from flows.errors import ExtractError
 from flows.remote import check_url, read_annotations
 from flows.steps import BLOCK_TASKS, STORE_TASKS, ast_config, ast_encoder, clip_encoder, validate_store
-from storage import DONE, StepWriter, StoreError, StoreLayout, as_str, create_store, failures, read_attrs
+from storage import (DONE, StepWriter, StoreError, StoreLayout, as_str, create_store, failures, read_attrs,
+                     set_annotation_record)
 from storage.lock import StoreLock
 
 
@@ -108,6 +109,7 @@ def _open_or_create(store: str, manifest, layout: StoreLayout, storage_options: 
             root = manifest.root if _is_url(manifest.root) else os.path.abspath(manifest.root)
             create_store(store, layout=layout, storage_options=storage_options,
                          **{**manifest.store_kwargs(), "data_root": root})
+            set_annotation_record(store, manifest.n_val, manifest.warnings, storage_options)
         except StoreError as e:
             raise ExtractError(str(e)) from None
         return
@@ -338,7 +340,8 @@ def extract_msrvtt(data_root: str, store: str, config: ExtractConfig = ExtractCo
     from extractors.annotations import AnnotationError, read_msrvtt
     try:
         manifest = read_annotations(data_root, config.storage_options, lambda root: read_msrvtt(
-            root, train_list=train_list, n_val=n_val, strict=config.strict))
+            root, train_list=train_list, strict=config.strict, n_val=n_val if config.n_val is None else config.n_val,
+            **({"video_dir": config.video_dir} if config.video_dir else {})))
     except AnnotationError as e:
         raise ExtractError(str(e)) from None
     return run_extraction(manifest, store, config, dask_address)
@@ -357,15 +360,16 @@ def extract_dataset(manifest: str | None = None, store: str = "", config: Extrac
 
     if not store:
         raise ExtractError("no store path given (store=...)")
+    n_val = {} if config.n_val is None else {"n_val": config.n_val}
     try:
         if manifest and not data_root:
-            m = read_manifest_file(manifest, **({"dataset": dataset} if dataset else {}))
+            m = read_manifest_file(manifest, **({"dataset": dataset} if dataset else {}), **n_val)
         elif manifest:
             m = read_annotations(data_root, config.storage_options, lambda root: read_manifest_file(
-                manifest, root, **({"dataset": dataset} if dataset else {})))
+                manifest, root, **({"dataset": dataset} if dataset else {}), **n_val))
         elif dataset and data_root:
             m = read_annotations(data_root, config.storage_options,
-                                 lambda root: read_dataset(dataset, root, **config.dataset_options))
+                                 lambda root: read_dataset(dataset, root, **config.reader_options()))
         else:
             raise ExtractError("give dataset= and data_root= (a registered dataset's folder), "
                                "or manifest= (a CSV/JSONL manifest)")

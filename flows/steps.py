@@ -125,9 +125,10 @@ def write_crawl(store: str, cfg: ExtractConfig, **run) -> dict:
                 os.makedirs(os.path.dirname(out), exist_ok=True)
                 r = crawl_audio(url[j], float(start[j]) if start[j] >= 0 else None,
                                 float(end[j]) if end[j] > 0 else None, out, allow_file_urls=cfg.allow_file_urls,
-                                retries=cfg.crawl_retries, timeout_s=cfg.crawl_timeout_s)
-                if r.status != "crawled":
-                    yield ItemResult(j, None, f"crawl {url[j]}: {r.error}")
+                                retries=cfg.crawl_retries, timeout_s=cfg.crawl_timeout_s,
+                                backoff_s=cfg.crawl_backoff_s)
+                if r.status != "crawled":  # the class leads: `vtr store info` counts failures by it
+                    yield ItemResult(j, None, f"crawl [{r.error_class}] {url[j]}: {r.error}")
                     continue
                 crawled.append(int(inp.idx[j]))
                 yield ItemResult(j, {"audio_source": "crawled", "audio_path": os.path.abspath(r.path)})
