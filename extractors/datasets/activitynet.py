@@ -88,18 +88,17 @@ def read_activitynet(root: str | os.PathLike, *, n_val: int = N_VAL, seed: int =
                      video_dir: str = VIDEO_DIR, youtube_url: str = YOUTUBE_URL) -> Manifest:
     """One paragraph per video; val_1 becomes the test split and ``n_val`` training videos
     (seeded) are held out for validation. Listed ids without an annotation are left out
-    (one warning per file). Video ids drop the ``v_``; files are found as ``<id>.<ext>``
+    (one warning). Video ids drop the ``v_``; files are found as ``<id>.<ext>``
     or ``v_<id>.<ext>``. The crawl fetches the whole video's audio."""
     root = data_root(root)
-    paths = {split: (annotation_file(root, ids_name, "ActivityNet Captions"),
+    files = {split: (annotation_file(root, ids_name, "ActivityNet Captions"),
                      annotation_file(root, ann_name, "ActivityNet Captions"))
              for split, (ids_name, ann_name) in FILES.items()}
-    captions, lists, warnings = {}, {}, []
-    for split, (ids_path, ann_path) in paths.items():
+    captions, lists, skipped = {}, {}, []
+    for split, (ids_path, ann_path) in files.items():
         keys = _read_keys(ids_path)
-        part, skipped = _read_paragraphs(ann_path, keys)
-        warnings += count_warning(skipped, f"listed id(s) have no annotation in {ann_path.name} (left out)",
-                                  ids_path)
+        part, missing = _read_paragraphs(ann_path, keys)
+        skipped += [f"{ids_path.name}:{key}" for key in missing]
         captions.update(part)
         lists[split] = (ids_path, [key[len(PREFIX):] for key in keys if key[len(PREFIX):] in part])
     split = disjoint_splits(lists)
@@ -108,6 +107,8 @@ def read_activitynet(root: str | os.PathLike, *, n_val: int = N_VAL, seed: int =
     ids = list(split)
     paths, duplicates = locate_videos(root, ids, video_dir=video_dir, expected=lambda v: f"{video_dir}/{v}.mp4",
                                       aliases=lambda v: [v, PREFIX + v])
+    annotated = " / ".join(ann.name for _, ann in files.values())
+    warnings = count_warning(skipped, f"listed id(s) have no usable annotation in {annotated} (left out)", root)
     return build_manifest("activitynet", root, ids, split, paths, captions,
                           [youtube_source(v, youtube_url, windowed=False) for v in ids],
                           warnings=warnings + duplicates, n_val=n_val)

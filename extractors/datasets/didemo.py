@@ -68,8 +68,8 @@ def read_didemo(root: str | os.PathLike, *, n_val: int | None = None, seed: int 
                 video_dir: str = VIDEO_DIR) -> Manifest:
     """Listed and annotated videos (CLIP4Clip also drops those without a file; here they
     stay, to fail in the flow). The paragraph joins a video's descriptions with single
-    spaces, in file order. A file is found by its whole name (the id) or as ``<id>.<ext>``
-    (the download script saves ``<name>.mp4``). ``n_val``: how many of val_list's videos
+    spaces, in file order. A file is found by its whole name (the id), as ``<id>.<ext>``
+    (the download script saves ``<name>.mp4``) or as the id with another extension. ``n_val``: how many of val_list's videos
     validate (seeded; default all, 0 none)."""
     root = data_root(root)
     lists = read_split_lists(root, {s: f"{s}_list.txt" for s in SPLITS}, "DiDeMo")
@@ -87,5 +87,5 @@ def read_didemo(root: str | os.PathLike, *, n_val: int | None = None, seed: int 
     split = disjoint_splits(lists)
     ids = list(split)
     paths, duplicates = locate_videos(root, ids, video_dir=video_dir, expected=lambda v: f"{video_dir}/{v}",
-                                      by_name=True)
+                                      by_name=True, aliases=lambda v: [v, os.path.splitext(v)[0]])
     return build_manifest("didemo", root, ids, split, paths, captions, warnings=warnings + duplicates, n_val=n_val)

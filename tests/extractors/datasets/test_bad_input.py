@@ -101,15 +101,15 @@ ITEM_PROBLEMS = {
         r"ref_captions.json: 1 caption\(s\) dropped: '.+'\[2\] \(7\)"),
     "activitynet sentences": ("activitynet", lambda r: _edit_json(
         r / "train.json", lambda d: d[_first_key(r / "train.json")].pop("sentences")),
-        r"train_ids.json: 1 listed id\(s\) have no annotation in train.json \(left out\): v_"),
+        r": 1 listed id\(s\) have no usable annotation in train.json / val_1.json \(left out\): train_ids.json:v_"),
     "activitynet sentence": ("activitynet", lambda r: _edit_json(
         r / "val_1.json", lambda d: d[_first_key(r / "val_1.json")]["sentences"].append(None)),
-        r"val_ids.json: 1 listed id\(s\) have no annotation in val_1.json"),
+        r": 1 listed id\(s\) have no usable annotation in train.json / val_1.json \(left out\): val_ids.json:v_"),
     "activitynet blank": ("activitynet", lambda r: _edit_json(
         r / "val_1.json", lambda d: d[_first_key(r / "val_1.json")].update(sentences=[" ", ""])),
-        r"val_ids.json: 1 listed id\(s\) have no annotation in val_1.json"),
+        r": 1 listed id\(s\) have no usable annotation in train.json / val_1.json \(left out\): val_ids.json:v_"),
     "activitynet unannotated": ("activitynet", lambda r: _edit_json(r / "val_ids.json", lambda d: d.append("v_x")),
-                                r"val_ids.json: 1 listed id\(s\) have no annotation in val_1.json \(left out\): v_x"),
+                                r": 1 listed id\(s\) have no usable annotation .* \(left out\): val_ids.json:v_x"),
     "didemo description": ("didemo", lambda r: _edit_json(r / "val_data.json", lambda d: d[1].pop("description")),
                            r"val_data.json: 1 moment\(s\) skipped: \[1\] field 'description': not a non-empty"),
     "didemo video id": ("didemo", lambda r: _edit_json(r / "test_data.json", lambda d: d[0].update(video="a/b.mov")),
