@@ -101,15 +101,17 @@ def write_didemo(root: Path, media: TinyMedia) -> dict:
 
 # --- MSR-VTT -------------------------------------------------------------------------------
 def write_msrvtt(root: Path, media: TinyMedia, *, n_train: int = 6, n_test: int = 2, webm: tuple[int, ...] = (1, 6),
-                 video_dir: str = "videos/all", make_videos: bool = True) -> dict:
+                 video_dir: str = "videos/all", make_videos: bool = True,
+                 url: str = "https://www.youtube.com/watch?v=AbCdEfGh{i:03d}") -> dict:
     """``MSRVTT_data.json`` (``info``, ``videos`` with ``category, url, video_id, start
     time, end time, split, id``, ``sentences`` with ``caption, video_id, sen_id``),
     ``MSRVTT_train.9k.csv`` (one column ``video_id``), ``MSRVTT_JSFUSION_test.csv``
-    (``key, vid_key, video_id, sentence``). Videos ``webm`` exist only as ``.webm``."""
+    (``key, vid_key, video_id, sentence``). Videos ``webm`` exist only as ``.webm``; the clips
+    are silent, so a crawl goes to ``url`` (``{i}``: the video's number)."""
     root.mkdir(parents=True, exist_ok=True)
     ids = [f"video{i}" for i in range(n_train + n_test)]
     test = ids[n_train:]
-    videos = [{"category": i % 20, "url": f"https://www.youtube.com/watch?v=AbCdEfGh{i:03d}", "video_id": v,
+    videos = [{"category": i % 20, "url": url.format(i=i), "video_id": v,
                "start time": 1.0, "end time": 11.0, "split": "validate" if v in test else "train", "id": i}
               for i, v in enumerate(ids)]
     sentences = [{"caption": f"a clip number {i} shows thing {j}", "video_id": v, "sen_id": 20 * i + j}
