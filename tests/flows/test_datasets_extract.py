@@ -189,7 +189,7 @@ def test_bad_annotations_are_one_line(tmp_path):
         rows = list(csv.reader(f))
     with open(train, "w", newline="") as f:
         csv.writer(f).writerows(rows[:3])
-        f.write('ZZ99Z,S1,Hall,6,7,Yes,"a script never closed\n')  # line 4: the file cannot be parsed
+        f.write('ZZ99Z,S1,Hall,6,7,Yes,"a script never closed\n')  # the file cannot be parsed
     code, out = last_line("extract", "--dataset", "charades", "--data-root", root, "--store", tmp_path / "b.zarr",
                           *TINY)
     assert code == 1 and out.startswith(f"error: {train}: line ") and "malformed CSV" in out, out
