@@ -43,7 +43,7 @@ class CrawlResult:
 # Checked in this order. YouTube's reasons as yt-dlp prints them ("[youtube] <id>: Video
 # unavailable. This video has been removed by the uploader"): they never heal by retrying.
 # Its bot check ("Sign in to confirm you're not a bot") and "try again later" are throttling.
-_TRANSIENT = re.compile(r"HTTP Error (5\d\d|408|429)\b|Too Many Requests|confirm you.re not a bot|"
+_TRANSIENT = re.compile(r"HTTP Error (5\d\d|408|429)\b|confirm you.re not a bot|"
                         r"try again later|rate-limited|timed out|Read timed out|Connection (reset|refused|aborted)|"
                         r"Temporary failure|Remote end closed", re.I)
 _PERMANENT = re.compile(r"HTTP Error 4\d\d\b|Unsupported URL|is not a valid URL|No video formats found|"

@@ -107,11 +107,10 @@ def build_manifest(dataset: str, root: Path, ids: list[str], split: dict[str, st
 def val_from_list(val_ids: list[str], n_val: int | None, seed: int) -> set[str]:
     """The validation videos of a dataset that ships a val list: all of it by default,
     else ``n_val`` of them (seeded; 0: none, selection then takes the last epoch)."""
-    if n_val is None or n_val >= len(val_ids):
+    if n_val is None:
         return set(val_ids)
-    if n_val <= 0:
-        return set()
-    return set(np.random.default_rng(seed).choice(sorted(val_ids), size=n_val, replace=False).tolist())
+    k = min(n_val, len(val_ids))
+    return set(np.random.default_rng(seed).choice(sorted(val_ids), size=k, replace=False).tolist())
 
 
 def count_warning(items: list[str], what: str, where: Path | str) -> list[str]:
