@@ -114,7 +114,7 @@ def test_charades_empty_script_leaves_one_video_out(tmp_path, media):
     assert len(m.warnings) == 1 and f"video {want['empty']!r}: field 'script' is empty" in m.warnings[0]
 
 
-@pytest.mark.parametrize("name,n_val,expected", [("msvd", 0, 0), ("msvd", 1, 1), ("msvd", None, 2),
+@pytest.mark.parametrize("name,n_val,expected", [("msvd", 0, 0), ("msvd", 1, 1), ("msvd", None, 2), ("msvd", 5, 2),
                                                  ("lsmdc", 0, 0), ("didemo", 0, 0), ("charades", 0, 0),
                                                  ("activitynet", 1, 1), ("vatex", 1, 1)])
 def test_n_val_for_every_dataset(tmp_path, media, name, n_val, expected):
