@@ -10,7 +10,7 @@ from typing import Iterable
 import numpy as np
 
 # hold_out: the readers' seeded validation hold-out, the same as MSR-VTT's and the manifests'
-from extractors.annotations import AnnotationError, Manifest, hold_out, validate_video_id  # noqa: F401
+from extractors.annotations import AnnotationError, Manifest, _read_json, hold_out, validate_video_id  # noqa: F401
 from extractors.video_lookup import locate_videos  # noqa: F401  (every reader's lookup)
 
 N_VAL = 500
@@ -102,6 +102,14 @@ def build_manifest(dataset: str, root: Path, ids: list[str], split: dict[str, st
     return Manifest(dataset=dataset, root=str(root), video_ids=ids, splits=[split[v] for v in ids],
                     video_paths=paths, caption_text=cap_text, caption_video=cap_video, urls=urls,
                     start_times=starts, end_times=ends, warnings=list(warnings), n_val=n_val)
+
+
+def read_json_list(path: Path, what: str) -> list:
+    """A JSON file whose top level must be a list (``what``: of what, for the error)."""
+    data = _read_json(path)
+    if not isinstance(data, list):
+        raise AnnotationError(f"{path}: top level is not a list of {what}")
+    return data
 
 
 def val_from_list(val_ids: list[str], n_val: int | None, seed: int) -> set[str]:

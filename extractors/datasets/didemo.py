@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from extractors.annotations import AnnotationError, Manifest, _read_json, validate_video_id
+from extractors.annotations import AnnotationError, Manifest, validate_video_id
 from extractors.datasets._common import (VIDEO_DIR, annotation_file, build_manifest, count_warning, data_root,
-                                         disjoint_splits, locate_videos, non_empty_text, read_split_lists,
-                                         val_from_list)
+                                         disjoint_splits, locate_videos, non_empty_text, read_json_list,
+                                         read_split_lists, val_from_list)
 from extractors.datasets._sample import make_clip, sample_folder, write_json, write_lines
 from extractors.datasets.registry import register_dataset
 
@@ -43,9 +43,7 @@ def _descriptions(path: Path) -> tuple[dict[str, list[str]], list[str]]:
     """(each video's descriptions in file order, warnings): a moment without a usable
     ``video`` or ``description`` is skipped with one warning per file. Other fields
     (``times``, ``download_link``, ...) are not read."""
-    data = _read_json(path)
-    if not isinstance(data, list):
-        raise AnnotationError(f"{path}: top level is not a list of moments")
+    data = read_json_list(path, "moments")
     out: dict[str, list[str]] = {}
     bad = []
     for k, m in enumerate(data):
@@ -69,8 +67,8 @@ def read_didemo(root: str | os.PathLike, *, n_val: int | None = None, seed: int 
     """Listed and annotated videos (CLIP4Clip also drops those without a file; here they
     stay, to fail in the flow). The paragraph joins a video's descriptions with single
     spaces, in file order. A file is found by its whole name (the id), as ``<id>.<ext>``
-    (the download script saves ``<name>.mp4``) or as the id with another extension. ``n_val``: how many of val_list's videos
-    validate (seeded; default all, 0 none)."""
+    (the download script saves ``<name>.mp4``) or as the id with another extension.
+    ``n_val``: how many of val_list's videos validate (seeded; default all, 0 none)."""
     root = data_root(root)
     lists = read_split_lists(root, {s: f"{s}_list.txt" for s in SPLITS}, "DiDeMo")
     captions: dict[str, list[str]] = {}

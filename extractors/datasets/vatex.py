@@ -10,7 +10,7 @@ from pathlib import Path
 from extractors.annotations import AnnotationError, Manifest, _read_json, validate_video_id
 from extractors.datasets._common import (N_VAL, VIDEO_DIR, YOUTUBE_URL, annotation_file, build_manifest,
                                          count_warning, data_root, disjoint_splits, hold_out, locate_videos,
-                                         read_id_list, read_split_lists, youtube_source)
+                                         read_id_list, read_json_list, read_split_lists, youtube_source)
 from extractors.datasets._sample import make_clip, make_source, sample_folder, write_json, write_lines, youtube_like_ids
 from extractors.datasets.registry import register_dataset
 
@@ -44,9 +44,7 @@ def _official(path: Path) -> tuple[dict[str, list[str]], list[str]]:
     """(English captions by ``videoID``, warnings) of an official file: a list of
     ``{"videoID", "enCap": [10 captions], "chCap": [...]}``. An entry without an id or
     English captions, and each empty caption, is skipped with one warning for the file."""
-    data = _read_json(path)
-    if not isinstance(data, list):
-        raise AnnotationError(f"{path}: top level is not a list of {{videoID, enCap}} entries")
+    data = read_json_list(path, "{videoID, enCap} entries")
     out: dict[str, list[str]] = {}
     bad = []
     for k, entry in enumerate(data):
