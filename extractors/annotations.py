@@ -378,4 +378,4 @@ def read_manifest_file(path: str | os.PathLike, root: str | os.PathLike | None =
                     splits=_assign_splits(ids, given, n_val, seed),
                     video_paths=[vpath[v] for v in ids], caption_text=cap_text, caption_video=cap_video,
                     urls=[url[v] for v in ids], start_times=[t0[v] for v in ids],
-                    end_times=[t1[v] for v in ids])
+                    end_times=[t1[v] for v in ids], n_val=n_val)
