@@ -51,23 +51,24 @@ def all_probed(store) -> np.ndarray:
     return as_str(ds.video.values)
 
 
-# annotation warnings the fixture's quirks give, and the --n-val each run is given
-CASES = {"activitynet": (1, 1), "didemo": (0, 0), "msrvtt": (0, None), "vatex": (0, 2), "msvd": (1, None),
-         "lsmdc": (0, 1), "charades": (1, 0)}
+# annotation warnings the fixture's quirks give, the --n-val flag (None: not given), the
+# n_val recorded, and the videos (val among them) the store then holds; with a release val
+# list (MSVD, LSMDC, DiDeMo) the val videos not drawn are left out
+CASES = {"activitynet": (1, 1, 1, 5, 1), "didemo": (0, 0, 0, 4, 0), "msrvtt": (0, None, 500, 8, 1),
+         "vatex": (0, 1, 1, 5, 1), "msvd": (1, None, None, 8, 2), "lsmdc": (0, 1, 1, 5, 1),
+         "charades": (1, 0, 0, 3, 0)}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_real_layout_extracts_every_annotated_video(tmp_path, media, name):
-    n_warnings, n_val = CASES[name]
-    root, store, want = extract(tmp_path, media, name, *(["--n-val", n_val] if n_val is not None else []))
+    n_warnings, flag, n_val, n_videos, n_in_val = CASES[name]
+    root, store, want = extract(tmp_path, media, name, *(["--n-val", flag] if flag is not None else []))
     ids = all_probed(store)
-    if "ids" in want:
-        assert sorted(ids) == sorted(want["ids"])
+    assert len(ids) == n_videos and set(ids) <= set(want["ids"])
     attrs = read_attrs(store)
     assert len(attrs["annotation_warnings"]) == n_warnings, attrs["annotation_warnings"]
     assert attrs["n_val"] == n_val
-    if n_val is not None:
-        assert (as_str(open_store(store).split.values) == "val").sum() == n_val
+    assert (as_str(open_store(store).split.values) == "val").sum() == n_in_val
     code, out = cli("store", "info", store)
     assert code == 0, out
     assert f"annotation warnings ({n_warnings})" in out or n_warnings == 0

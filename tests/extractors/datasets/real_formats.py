@@ -147,7 +147,8 @@ def write_vatex(root: Path, media: TinyMedia, *, test_list: bool = True) -> dict
         (root / "test_list.txt").write_text("".join(f"{v}\n" for v in VATEX_VAL[:2]))
     for v in VATEX_TRAIN + VATEX_VAL:
         media.put(root / "videos" / f"{v}.mp4")
-    return {"train": VATEX_TRAIN, "test": VATEX_VAL[:2] if test_list else VATEX_VAL}
+    test = VATEX_VAL[:2] if test_list else VATEX_VAL
+    return {"train": VATEX_TRAIN, "test": test, "ids": VATEX_TRAIN + test}
 
 
 # --- MSVD ----------------------------------------------------------------------------------
