@@ -23,11 +23,13 @@ TRAIN_LISTS = ("9k", "7k")
 
 def validate_video_id(vid: str, where: str) -> str:
     """Ids become file names: any printable Unicode name that is a valid file name passes;
-    refused are only the unsafe ones: empty, ``.``/``..``, a ``/``, ``\\`` or control
-    character, a name a subprocess could read as an option (``-`` alone or a leading
-    ``--``), or longer than a file name may be. One leading '-' is accepted, as real
-    YouTube ids (MSVD, ActivityNet, VATEX) have one: subprocesses get full paths."""
-    if not isinstance(vid, str) or vid in ("", ".", "..", "-") or vid.startswith("--") \
+    refused are only the unsafe ones: empty, ``.``/``..``, dashes alone, a ``..`` after the
+    leading dashes, a ``/``, ``\\`` or control character (NUL included), or longer than a
+    file name may be. Any number of leading '-' is accepted, as real YouTube ids have them
+    (ActivityNet's ``v_---9CpRcKoU``; MSVD, VATEX): subprocesses get full paths, so such a
+    name is never read as an option."""
+    bare = vid.lstrip("-") if isinstance(vid, str) else ""
+    if not isinstance(vid, str) or vid in (".", "..") or not bare or bare.startswith("..") \
             or "/" in vid or "\\" in vid or not vid.isprintable() \
             or len(f"{vid}.mp4".encode("utf-8", "surrogatepass")) > 255:
         raise AnnotationError(f"{where}: video id {vid!r} is not a plain name (rejected)")
@@ -56,6 +58,9 @@ class Manifest:
     n_words: int | None = None
     max_seconds: float | None = None
     warnings: list[str] = field(default_factory=list)  # inconsistencies let through (one line each)
+    # the validation size the reader was asked for (None: the release's own val list);
+    # recorded in the store, shown by `vtr store info` and in each training run's config
+    n_val: int | None = None
 
     def __post_init__(self):
         n = len(self.video_ids)
@@ -163,7 +168,8 @@ def _inconsistent(problems: list[str], strict: bool) -> list[str]:
 
 
 def read_msrvtt(root: str | os.PathLike, *, train_list: str = "9k", n_val: int = 500,
-                seed: int = 0, test_csv: str = "MSRVTT_JSFUSION_test.csv", strict: bool = False) -> Manifest:
+                seed: int = 0, test_csv: str = "MSRVTT_JSFUSION_test.csv", strict: bool = False,
+                video_dir: str = "videos/all") -> Manifest:
     """MSR-VTT as CLIP4Clip distributes it: ``MSRVTT_data.json`` (``videos`` + ``sentences``,
     or the COCO-like ``annotations``), ``MSRVTT_train.{9k,7k}.csv``, and the 1k-A test csv.
 
@@ -174,7 +180,11 @@ def read_msrvtt(root: str | os.PathLike, *, train_list: str = "9k", n_val: int =
     Inconsistencies (a video listed twice with another url or split, a listed video with no
     caption, captions of ids the json does not list) become the manifest's ``warnings``,
     each naming the ids; ``strict`` makes them an ``AnnotationError``.
+
+    Videos are found by stem anywhere under ``video_dir`` (``videos/all``, as CLIP4Clip;
+    DRL's README moves them to ``videos``), ``.mp4`` before ``.webm`` (CLIP4Clip's fallback).
     """
+    from extractors.video_lookup import locate_videos  # it imports this module
     if train_list not in TRAIN_LISTS:
         raise AnnotationError(f"train_list {train_list!r}: choose from {', '.join(TRAIN_LISTS)}")
     root = Path(root)
@@ -251,6 +261,7 @@ def read_msrvtt(root: str | os.PathLike, *, train_list: str = "9k", n_val: int =
     val = hold_out(train_ids, n_val, seed)
     ids = list(dict.fromkeys(train_ids + test_ids))
     splits = ["test" if v in set(test_ids) else "val" if v in val else "train" for v in ids]
+    paths, duplicates = locate_videos(root, ids, video_dir=video_dir, expected=lambda v: f"{video_dir}/{v}.mp4")
     cap_text, cap_video = [], []
     for i, vid in enumerate(ids):
         caps = captions.get(vid, [])
@@ -261,10 +272,10 @@ def read_msrvtt(root: str | os.PathLike, *, train_list: str = "9k", n_val: int =
             cap_video.append(i)
     return Manifest(
         dataset="msrvtt", root=str(root), video_ids=ids, splits=splits,
-        video_paths=[f"videos/all/{v}.mp4" for v in ids], caption_text=cap_text,
+        video_paths=paths, caption_text=cap_text,
         caption_video=cap_video, urls=[meta.get(v, {}).get("url", "") for v in ids],
         start_times=[meta.get(v, {}).get("start", -1.0) for v in ids],
-        end_times=[meta.get(v, {}).get("end", -1.0) for v in ids], warnings=warnings,
+        end_times=[meta.get(v, {}).get("end", -1.0) for v in ids], warnings=warnings + duplicates, n_val=n_val,
     )
 
 
@@ -374,4 +385,4 @@ def read_manifest_file(path: str | os.PathLike, root: str | os.PathLike | None =
                     splits=_assign_splits(ids, given, n_val, seed),
                     video_paths=[vpath[v] for v in ids], caption_text=cap_text, caption_video=cap_video,
                     urls=[url[v] for v in ids], start_times=[t0[v] for v in ids],
-                    end_times=[t1[v] for v in ids])
+                    end_times=[t1[v] for v in ids], n_val=n_val)

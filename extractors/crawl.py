@@ -6,7 +6,9 @@ on stdin, never on a command line) in its own session with a wall-clock bound: y
 section downloads to an ffmpeg child that has no read timeout of its own, so a stalled
 server would otherwise hang the run, and killing the session kills that child too. A
 subprocess rather than multiprocessing, so daemonic workers (Dask, DataLoader) can crawl.
-Permanent failures (HTTP 4xx, unsupported URL) are not retried.
+Each failure is classified (``classify``): permanent ones (the video is gone, private,
+blocked or gated; HTTP 4xx) are tried once, transient ones (HTTP 5xx, 429, timeouts,
+YouTube's bot check) are retried with back-off, local ones (ffmpeg) are not retried.
 """
 from __future__ import annotations
 
@@ -34,14 +36,36 @@ class CrawlResult:
     path: str = ""        # the WAV when crawled
     error: str = ""       # one line when failed
     attempts: int = 0
+    error_class: str = ""  # permanent | transient | local, when failed
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-# client errors other than 408 (timeout) and 429 (rate limit) will not heal by retrying
-_PERMANENT = re.compile(r"HTTP Error 4(?!08|29)\d\d\b|Unsupported URL|is not a valid URL|"
-                        r"No video formats found|Unable to extract", re.I)
+# Checked in this order. YouTube's reasons as yt-dlp prints them ("[youtube] <id>: Video
+# unavailable. This video has been removed by the uploader"): they never heal by retrying.
+# Its bot check ("Sign in to confirm you're not a bot") and "try again later" are throttling.
+_TRANSIENT = re.compile(r"HTTP Error (5\d\d|408|429)\b|confirm you.re not a bot|"
+                        r"try again later|rate-limited|timed out|Read timed out|Connection (reset|refused|aborted)|"
+                        r"Temporary failure|Remote end closed", re.I)
+_PERMANENT = re.compile(r"HTTP Error 4\d\d\b|Unsupported URL|is not a valid URL|No video formats found|"
+                        r"Unable to extract|Video unavailable|Private video|This video is private|"
+                        r"This video has been removed|account .*(has been )?terminated|copyright|"
+                        r"Sign in to confirm your age|age-restricted|inappropriate for some users|"
+                        r"members-only|Join this channel|not available (from|in) your (location|country)|"
+                        r"not made this video available|This video is no longer available|"
+                        r"not crawled|no URL", re.I)
+_LOCAL = re.compile(r"ffmpeg|ffprobe|Postprocessing|produced no WAV|not audio|crawler process failed", re.I)
+
+
+def classify(error: str) -> str:
+    """``permanent`` (tried once), ``transient`` (retried with back-off) or ``local``
+    (this machine's ffmpeg or conversion: not retried). Unknown messages are transient."""
+    if _TRANSIENT.search(error):
+        return "transient"
+    if _PERMANENT.search(error):
+        return "permanent"
+    return "local" if _LOCAL.search(error) else "transient"
 
 
 class _Quiet:
@@ -107,7 +131,7 @@ def _attempt(url: str, start: float | None, end: float | None, workdir: str,
         return _download(url, workdir, whole, None, allow_file_urls, socket_timeout)
     status, payload = _download(url, workdir, length, (float(start), float(end)),
                                 allow_file_urls, socket_timeout)
-    if status == "ok" or _PERMANENT.search(payload):
+    if status == "ok" or classify(payload) == "permanent":
         return status, payload
     # ffmpeg cuts a section by seeking; a file whose index is at its end (an mp4/m4a without
     # faststart) on a server without range requests yields an empty section. Take it whole.
@@ -171,13 +195,14 @@ def window_problem(start: float | None, end: float | None) -> str | None:
 def crawl_audio(url: str, start: float | None, end: float | None, out_wav: str | os.PathLike, *,
                 allow_file_urls: bool = False, retries: int = 3, backoff_s: float = 2.0,
                 timeout_s: float = 120.0, socket_timeout_s: float = 20.0) -> CrawlResult:
-    """Up to ``1 + retries`` attempts, sleeping ``backoff_s * 2**k`` between them; each
-    attempt is killed after ``timeout_s``. The WAV is moved to ``out_wav`` only when it
-    probes as audio; an existing valid ``out_wav`` is kept and reported as crawled."""
+    """Up to ``1 + retries`` attempts while failures are transient, sleeping ``backoff_s *
+    2**k`` between them; a permanent or local failure ends the tries. Each attempt is killed
+    after ``timeout_s``. The WAV is moved to ``out_wav`` only when it probes as audio; an
+    existing valid ``out_wav`` is kept and reported as crawled."""
     out_wav = os.fspath(out_wav)
     bad = (_check_url(url, allow_file_urls) if url else "no URL") or window_problem(start, end)
     if bad:
-        return CrawlResult(url, "failed", error=bad)
+        return CrawlResult(url, "failed", error=bad, error_class="permanent")
     if os.path.exists(out_wav) and _valid_wav(out_wav):
         return CrawlResult(url, "crawled", path=out_wav)
     os.makedirs(os.path.dirname(os.path.abspath(out_wav)), exist_ok=True)
@@ -198,9 +223,9 @@ def crawl_audio(url: str, start: float | None, end: float | None, out_wav: str |
             error = one_line(payload if status == "err" else "downloaded file is not audio")
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        if _PERMANENT.search(error):
+        if classify(error) != "transient":
             break
-    return CrawlResult(url, "failed", error=error, attempts=attempts)
+    return CrawlResult(url, "failed", error=error, attempts=attempts, error_class=classify(error))
 
 
 if __name__ == "__main__":  # one attempt, for _run_attempt: JSON job on stdin, result on stdout

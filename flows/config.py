@@ -54,6 +54,8 @@ class ExtractConfig(BaseModel):
     allow_file_urls: bool = Field(False, description="let the crawl read file:// URLs")
     crawl_retries: int = Field(3, ge=0, description="extra attempts per URL, with back-off")
     crawl_timeout_s: float = Field(120.0, gt=0, description="wall-clock limit per crawl attempt, seconds")
+    crawl_backoff_s: float = Field(2.0, ge=0, description="wait before the first retry of a transient crawl failure, "
+                                                          "seconds (doubled for each further retry)")
     keep_audio: bool = Field(False, description="keep the audio track in the compressed copies")
     workers: int | None = Field(None, ge=1, description="decode/fbank/compress worker processes per task "
                                                         "(default: the cores available, less one per GPU "
@@ -79,6 +81,13 @@ class ExtractConfig(BaseModel):
     dataset_options: dict[str, Any] = Field(
         {}, description="the dataset reader's options, key=value (n_val, seed, video_dir, youtube_url, "
                         "train_list: see extractors.datasets; each reader takes its own)")
+    n_val: int | None = Field(None, ge=0, description="validation videos: held out of the training split (default "
+                                                      "500), or drawn from the release's val list (default all); 0: "
+                                                      "train on the release's full training split, the last epoch "
+                                                      "is selected")
+    video_dir: str | None = Field(None, description="the videos' folder inside the data root, searched recursively "
+                                                    "by file stem (default: the reference loaders' layout, e.g. "
+                                                    "videos/all for MSR-VTT)")
     n_frames: int | None = Field(None, ge=1, description="frames per video (default: the dataset's, 12; "
                                                          "64 for DiDeMo and ActivityNet; new stores only)")
     n_words: int | None = Field(None, ge=3, le=77, description="tokens per caption, SOT and EOT included "
@@ -91,6 +100,11 @@ class ExtractConfig(BaseModel):
         # the store's provenance records this path, and `vtr train` and `vtr search` open
         # it again, maybe from another folder
         return os.path.abspath(path) if path else path
+
+    def reader_options(self) -> dict[str, Any]:
+        """``dataset_options`` with ``n_val`` and ``video_dir`` added when given."""
+        given = {"n_val": self.n_val, "video_dir": self.video_dir}
+        return {**self.dataset_options, **{k: v for k, v in given.items() if v is not None}}
 
     def encoders(self, n_words: int | None = None) -> EncoderSpec:
         """The encoders' spec; ``n_words``: the store's caption length (default: the CLIP's)."""

@@ -161,7 +161,8 @@ def extract_msrvtt(data_root: str, store: str, config: ExtractConfig = ExtractCo
     config = _with_credentials(config, credentials)
     try:
         manifest = read_annotations(data_root, config.storage_options, lambda root: read_msrvtt(
-            root, train_list=train_list, n_val=n_val, strict=config.strict))
+            root, train_list=train_list, strict=config.strict, n_val=n_val if config.n_val is None else config.n_val,
+            **({"video_dir": config.video_dir} if config.video_dir else {})))
     except AnnotationError as e:
         raise ExtractError(str(e)) from None
     return _run(manifest, store, config)

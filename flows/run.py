@@ -33,7 +33,8 @@ from flows.inputs import apply_manifest, changed_items, record_inputs
 from flows.registry import REGISTRY, StepSpec, encoders_needed, plan
 from flows.remote import check_url, is_url, read_annotations
 from flows.steps import ast_config
-from storage import DONE, StepWriter, StoreError, StoreLayout, create_store, failures, read_attrs
+from storage import (DONE, StepWriter, StoreError, StoreLayout, create_store, failures, read_attrs,
+                     set_annotation_record)
 
 LOG = logging.getLogger("vtr.extract")
 
@@ -153,6 +154,7 @@ def _open_or_create(store: str, manifest, layout: StoreLayout, storage_options: 
             root = manifest.root if is_url(manifest.root) else os.path.abspath(manifest.root)
             create_store(store, layout=layout, storage_options=storage_options,
                          **{**manifest.store_kwargs(), "data_root": root})
+            set_annotation_record(store, manifest.n_val, manifest.warnings, storage_options)
         except StoreError as e:
             raise ExtractError(str(e)) from None
         return
@@ -223,6 +225,8 @@ def read_source(cfg: ExtractConfig, *, data_root: str | None = None, manifest: s
     from extractors.datasets import read_dataset
 
     named = {"dataset": dataset} if dataset else {}
+    if cfg.n_val is not None:
+        named["n_val"] = cfg.n_val
     try:
         if manifest and not data_root:
             return read_manifest_file(manifest, **named)
@@ -231,7 +235,7 @@ def read_source(cfg: ExtractConfig, *, data_root: str | None = None, manifest: s
                                     lambda root: read_manifest_file(manifest, root, **named))
         if dataset and data_root:
             return read_annotations(data_root, cfg.storage_options,
-                                    lambda root: read_dataset(dataset, root, **cfg.dataset_options))
+                                    lambda root: read_dataset(dataset, root, **cfg.reader_options()))
     except AnnotationError as e:
         raise ExtractError(str(e)) from None
     raise ExtractError("give dataset= and data_root= (a registered dataset's folder), "

@@ -125,9 +125,10 @@ def write_crawl(store: str, cfg: ExtractConfig, **run) -> dict:
                 # negative: unknown (the whole file); NaN is kept so the crawl refuses it
                 r = crawl_audio(url[j], None if start[j] < 0 else float(start[j]),
                                 None if end[j] <= 0 else float(end[j]), out, allow_file_urls=cfg.allow_file_urls,
-                                retries=cfg.crawl_retries, timeout_s=cfg.crawl_timeout_s)
-                if r.status != "crawled":
-                    yield ItemResult(j, None, f"crawl {url[j]}: {r.error}")
+                                retries=cfg.crawl_retries, timeout_s=cfg.crawl_timeout_s,
+                                backoff_s=cfg.crawl_backoff_s)
+                if r.status != "crawled":  # the class leads: `vtr store info` counts failures by it
+                    yield ItemResult(j, None, f"crawl [{r.error_class}] {url[j]}: {r.error}")
                     continue
                 crawled.append(int(inp.idx[j]))
                 yield ItemResult(j, {"audio_source": "crawled", "audio_path": os.path.abspath(r.path)})

@@ -9,7 +9,8 @@ from storage.readers import load_variable, open_any
 from storage.schema import (ALL_VARIABLES, DONE, FAILED, MISSING, PROTOCOLS, SCHEMA_VERSION, STEPS,
                             STYLE_VARIABLES, VARIABLES, StoreLayout, schema_table)
 from storage.store import (StoreError, as_str, create_phrase_table, create_store, layout_of, open_group,
-                           open_store, read_attrs, set_provenance, set_step_warning, write_style_table, write_table)
+                           open_store, read_attrs, set_annotation_record, set_provenance,
+                           set_step_warning, write_style_table, write_table)
 from storage.upgrade import upgrade_store
 from storage.writers import StepWriter, failures, get_writer
 
@@ -18,6 +19,7 @@ __all__ = [
     "StepWriter", "StoreError", "as_str", "StoreLayout", "assert_consistent", "check_store",
     "create_phrase_table", "create_store", "export_h5", "failures", "format_info",
     "get_writer", "layout_of", "load_variable", "open_any", "open_group", "open_store", "provenance_record",
-    "read_attrs", "repair_store", "schema_table", "set_provenance", "set_step_warning", "sha256_file", "store_info", "upgrade_store",
+    "read_attrs", "repair_store", "schema_table", "set_annotation_record", "set_provenance", "set_step_warning",
+    "sha256_file", "store_info", "upgrade_store",
     "write_style_table", "write_table",
 ]

@@ -60,8 +60,25 @@ def store_info(path: str | os.PathLike, storage_options: dict | None = None) -> 
         "steps": steps,
         "provenance": prov,
         "warnings": warnings,
+        "n_val": attrs.get("n_val"),
+        "annotation_warnings": attrs.get("annotation_warnings", []),
         "failures": failures(path, storage_options),
     }
+
+
+def failure_class(step: str, error: str) -> str:
+    """The class a crawl failure was recorded with (``crawl [permanent] ...``); the other
+    steps' failures are "local" (the file, ffmpeg, the model), a crawl without a class
+    (no URL to crawl, probe not done) "other"."""
+    if error.startswith("crawl [") and "]" in error:
+        return error[len("crawl ["):error.index("]")]
+    return "other" if step == "crawl" else "local"
+
+
+def _n_val(n_val: int | None) -> str:
+    if n_val is None:
+        return "the release's val list (or not recorded)"
+    return "0 (full training split; training selects the last epoch)" if n_val == 0 else str(n_val)
 
 
 def format_info(info: dict, max_failures: int = 20) -> str:
@@ -72,6 +89,7 @@ def format_info(info: dict, max_failures: int = 20) -> str:
         f"dataset   {info['dataset']}  data root: {info['data_root'] or '-'}",
         f"videos    {info['videos']}  (train {info['splits']['train']}, val {info['splits']['val']}, "
         f"test {info['splits']['test']})   captions {info['captions']}",
+        f"n_val     {_n_val(info.get('n_val'))}",
         "",
         f"{'step':<10}{'done':>8}{'missing':>9}{'failed':>8}",
     ]
@@ -91,10 +109,18 @@ def format_info(info: dict, max_failures: int = 20) -> str:
                      "the best epoch on val is mostly chance")
     for w in info["warnings"]:
         lines.append(f"WARNING: {w}")
+    notes = info.get("annotation_warnings", [])
+    if notes:
+        lines.append(f"annotation warnings ({len(notes)}): items left out or files chosen while reading")
+        lines += [f"  {w}" for w in notes[:max_failures]]
     fails = info["failures"]
     if fails:
         lines.append("")
-        lines.append(f"failures ({len(fails)})")
+        by_class: dict[str, int] = {}
+        for f in fails:
+            c = failure_class(f["step"], f["error"])
+            by_class[c] = by_class.get(c, 0) + 1
+        lines.append(f"failures ({len(fails)}): " + ", ".join(f"{c} {n}" for c, n in sorted(by_class.items())))
         for f in fails[:max_failures]:
             lines.append(f"  {f['step']:<9} {f['item']:<14} {f['error']}")
         if len(fails) > max_failures:

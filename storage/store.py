@@ -350,6 +350,19 @@ def set_step_warning(path: str | os.PathLike, step: str, message: str | None,
     consolidate(path, storage_options)
 
 
+def set_annotation_record(path: str | os.PathLike, n_val: int | None, warnings: Sequence[str],
+                          storage_options: dict | None = None) -> None:
+    """Record how the annotations were read: ``n_val`` (the validation size asked of the
+    reader; None: the release's own val list) and the reader's warnings (per-item problems
+    let through), which ``vtr store info`` counts. Each extraction run rewrites both."""
+    group = open_group(path, mode="r+", storage_options=storage_options)
+    record = {"n_val": n_val, "annotation_warnings": list(warnings)}
+    if all(group.attrs.get(k, object()) == v for k, v in record.items()):
+        return
+    group.attrs.update(record)
+    consolidate(path, storage_options)
+
+
 def _same_record(old: dict | None, new: dict) -> bool:
     volatile = ("created",)
     return old is not None and {k: v for k, v in old.items() if k not in volatile} == \

@@ -73,7 +73,7 @@ def store_identity(path: str) -> dict:
     lay = layout_of(path)
     return {"path": os.path.abspath(path) if "://" not in str(path) else str(path),
             "dataset": attrs.get("dataset"), "created": attrs.get("created"),
-            "n_videos": lay.n_videos, "n_captions": lay.n_captions}
+            "n_videos": lay.n_videos, "n_captions": lay.n_captions, "n_val": attrs.get("n_val")}
 
 
 # --- audio ------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from storage import layout_of
+from storage import layout_of, read_attrs
 from storage.info import MIN_VAL_VIDEOS
 from training.data import EmptySplitError, select_split, store_identity
 from training.device_data import train_batches
@@ -149,7 +149,10 @@ def _train(store: str, head_name: str, out: str, head_overrides: dict | None = N
         val_data = select_split(store, "val")
     except EmptySplitError as e:
         val_data = None
-        log(f"note: {e}; selecting the last epoch")
+        if read_attrs(store).get("n_val") == 0:
+            log("note: the store was extracted with --n-val 0 (no validation split): selecting the last epoch")
+        else:
+            log(f"note: {e}; selecting the last epoch")
     else:
         if val_data.n_videos < MIN_VAL_VIDEOS:
             log(f"warning: val has {val_data.n_videos} video(s), under {MIN_VAL_VIDEOS}: "

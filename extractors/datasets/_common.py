@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Callable, Iterable, Literal
+from typing import Iterable
+
+import numpy as np
 
 # hold_out: the readers' seeded validation hold-out, the same as MSR-VTT's and the manifests'
-from extractors.annotations import AnnotationError, Manifest, hold_out, validate_video_id  # noqa: F401
+from extractors.annotations import AnnotationError, Manifest, _read_json, hold_out, validate_video_id  # noqa: F401
+from extractors.video_lookup import locate_videos  # noqa: F401  (every reader's lookup)
 
 N_VAL = 500
 VIDEO_DIR = "videos"
@@ -74,52 +77,6 @@ def disjoint_splits(lists: dict[str, tuple[Path, Iterable[str]]]) -> dict[str, s
     return split
 
 
-def index_videos(root: Path, video_dir: str, key: Literal["stem", "name"]) -> dict[str, list[str]]:
-    """Files under ``root/video_dir`` (recursive, links followed once), keyed by file name
-    minus its last extension (``stem``) or by the whole name; paths relative to ``root``.
-    Hidden files (partial downloads, ``.DS_Store``) are skipped."""
-    top = os.path.abspath(root)
-    if os.path.isabs(video_dir) or os.path.commonpath([top, os.path.abspath(root / video_dir)]) != top:
-        raise AnnotationError(f"{root}: video_dir {video_dir!r} leaves the data root (link the videos in instead)")
-    found: dict[str, list[str]] = {}
-    seen: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(root / video_dir, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen:  # a link loop, or two links to one folder
-            dirnames[:] = []
-            continue
-        seen.add(real)
-        dirnames.sort()
-        for f in sorted(filenames):
-            if f.startswith("."):
-                continue
-            k = os.path.splitext(f)[0] if key == "stem" else f
-            found.setdefault(k, []).append(os.path.relpath(os.path.join(dirpath, f), root))
-    return found
-
-
-def locate_videos(root: Path, ids: list[str], *, expected: Callable[[str], str],
-                  key: Literal["stem", "name"] = "stem", video_dir: str = VIDEO_DIR,
-                  prefer: tuple[str, ...] = ()) -> list[str]:
-    """The file of each id; an id without one keeps ``expected(id)`` and fails later, in the
-    flow, as a failed item. Several files for one id are an error unless ``prefer`` (file
-    extensions, best first) picks one: the releases take whichever was walked last."""
-    index = index_videos(root, video_dir, key)
-    out = []
-    for vid in ids:
-        files = index.get(vid, [])
-        if len(files) > 1:
-            rank = [prefer.index(os.path.splitext(f)[1].lower()) if os.path.splitext(f)[1].lower() in prefer
-                    else len(prefer) for f in files]
-            best = [f for f, r in zip(files, rank) if r == min(rank)]
-            if len(best) > 1:
-                raise AnnotationError(f"{root / video_dir}: {len(best)} files for video {vid!r} "
-                                      f"({best[0]}, {best[1]}): keep one")
-            files = best
-        out.append(files[0] if files else expected(vid))
-    return out
-
-
 def youtube_source(vid: str, youtube_url: str, *, windowed: bool) -> tuple[str, float, float]:
     """(url, start, end) of an id's YouTube source; start = end = -1 for the whole video.
     A windowed id not of the form ``<youtube id>_<start>_<end>`` has no URL (nothing to crawl)."""
@@ -133,8 +90,10 @@ def youtube_source(vid: str, youtube_url: str, *, windowed: bool) -> tuple[str, 
 
 def build_manifest(dataset: str, root: Path, ids: list[str], split: dict[str, str],
                    paths: list[str], captions: dict[str, list[str]],
-                   sources: list[tuple[str, float, float]] | None = None) -> Manifest:
-    """Videos in ``ids`` order, each followed by its captions in annotation order."""
+                   sources: list[tuple[str, float, float]] | None = None, *,
+                   warnings: list[str] = (), n_val: int | None = None) -> Manifest:
+    """Videos in ``ids`` order, each followed by its captions in annotation order;
+    ``n_val``: the validation size the reader was asked for (recorded in the store)."""
     cap_text, cap_video = [], []
     for i, vid in enumerate(ids):
         cap_text += captions[vid]
@@ -142,7 +101,33 @@ def build_manifest(dataset: str, root: Path, ids: list[str], split: dict[str, st
     urls, starts, ends = (list(c) for c in zip(*sources)) if sources else ([], [], [])
     return Manifest(dataset=dataset, root=str(root), video_ids=ids, splits=[split[v] for v in ids],
                     video_paths=paths, caption_text=cap_text, caption_video=cap_video, urls=urls,
-                    start_times=starts, end_times=ends)
+                    start_times=starts, end_times=ends, warnings=list(warnings), n_val=n_val)
+
+
+def read_json_list(path: Path, what: str) -> list:
+    """A JSON file whose top level must be a list (``what``: of what, for the error)."""
+    data = _read_json(path)
+    if not isinstance(data, list):
+        raise AnnotationError(f"{path}: top level is not a list of {what}")
+    return data
+
+
+def val_from_list(val_ids: list[str], n_val: int | None, seed: int) -> set[str]:
+    """The validation videos of a dataset that ships a val list: all of it by default,
+    else ``n_val`` of them (seeded; 0: none, selection then takes the last epoch)."""
+    if n_val is None:
+        return set(val_ids)
+    k = min(n_val, len(val_ids))
+    return set(np.random.default_rng(seed).choice(sorted(val_ids), size=k, replace=False).tolist())
+
+
+def count_warning(items: list[str], what: str, where: Path | str) -> list[str]:
+    """One warning for many items of one kind (``what``: "listed id(s) have no annotation
+    ..."), naming the first few; none when ``items`` is empty."""
+    if not items:
+        return []
+    shown = ", ".join(items[:5]) + (f" (+{len(items) - 5} more)" if len(items) > 5 else "")
+    return [f"{where}: {len(items)} {what}: {shown}"]
 
 
 def non_empty_text(value: object, where: str) -> str:

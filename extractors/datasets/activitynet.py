@@ -8,7 +8,7 @@ from pathlib import Path
 
 from extractors.annotations import AnnotationError, Manifest, _read_json, validate_video_id
 from extractors.datasets._common import (N_VAL, VIDEO_DIR, YOUTUBE_URL, annotation_file, build_manifest,
-                                         data_root, disjoint_splits, hold_out, locate_videos, non_empty_text,
+                                         count_warning, data_root, disjoint_splits, hold_out, locate_videos,
                                          youtube_source)
 from extractors.datasets._sample import make_clip, make_source, sample_folder, write_json, youtube_like_ids
 from extractors.datasets.registry import register_dataset
@@ -62,24 +62,24 @@ def _read_keys(path: Path) -> list[str]:
     return keys
 
 
-def _read_paragraphs(path: Path, keys: list[str], ids_path: Path) -> dict[str, list[str]]:
+def _read_paragraphs(path: Path, keys: list[str]) -> tuple[dict[str, list[str]], list[str]]:
+    """(paragraph of each annotated key's id, keys without a usable annotation): the id
+    files list more videos than the annotations hold (10,024 / 4,926 against 10,009 /
+    4,917), and CLIP4Clip skips those."""
     data = _read_json(path)
     if not isinstance(data, dict):
         raise AnnotationError(f"{path}: top level is not an object keyed by video")
-    out = {}
-    for k, key in enumerate(keys):
+    out, skipped = {}, []
+    for key in keys:
         entry = data.get(key)
-        if not isinstance(entry, dict):
-            raise AnnotationError(f"{ids_path}: item [{k}] {key!r} has no annotation in {path.name}")
-        sentences = entry.get("sentences")
-        if not isinstance(sentences, list) or not sentences:
-            raise AnnotationError(f"{path}: {key!r}: field 'sentences' is not a non-empty list")
-        for j, s in enumerate(sentences):
-            if not isinstance(s, str):
-                raise AnnotationError(f"{path}: {key!r}: field 'sentences'[{j}] is not a string ({s!r})")
+        sentences = entry.get("sentences") if isinstance(entry, dict) else None
+        if not isinstance(sentences, list) or not all(isinstance(s, str) for s in sentences) \
+                or not paragraph(sentences).strip():
+            skipped.append(key)
+            continue
         # a blank sentence among others is kept, as the release joins it too
-        out[key[len(PREFIX):]] = [non_empty_text(paragraph(sentences), f"{path}: {key!r}: field 'sentences'")]
-    return out
+        out[key[len(PREFIX):]] = [paragraph(sentences)]
+    return out, skipped
 
 
 @register_dataset("activitynet", title="ActivityNet Captions", write_sample=write_sample, protocol="paragraph",
@@ -87,21 +87,28 @@ def _read_paragraphs(path: Path, keys: list[str], ids_path: Path) -> dict[str, l
 def read_activitynet(root: str | os.PathLike, *, n_val: int = N_VAL, seed: int = 0,
                      video_dir: str = VIDEO_DIR, youtube_url: str = YOUTUBE_URL) -> Manifest:
     """One paragraph per video; val_1 becomes the test split and ``n_val`` training videos
-    (seeded) are held out for validation. Video ids drop the ``v_``, as file names do:
-    ``v_<id>.mp4`` copies are not found. The crawl fetches the whole video's audio."""
+    (seeded) are held out for validation. Listed ids without an annotation are left out
+    (one warning). Video ids drop the ``v_``; files are found as ``<id>.<ext>``
+    or ``v_<id>.<ext>``. The crawl fetches the whole video's audio."""
     root = data_root(root)
-    paths = {split: (annotation_file(root, ids_name, "ActivityNet Captions"),
+    files = {split: (annotation_file(root, ids_name, "ActivityNet Captions"),
                      annotation_file(root, ann_name, "ActivityNet Captions"))
              for split, (ids_name, ann_name) in FILES.items()}
-    captions, lists = {}, {}
-    for split, (ids_path, ann_path) in paths.items():
+    captions, lists, skipped = {}, {}, []
+    for split, (ids_path, ann_path) in files.items():
         keys = _read_keys(ids_path)
-        captions.update(_read_paragraphs(ann_path, keys, ids_path))
-        lists[split] = (ids_path, [key[len(PREFIX):] for key in keys])
+        part, missing = _read_paragraphs(ann_path, keys)
+        skipped += [f"{ids_path.name}:{key}" for key in missing]
+        captions.update(part)
+        lists[split] = (ids_path, [key[len(PREFIX):] for key in keys if key[len(PREFIX):] in part])
     split = disjoint_splits(lists)
     for vid in hold_out(lists["train"][1], n_val, seed):
         split[vid] = "val"
     ids = list(split)
-    return build_manifest("activitynet", root, ids, split,
-                          locate_videos(root, ids, expected=lambda v: f"{video_dir}/{v}.mp4", video_dir=video_dir),
-                          captions, [youtube_source(v, youtube_url, windowed=False) for v in ids])
+    paths, duplicates = locate_videos(root, ids, video_dir=video_dir, expected=lambda v: f"{video_dir}/{v}.mp4",
+                                      aliases=lambda v: [v, PREFIX + v])
+    annotated = " / ".join(ann.name for _, ann in files.values())
+    warnings = count_warning(skipped, f"listed id(s) have no usable annotation in {annotated} (left out)", root)
+    return build_manifest("activitynet", root, ids, split, paths, captions,
+                          [youtube_source(v, youtube_url, windowed=False) for v in ids],
+                          warnings=warnings + duplicates, n_val=n_val)

@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 from extractors.annotations import AnnotationError, Manifest, _csv_rows, validate_video_id
-from extractors.datasets._common import (N_VAL, VIDEO_DIR, annotation_file, build_manifest, data_root,
-                                         disjoint_splits, hold_out, locate_videos)
+from extractors.datasets._common import (N_VAL, VIDEO_DIR, annotation_file, build_manifest, count_warning,
+                                         data_root, disjoint_splits, hold_out, locate_videos)
 from extractors.datasets.registry import register_dataset
 from extractors.datasets._sample import make_clip, sample_folder
 
@@ -38,16 +38,23 @@ def write_sample(out: str | os.PathLike, *, seed: int = 0) -> Path:
     return out
 
 
-def _scripts(path: Path) -> dict[str, str]:
+def _scripts(path: Path) -> tuple[dict[str, str], list[str]]:
+    """(script of each video, warnings): a row with an empty script or a bad id is left
+    out, with one warning for the file."""
     out: dict[str, str] = {}
+    bad = []
     for line, row in _csv_rows(path, ("id", "script")):
-        vid = validate_video_id(row["id"].strip(), f"{path}: line {line}: field 'id'")
-        if not row["script"].strip():
-            raise AnnotationError(f"{path}: line {line}: field 'script' is empty")
-        if vid in out:
-            raise AnnotationError(f"{path}: line {line}: field 'id': video {vid!r} listed twice")
+        try:
+            vid = validate_video_id(row["id"].strip(), "field 'id'")
+            if not row["script"].strip():
+                raise AnnotationError(f"video {vid!r}: field 'script' is empty")
+            if vid in out:
+                raise AnnotationError(f"field 'id': video {vid!r} listed twice")
+        except AnnotationError as e:
+            bad.append(f"line {line}: {e}")
+            continue
         out[vid] = row["script"].strip()
-    return out
+    return out, count_warning(bad, "row(s) left out", path)
 
 
 @register_dataset("charades", title="Charades", write_sample=write_sample, protocol="single", audio="own",
@@ -58,17 +65,17 @@ def read_charades(root: str | os.PathLike, *, n_val: int = N_VAL, seed: int = 0,
     validation. Videos are looked up by file stem, ``.mp4`` before ``.webm``."""
     root = data_root(root)
     scripts: dict[str, str] = {}
-    lists = {}
+    lists, warnings = {}, []
     for split, name in FILES.items():
         path = annotation_file(root, name, "Charades")
-        part = _scripts(path)
+        part, warned = _scripts(path)
+        warnings += warned
         scripts.update(part)
         lists[split] = (path, list(part))
     split = disjoint_splits(lists)
     for vid in hold_out(lists["train"][1], n_val, seed):
         split[vid] = "val"
     ids = list(split)
-    return build_manifest("charades", root, ids, split,
-                          locate_videos(root, ids, expected=lambda v: f"{video_dir}/{v}.mp4", video_dir=video_dir,
-                                        prefer=(".mp4", ".webm")),
-                          {v: [scripts[v]] for v in ids})
+    paths, duplicates = locate_videos(root, ids, video_dir=video_dir, expected=lambda v: f"{video_dir}/{v}.mp4")
+    return build_manifest("charades", root, ids, split, paths, {v: [scripts[v]] for v in ids},
+                          warnings=warnings + duplicates, n_val=n_val)

@@ -6,9 +6,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from extractors.annotations import AnnotationError, Manifest, _read_json, validate_video_id
-from extractors.datasets._common import (VIDEO_DIR, annotation_file, build_manifest, data_root, disjoint_splits,
-                                         locate_videos, non_empty_text, read_split_lists)
+from extractors.annotations import AnnotationError, Manifest, validate_video_id
+from extractors.datasets._common import (VIDEO_DIR, annotation_file, build_manifest, count_warning, data_root,
+                                         disjoint_splits, locate_videos, non_empty_text, read_json_list,
+                                         read_split_lists, val_from_list)
 from extractors.datasets._sample import make_clip, sample_folder, write_json, write_lines
 from extractors.datasets.registry import register_dataset
 
@@ -19,7 +20,7 @@ _SAMPLE_EXTS = (".mov", ".mp4", ".avi", ".m4v")
 
 def write_sample(out: str | os.PathLike, *, seed: int = 0) -> Path:
     """4 train, 2 val and 2 test videos of 3 s with 2 or 3 moments each; Flickr-style names
-    with their original extensions; half the videos carry audio. ``dl_link`` is empty (the
+    with their original extensions; half the videos carry audio. ``download_link`` is empty (the
     sample points nowhere off the machine)."""
     out, rng = sample_folder(out, seed)
     moments, names = {s: [] for s in SPLITS}, {s: [] for s in SPLITS}
@@ -30,7 +31,7 @@ def write_sample(out: str | os.PathLike, *, seed: int = 0) -> Path:
         for j, text in enumerate(clip.captions(2 + k % 2, offset=k)):
             moments[split].append({"annotation_id": 100 * k + j, "description": text, "video": name,
                                    "times": [[j, j], [j, j + 1], [j, j], [max(0, j - 1), j]],
-                                   "dl_link": "", "num_segments": 6})
+                                   "download_link": "", "num_segments": 6})
         names[split].append(name)
     for split in SPLITS:
         write_json(out / f"{split}_data.json", moments[split])
@@ -38,40 +39,51 @@ def write_sample(out: str | os.PathLike, *, seed: int = 0) -> Path:
     return out
 
 
-def _descriptions(path: Path) -> dict[str, list[str]]:
-    """Each video's descriptions in file order."""
-    data = _read_json(path)
-    if not isinstance(data, list):
-        raise AnnotationError(f"{path}: top level is not a list of moments")
+def _descriptions(path: Path) -> tuple[dict[str, list[str]], list[str]]:
+    """(each video's descriptions in file order, warnings): a moment without a usable
+    ``video`` or ``description`` is skipped with one warning per file. Other fields
+    (``times``, ``download_link``, ...) are not read."""
+    data = read_json_list(path, "moments")
     out: dict[str, list[str]] = {}
+    bad = []
     for k, m in enumerate(data):
-        where = f"{path}: item [{k}]"
-        if not isinstance(m, dict):
-            raise AnnotationError(f"{where}: not an object")
-        for key in ("video", "description"):
-            non_empty_text(m.get(key), f"{where}: field {key!r}")
-        out.setdefault(validate_video_id(m["video"], f"{where}: field 'video'"), []).append(m["description"])
-    return out
+        try:
+            if not isinstance(m, dict):
+                raise AnnotationError("not an object")
+            for key in ("video", "description"):
+                non_empty_text(m.get(key), f"field {key!r}")
+            vid = validate_video_id(m["video"], "field 'video'")
+        except AnnotationError as e:
+            bad.append(f"[{k}] {e}")
+            continue
+        out.setdefault(vid, []).append(m["description"])
+    return out, count_warning(bad, "moment(s) skipped", path)
 
 
 @register_dataset("didemo", title="DiDeMo", write_sample=write_sample, protocol="paragraph", audio="own",
                   evaluated="test_list.txt", n_frames=64, n_words=64, max_seconds=31.0)
-def read_didemo(root: str | os.PathLike, *, video_dir: str = VIDEO_DIR) -> Manifest:
+def read_didemo(root: str | os.PathLike, *, n_val: int | None = None, seed: int = 0,
+                video_dir: str = VIDEO_DIR) -> Manifest:
     """Listed and annotated videos (CLIP4Clip also drops those without a file; here they
     stay, to fail in the flow). The paragraph joins a video's descriptions with single
-    spaces, in file order. Files are looked up by their whole name: a copy renamed to
-    ``<name>.mp4`` is not found."""
+    spaces, in file order. A file is found by its whole name (the id), as ``<id>.<ext>``
+    (the download script saves ``<name>.mp4``) or as the id with another extension.
+    ``n_val``: how many of val_list's videos validate (seeded; default all, 0 none)."""
     root = data_root(root)
     lists = read_split_lists(root, {s: f"{s}_list.txt" for s in SPLITS}, "DiDeMo")
     captions: dict[str, list[str]] = {}
+    warnings = []
     for s in SPLITS:
-        descriptions = _descriptions(annotation_file(root, f"{s}_data.json", "DiDeMo"))
+        descriptions, warned = _descriptions(annotation_file(root, f"{s}_data.json", "DiDeMo"))
+        warnings += warned
         kept = [v for v in lists[s][1] if v in descriptions]
+        warnings += count_warning([v for v in lists[s][1] if v not in descriptions],
+                                  f"listed video(s) have no description in {s}_data.json (left out)", lists[s][0])
         captions.update({v: [" ".join(descriptions[v])] for v in kept})
         lists[s] = (lists[s][0], kept)
+    lists["val"] = (lists["val"][0], [v for v in lists["val"][1] if v in val_from_list(lists["val"][1], n_val, seed)])
     split = disjoint_splits(lists)
     ids = list(split)
-    return build_manifest("didemo", root, ids, split,
-                          locate_videos(root, ids, expected=lambda v: f"{video_dir}/{v}", key="name",
-                                        video_dir=video_dir),
-                          captions)
+    paths, duplicates = locate_videos(root, ids, video_dir=video_dir, expected=lambda v: f"{video_dir}/{v}",
+                                      by_name=True, aliases=lambda v: [v, os.path.splitext(v)[0]])
+    return build_manifest("didemo", root, ids, split, paths, captions, warnings=warnings + duplicates, n_val=n_val)

@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 from extractors.annotations import AnnotationError, Manifest, validate_video_id
-from extractors.datasets._common import (VIDEO_DIR, annotation_file, build_manifest, data_root, disjoint_splits,
-                                         locate_videos, read_text_lines)
+from extractors.datasets._common import (VIDEO_DIR, annotation_file, build_manifest, count_warning, data_root,
+                                         disjoint_splits, locate_videos, read_text_lines, val_from_list)
 from extractors.datasets._sample import make_clip, sample_folder
 from extractors.datasets.registry import register_dataset
 
@@ -42,40 +42,52 @@ def write_sample(out: str | os.PathLike, *, seed: int = 0) -> Path:
     return out
 
 
-def _read_tab_file(path: Path) -> dict[str, list[str]]:
-    """Sentences of each clip, in file order."""
+def _read_tab_file(path: Path) -> tuple[dict[str, list[str]], list[str]]:
+    """(sentences of each clip in file order, warnings). Each line is stripped before it is
+    split, as CLIP4Clip does (real lines end in spaces or a tab); a line that is still not
+    six fields, or has no sentence or a bad clip id, is skipped with one warning per file."""
     out: dict[str, list[str]] = {}
+    bad = []
     for n, line in enumerate(read_text_lines(path), 1):
-        if not line.strip():
+        line = line.strip()
+        if not line:
             continue
         cells = line.split("\t")
-        if len(cells) != len(FIELDS):
-            raise AnnotationError(f"{path}: line {n}: {len(cells)} tab-separated fields, expected {len(FIELDS)} "
-                                  f"({', '.join(FIELDS)})")
-        clip, sentence = cells[0].strip(), cells[-1].strip()
-        if not sentence:
-            raise AnnotationError(f"{path}: line {n}: field 'sentence' is empty")
-        out.setdefault(validate_video_id(clip, f"{path}: line {n}: field 'clip id'"), []).append(sentence)
-    return out
+        try:
+            if len(cells) != len(FIELDS):
+                raise AnnotationError(f"{len(cells)} tab-separated fields, expected {len(FIELDS)}")
+            clip, sentence = cells[0].strip(), cells[-1].strip()
+            if not sentence:
+                raise AnnotationError("field 'sentence' is empty")
+            validate_video_id(clip, "field 'clip id'")
+        except AnnotationError as e:
+            bad.append(f"line {n}: {e}")
+            continue
+        out.setdefault(clip, []).append(sentence)
+    return out, count_warning(bad, "line(s) skipped", path)
 
 
 @register_dataset("lsmdc", title="LSMDC", write_sample=write_sample, protocol="single", audio="own",
                   evaluated=FILES["test"])
-def read_lsmdc(root: str | os.PathLike, *, video_dir: str = VIDEO_DIR) -> Manifest:
+def read_lsmdc(root: str | os.PathLike, *, n_val: int | None = None, seed: int = 0,
+               video_dir: str = VIDEO_DIR) -> Manifest:
     """Every sentence of every clip (a clip id repeats once per sentence); times are
     ignored, as the releases take whole clips. Clips are looked up by file stem anywhere
-    under ``video_dir``; a missing one is expected at ``<movie>/<clip id>.avi``."""
+    under ``video_dir``; a missing one is expected at ``<movie>/<clip id>.avi``.
+    ``n_val``: how many of the val file's clips validate (seeded; default all, 0 none)."""
     root = data_root(root)
     captions: dict[str, list[str]] = {}
-    lists = {}
+    lists, warnings = {}, []
     for split, name in FILES.items():
         path = annotation_file(root, name, "LSMDC")
-        sentences = _read_tab_file(path)
+        sentences, warned = _read_tab_file(path)
+        warnings += warned
         captions.update(sentences)
         lists[split] = (path, list(sentences))
+    keep = val_from_list(lists["val"][1], n_val, seed)
+    lists["val"] = (lists["val"][0], [v for v in lists["val"][1] if v in keep])
     split = disjoint_splits(lists)
     ids = list(split)
-    return build_manifest("lsmdc", root, ids, split,
-                          locate_videos(root, ids, expected=lambda v: f"{video_dir}/{movie_of(v)}/{v}.avi",
-                                        video_dir=video_dir),
-                          captions)
+    paths, duplicates = locate_videos(root, ids, video_dir=video_dir,
+                                      expected=lambda v: f"{video_dir}/{movie_of(v)}/{v}.avi")
+    return build_manifest("lsmdc", root, ids, split, paths, captions, warnings=warnings + duplicates, n_val=n_val)

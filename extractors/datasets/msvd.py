@@ -8,8 +8,9 @@ import pickle
 from pathlib import Path
 
 from extractors.annotations import AnnotationError, Manifest
-from extractors.datasets._common import (VIDEO_DIR, YOUTUBE_URL, annotation_file, build_manifest, data_root,
-                                         disjoint_splits, locate_videos, read_split_lists, youtube_source)
+from extractors.datasets._common import (VIDEO_DIR, YOUTUBE_URL, annotation_file, build_manifest, count_warning,
+                                         data_root, disjoint_splits, locate_videos, read_split_lists, val_from_list,
+                                         youtube_source)
 from extractors.datasets._sample import make_clip, make_source, sample_folder, write_lines, youtube_like_ids
 from extractors.datasets.registry import register_dataset
 
@@ -17,15 +18,23 @@ CAPTIONS = "raw-captions.pkl"
 LISTS = {"train": "train_list.txt", "val": "val_list.txt", "test": "test_list.txt"}
 
 
-class _PlainUnpickler(pickle.Unpickler):
-    """The captions are dicts, lists and strings: any class reference is refused, so a
-    crafted pickle cannot run code."""
+# What a caption pickle may name besides plain dicts, lists and strings: the releases'
+# files were written from a defaultdict(list) or an OrderedDict. Anything else is refused,
+# so a crafted pickle cannot run code.
+_ALLOWED = {("collections", "defaultdict"), ("collections", "OrderedDict"), ("builtins", "list"),
+            ("builtins", "dict"), ("builtins", "str"), ("builtins", "tuple")}
 
+
+class _PlainUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
+        if (module, name) in _ALLOWED:
+            return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
 
-def _read_captions(path: Path) -> dict[str, list[str]]:
+def _read_captions(path: Path) -> tuple[dict[str, list[str]], list[str]]:
+    """(captions of each id, warnings): a caption that is not a list of words, or is empty,
+    is dropped with one warning for the file."""
     try:
         with open(path, "rb") as f:
             data = _PlainUnpickler(f, encoding="utf-8").load()
@@ -33,15 +42,21 @@ def _read_captions(path: Path) -> dict[str, list[str]]:
         raise AnnotationError(f"{path}: not a pickled dict of captions ({type(e).__name__}: {e})") from None
     if not isinstance(data, dict):
         raise AnnotationError(f"{path}: top level is a {type(data).__name__}, not a dict of id -> captions")
-    out = {}
+    out, bad = {}, []
     for vid, caps in data.items():
-        if not isinstance(caps, list):
-            raise AnnotationError(f"{path}: video {vid!r}: captions are not a list")
+        if not isinstance(caps, (list, tuple)):
+            bad.append(f"{vid!r} (captions are not a list)")
+            continue
+        kept = []
         for k, words in enumerate(caps):
-            if not isinstance(words, list) or not words or not all(isinstance(w, str) for w in words):
-                raise AnnotationError(f"{path}: video {vid!r}: caption [{k}] is not a list of words")
-        out[str(vid)] = [" ".join(words) for words in caps]
-    return out
+            if not isinstance(words, (list, tuple)) or not all(isinstance(w, str) for w in words):
+                bad.append(f"{vid!r}[{k}] (not a list of words)")
+            elif not " ".join(words).strip():
+                bad.append(f"{vid!r}[{k}] (empty)")
+            else:
+                kept.append(" ".join(words))
+        out[str(vid)] = kept
+    return out, count_warning(bad, "caption(s) dropped", path)
 
 
 def write_sample(out: str | os.PathLike, *, seed: int = 0) -> Path:
@@ -65,20 +80,24 @@ def write_sample(out: str | os.PathLike, *, seed: int = 0) -> Path:
 
 @register_dataset("msvd", title="MSVD", write_sample=write_sample, protocol="multi", audio="youtube",
                   evaluated="test_list.txt")
-def read_msvd(root: str | os.PathLike, *, video_dir: str = VIDEO_DIR,
+def read_msvd(root: str | os.PathLike, *, n_val: int | None = None, seed: int = 0, video_dir: str = VIDEO_DIR,
               youtube_url: str = YOUTUBE_URL) -> Manifest:
     """Every caption of every listed clip; clips looked up by file stem under ``video_dir``.
-    ``youtube_url`` (with ``{id}``) is where the crawl fetches a silent clip's window."""
+    A listed clip without captions is left out (one warning). ``n_val``: how many of
+    val_list's clips validate (seeded; default all, 0 none). ``youtube_url`` (with ``{id}``)
+    is where the crawl fetches a silent clip's window."""
     root = data_root(root)
     cap_path = annotation_file(root, CAPTIONS, "MSVD")
     lists = read_split_lists(root, LISTS, "MSVD")
+    captions, warnings = _read_captions(cap_path)
+    for name, (path, listed) in list(lists.items()):
+        gone = [v for v in listed if not captions.get(v)]
+        warnings += count_warning(gone, f"listed clip(s) have no captions in {CAPTIONS} (left out)", path)
+        keep = val_from_list([v for v in listed if v not in gone], n_val, seed) if name == "val" else None
+        lists[name] = (path, [v for v in listed if v not in gone and (keep is None or v in keep)])
     split = disjoint_splits(lists)
-    captions = _read_captions(cap_path)
-    for path, ids in lists.values():
-        for vid, line in ids.items():
-            if not captions.get(vid):
-                raise AnnotationError(f"{path}: line {line}: video {vid!r} has no captions in {CAPTIONS}")
     ids = list(split)
-    return build_manifest("msvd", root, ids, split,
-                          locate_videos(root, ids, expected=lambda v: f"{video_dir}/{v}.avi", video_dir=video_dir),
-                          captions, [youtube_source(v, youtube_url, windowed=True) for v in ids])
+    paths, duplicates = locate_videos(root, ids, video_dir=video_dir, expected=lambda v: f"{video_dir}/{v}.avi")
+    return build_manifest("msvd", root, ids, split, paths, captions,
+                          [youtube_source(v, youtube_url, windowed=True) for v in ids],
+                          warnings=warnings + duplicates, n_val=n_val)

@@ -102,14 +102,20 @@ def media(tmp_path_factory) -> Media:
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
     """Serves a folder; ``/stall/...`` sleeps before answering (read timeouts), ``/fail500/...``
-    answers 500 (a transient server error)."""
+    answers 500 (a transient server error), ``/status/NNN/...`` answers NNN; ``hits`` counts
+    the GET requests per path."""
 
     stall_s = 30.0
+    hits: dict[str, int] = {}
 
     def log_message(self, *args):
         pass
 
     def do_GET(self):
+        _Handler.hits[self.path] = _Handler.hits.get(self.path, 0) + 1
+        if self.path.startswith("/status/"):
+            self.send_error(int(self.path.split("/")[2]))
+            return
         if self.path.startswith("/stall"):
             time.sleep(self.stall_s)
             return
@@ -129,6 +135,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 class Server:
     url: str
     dir: Path
+    hits: dict[str, int] | None = None
 
 
 @pytest.fixture(scope="session")
@@ -139,6 +146,6 @@ def http_server(tmp_path_factory):
     srv.daemon_threads = True
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
-    yield Server(f"http://127.0.0.1:{srv.server_address[1]}", root)
+    yield Server(f"http://127.0.0.1:{srv.server_address[1]}", root, _Handler.hits)
     srv.shutdown()
     srv.server_close()

@@ -74,7 +74,7 @@ def test_train_7k_list(tmp_path):
         read_msrvtt(tmp_path / "r", train_list="8k")
 
 
-@pytest.mark.parametrize("bad", ["../etc/passwd", "a/b", "a\\b", "..", "x\x00y", "", "-", "--rf", "-../x"])
+@pytest.mark.parametrize("bad", ["../etc/passwd", "a/b", "a\\b", "..", "x\x00y", "", "-", "---", "-../x"])
 def test_unsafe_ids_rejected(tmp_path, bad):
     root = _write_root(tmp_path / "r", extra_videos=[{"video_id": bad, "url": "", "start time": 0,
                                                        "end time": 1}])
@@ -82,8 +82,9 @@ def test_unsafe_ids_rejected(tmp_path, bad):
         read_msrvtt(root)
 
 
-@pytest.mark.parametrize("vid", ["-4wsuPCjDBc_5_15", "-9zYxWvUtSr", "-rf", "Ab3dEf9hIjK_000012_000022"])
-def test_youtube_ids_with_a_leading_dash_accepted(vid):
+@pytest.mark.parametrize("vid", ["-4wsuPCjDBc_5_15", "-9zYxWvUtSr", "-rf", "Ab3dEf9hIjK_000012_000022",
+                                 "--1DO2V4K74", "---9CpRcKoU", "--rf"])
+def test_youtube_ids_with_leading_dashes_accepted(vid):
     assert validate_video_id(vid, "here") == vid
 
 

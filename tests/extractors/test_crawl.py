@@ -104,3 +104,80 @@ def test_section_crawl_through_range_requests(long_sources, tmp_path):
     with SampleServer(long_sources.dir) as s:
         r = crawl_audio(f"{s.url}/long.m4a", 20.0, 23.5, tmp_path / "w.wav", **FAST)
     assert r.status == "crawled" and probe(r.path).duration == pytest.approx(3.5, abs=0.02)
+
+
+# --- failure classes ---------------------------------------------------------------------
+def _yt_dlp_says(reason: str, video_id: str = "--1DO2V4K74") -> str:
+    """The line yt-dlp prints for a YouTube refusal, built with its own classes (our
+    ``_download`` drops the leading ``ERROR: ``)."""
+    from yt_dlp.utils import DownloadError, ExtractorError
+
+    err = ExtractorError(reason, expected=True, video_id=video_id, ie="youtube")
+    return str(DownloadError(f"ERROR: {err}", (None, err, None))).replace("ERROR: ", "")
+
+
+def _login_hint() -> str:
+    from yt_dlp import YoutubeDL
+    from yt_dlp.extractor.youtube import YoutubeIE
+
+    with YoutubeDL({"quiet": True}) as ydl:
+        return YoutubeIE(ydl)._youtube_login_hint
+
+
+# YouTube's reasons, as its player returns them and yt-dlp joins them ("reason. subreason");
+# yt-dlp's own test table skips videos with the first three strings.
+PERMANENT = {
+    "unavailable": "Video unavailable",
+    "private": "Private video. Sign in if you've been granted access to this video",
+    "removed": "This video has been removed for violating YouTube's Terms of Service",
+    "removed by uploader": "Video unavailable. This video has been removed by the uploader",
+    "terminated": "Video unavailable. This video is no longer available because the YouTube account "
+                  "associated with this video has been terminated.",
+    "copyright": "Video unavailable. This video is no longer available due to a copyright claim by Some Label",
+    "age gate": None,  # built with yt-dlp's login hint below
+}
+
+
+@pytest.mark.parametrize("case", PERMANENT)
+def test_youtube_refusals_are_permanent(case):
+    from extractors.crawl import classify
+
+    reason = PERMANENT[case] or (f"Sign in to confirm your age. This video may be inappropriate for some "
+                                 f"users. {_login_hint()}")
+    msg = _yt_dlp_says(reason)
+    assert msg.startswith("[youtube] --1DO2V4K74: ")
+    assert classify(msg) == "permanent", msg
+
+
+@pytest.mark.parametrize("msg,cls", [
+    (_yt_dlp_says("Sign in to confirm you\u2019re not a bot. Use --cookies-from-browser"), "transient"),
+    ("Unable to download webpage: HTTP Error 503: Service Unavailable", "transient"),
+    ("Unable to download webpage: HTTP Error 429: Too Many Requests", "transient"),
+    ("timed out after 120 s", "transient"),
+    ("Unable to download webpage: HTTP Error 410: Gone", "permanent"),
+    ("Postprocessing: audio conversion failed: Error opening output files", "local"),
+    ("downloaded file is not audio", "local"),
+])
+def test_throttling_and_local_failures(msg, cls):
+    from extractors.crawl import classify
+
+    assert classify(msg) == cls
+
+
+@pytest.mark.parametrize("code", [404, 410])
+def test_gone_is_tried_once_and_recorded_permanent(served, tmp_path, code):
+    path = f"/status/{code}/clip.mp4"
+    r = crawl_audio(f"{served.url}{path}", 0, 2, tmp_path / "x.wav", retries=3, backoff_s=0.05,
+                    socket_timeout_s=1.0, timeout_s=20.0)
+    assert r.status == "failed" and str(code) in r.error and r.error_class == "permanent"
+    assert r.attempts == 1 and served.hits[path] == 1
+
+
+def test_503_is_retried_with_back_off(served, tmp_path):
+    path = "/status/503/clip.mp4"
+    t = time.perf_counter()
+    r = crawl_audio(f"{served.url}{path}", 0, 2, tmp_path / "x.wav", retries=2, backoff_s=0.3,
+                    socket_timeout_s=1.0, timeout_s=20.0)
+    assert r.status == "failed" and "503" in r.error and r.error_class == "transient"
+    assert r.attempts == 3 and served.hits[path] >= 3
+    assert time.perf_counter() - t >= 0.3 + 0.6  # backoff_s, then doubled

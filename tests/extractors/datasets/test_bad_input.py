@@ -67,6 +67,8 @@ def _first_key(path):
     return next(iter(json.loads(path.read_text())))
 
 
+# Files that cannot be read as the format (or ids that would leave the data root): the
+# read stops with one line naming file and line.
 MALFORMED = {
     "msvd list id": ("msvd", lambda r: _append(r / "train_list.txt", "\n../escape_1_2\n"),
                      r"train_list.txt: line 6: video id '\.\./escape_1_2' is not a plain name"),
@@ -74,63 +76,86 @@ MALFORMED = {
                           r"val_list.txt: line 3: video id '.+' already listed on line 1"),
     "msvd in two lists": ("msvd", lambda r: _append(r / "test_list.txt", (r / "train_list.txt").read_text()),
                           r"test_list.txt: video id '.+' is also listed in train_list.txt"),
-    "msvd no captions": ("msvd", lambda r: _append(r / "test_list.txt", "AbCdEfGhIjK_1_5\n"),
-                         r"test_list.txt: line 3: video 'AbCdEfGhIjK_1_5' has no captions in raw-captions.pkl"),
-    "msvd caption not words": ("msvd", lambda r: (r / "raw-captions.pkl").write_bytes(pickle.dumps(
-        {**pickle.loads((r / "raw-captions.pkl").read_bytes()), "x_1_2": [["a"], "a b"]})),
-        r"raw-captions.pkl: video 'x_1_2': caption \[1\] is not a list of words"),
     "msvd code in pickle": ("msvd", lambda r: (r / "raw-captions.pkl").write_bytes(pickle.dumps(os.getcwd)),
                             r"raw-captions.pkl: not a pickled dict of captions .*refusing to load"),
-    "vatex caption type": ("vatex", lambda r: _edit_json(
-        r / "ref_captions.json", lambda d: d[(r / "test_list.txt").read_text().split()[0]].__setitem__(2, 7)),
-        r"ref_captions.json: '.+'\[2\]: not a non-empty string \(7\)"),
     "vatex bad json": ("vatex", lambda r: _append(r / "ref_captions.json", "}"),
                        r"ref_captions.json: malformed JSON at line \d+"),
     "activitynet key": ("activitynet", lambda r: _edit_json(r / "val_ids.json", lambda d: d.append("AbCdEfGhIjK")),
                         r"val_ids.json: item \[3\] 'AbCdEfGhIjK' is not a key starting with 'v_'"),
-    "activitynet sentences": ("activitynet", lambda r: _edit_json(
-        r / "train.json", lambda d: d[_first_key(r / "train.json")].pop("sentences")),
-        r"train.json: 'v_.+': field 'sentences' is not a non-empty list"),
-    "activitynet sentence": ("activitynet", lambda r: _edit_json(
-        r / "val_1.json", lambda d: d[_first_key(r / "val_1.json")]["sentences"].append(None)),
-        r"val_1.json: 'v_.+': field 'sentences'\[[23]\] is not a string \(None\)"),
-    "activitynet blank": ("activitynet", lambda r: _edit_json(
-        r / "val_1.json", lambda d: d[_first_key(r / "val_1.json")].update(sentences=[" ", ""])),
-        r"val_1.json: 'v_.+': field 'sentences': not a non-empty string \('  '\)"),
-    "activitynet unannotated": ("activitynet", lambda r: _edit_json(r / "val_ids.json", lambda d: d.append("v_x")),
-                                r"val_ids.json: item \[3\] 'v_x' has no annotation in val_1.json"),
-    "didemo description": ("didemo", lambda r: _edit_json(r / "val_data.json", lambda d: d[1].pop("description")),
-                           r"val_data.json: item \[1\]: field 'description': not a non-empty string"),
-    "didemo video id": ("didemo", lambda r: _edit_json(r / "test_data.json", lambda d: d[0].update(video="a/b.mov")),
-                        r"test_data.json: item \[0\]: field 'video': video id 'a/b.mov' is not a plain name"),
-    "lsmdc fields": ("lsmdc", lambda r: _append(r / "LSMDC16_annos_val.csv", "c_1\t1\t2\t1\t2\n"),
-                     r"LSMDC16_annos_val.csv: line 3: 5 tab-separated fields, expected 6 \(clip id, .*sentence\)"),
-    "lsmdc sentence": ("lsmdc", lambda r: _append(r / "LSMDC16_annos_training.csv", "c_1\t1\t2\t1\t2\t \n"),
-                       r"LSMDC16_annos_training.csv: line 9: field 'sentence' is empty"),
-    "lsmdc clip id": ("lsmdc", lambda r: _append(r / "LSMDC16_annos_training.csv", "..\t1\t2\t1\t2\tx\n"),
-                      r"LSMDC16_annos_training.csv: line 9: field 'clip id': video id '\.\.' is not a plain name"),
-    "charades script": ("charades", lambda r: _append(r / "Charades_v1_test.csv", "ZZ99Z,S1,Hall,,,,,,,,\n"),
-                        r"Charades_v1_test.csv: line 4: field 'script' is empty"),
     "charades cells": ("charades", lambda r: _append(r / "Charades_v1_test.csv", "ZZ99Z" + ",x" * 11 + "\n"),
                        r"Charades_v1_test.csv: line 4: 12 fields, header has 11"),
     "charades quote": ("charades", lambda r: _append(r / "Charades_v1_train.csv", 'ZZ99Z,S1,Hall,6,7,Yes,"open\n'),
                        r"Charades_v1_train.csv: line \d+: malformed CSV"),
 }
 
+# Per-item problems: the read goes on, with one warning per file naming the items.
+ITEM_PROBLEMS = {
+    "msvd no captions": ("msvd", lambda r: _append(r / "test_list.txt", "AbCdEfGhIjK_1_5\n"),
+                         r"test_list.txt: 1 listed clip\(s\) have no captions in raw-captions.pkl \(left out\): "
+                         r"AbCdEfGhIjK_1_5"),
+    "msvd caption not words": ("msvd", lambda r: (r / "raw-captions.pkl").write_bytes(pickle.dumps(
+        {**pickle.loads((r / "raw-captions.pkl").read_bytes()), "x_1_2": [["a"], "a b"]})),
+        r"raw-captions.pkl: 1 caption\(s\) dropped: 'x_1_2'\[1\] \(not a list of words\)"),
+    "vatex caption type": ("vatex", lambda r: _edit_json(
+        r / "ref_captions.json", lambda d: d[(r / "test_list.txt").read_text().split()[0]].__setitem__(2, 7)),
+        r"ref_captions.json: 1 caption\(s\) dropped: '.+'\[2\] \(7\)"),
+    "activitynet sentences": ("activitynet", lambda r: _edit_json(
+        r / "train.json", lambda d: d[_first_key(r / "train.json")].pop("sentences")),
+        r": 1 listed id\(s\) have no usable annotation in train.json / val_1.json \(left out\): train_ids.json:v_"),
+    "activitynet sentence": ("activitynet", lambda r: _edit_json(
+        r / "val_1.json", lambda d: d[_first_key(r / "val_1.json")]["sentences"].append(None)),
+        r": 1 listed id\(s\) have no usable annotation in train.json / val_1.json \(left out\): val_ids.json:v_"),
+    "activitynet blank": ("activitynet", lambda r: _edit_json(
+        r / "val_1.json", lambda d: d[_first_key(r / "val_1.json")].update(sentences=[" ", ""])),
+        r": 1 listed id\(s\) have no usable annotation in train.json / val_1.json \(left out\): val_ids.json:v_"),
+    "activitynet unannotated": ("activitynet", lambda r: _edit_json(r / "val_ids.json", lambda d: d.append("v_x")),
+                                r": 1 listed id\(s\) have no usable annotation .* \(left out\): val_ids.json:v_x"),
+    "didemo description": ("didemo", lambda r: _edit_json(r / "val_data.json", lambda d: d[1].pop("description")),
+                           r"val_data.json: 1 moment\(s\) skipped: \[1\] field 'description': not a non-empty"),
+    "didemo video id": ("didemo", lambda r: _edit_json(r / "test_data.json", lambda d: d[0].update(video="a/b.mov")),
+                        r"test_data.json: 1 moment\(s\) skipped: \[0\] field 'video': video id 'a/b.mov' is not "
+                        r"a plain name"),
+    "lsmdc fields": ("lsmdc", lambda r: _append(r / "LSMDC16_annos_val.csv", "c_1\t1\t2\t1\t2\n"),
+                     r"LSMDC16_annos_val.csv: 1 line\(s\) skipped: line 3: 5 tab-separated fields, expected 6"),
+    "lsmdc sentence": ("lsmdc", lambda r: _append(r / "LSMDC16_annos_training.csv", "c_1\t1\t2\t1\t2\t \n"),
+                       r"LSMDC16_annos_training.csv: 1 line\(s\) skipped: line 9: 5 tab-separated fields"),
+    "lsmdc clip id": ("lsmdc", lambda r: _append(r / "LSMDC16_annos_training.csv", "..\t1\t2\t1\t2\tx\n"),
+                      r"LSMDC16_annos_training.csv: 1 line\(s\) skipped: line 9: field 'clip id': video id '\.\.'"),
+    "charades script": ("charades", lambda r: _append(r / "Charades_v1_test.csv", "ZZ99Z,S1,Hall,,,,,,,,\n"),
+                        r"Charades_v1_test.csv: 1 row\(s\) left out: line 4: video 'ZZ99Z': field 'script' is empty"),
+}
+
 
 @pytest.mark.parametrize("case", MALFORMED)
-def test_malformed_row_names_file_line_and_field(sample_copy, case):
+def test_malformed_file_names_file_line_and_field(sample_copy, case):
     name, mutate, pattern = MALFORMED[case]
     root = sample_copy(name)
     mutate(root)
     _raises(root, name, re.escape(str(root)) + ".*" + pattern)
 
 
-def test_two_files_for_one_id_is_an_error(sample_copy):
+@pytest.mark.parametrize("case", ITEM_PROBLEMS)
+def test_item_problem_is_one_warning_and_the_read_goes_on(sample_copy, case):
+    name, mutate, pattern = ITEM_PROBLEMS[case]
+    root = sample_copy(name)
+    n0 = get_dataset(name).read(root).n_videos
+    mutate(root)
+    m = get_dataset(name).read(root)
+    hits = [w for w in m.warnings if re.search(re.escape(str(root)) + ".*" + pattern, w)]
+    assert len(hits) == 1 and len(m.warnings) == 1, m.warnings
+    assert "\n" not in hits[0]
+    assert m.n_videos >= n0 - 1
+
+
+def test_two_files_for_one_id_warn_and_the_preferred_is_used(sample_copy):
     root = sample_copy("msvd")
     m = get_dataset("msvd").read(root)
-    (root / "videos" / f"{m.video_ids[0]}.mp4").write_bytes(b"")
-    _raises(root, "msvd", re.escape(f"2 files for video {m.video_ids[0]!r}") + r" \(.+, .+\): keep one")
+    mp4 = root / "videos" / f"{m.video_ids[0]}.mp4"
+    mp4.write_bytes(b"")
+    m2 = get_dataset("msvd").read(root)
+    assert m2.video_paths[0] == f"videos/{m.video_ids[0]}.mp4"
+    assert m2.warnings == [f"{root / 'videos'}: 2 files for video {m.video_ids[0]!r} "
+                           f"({m.video_paths[0]}, videos/{m.video_ids[0]}.mp4): using videos/{m.video_ids[0]}.mp4"]
 
 
 @pytest.mark.parametrize("video_dir", ["..", "../videos", "/tmp"])

@@ -146,13 +146,13 @@ def test_activitynet_paragraph_keeps_leading_spaces(tmp_path):
     assert m.video_paths[1] == "videos/-9zYxWvUtSr.mp4"
 
 
-def test_activitynet_v_prefixed_file_is_not_the_video(sample_copy):
+def test_activitynet_v_prefixed_file_is_the_video(sample_copy):
     root = sample_copy("activitynet")
     m0 = get_dataset("activitynet").read(root)
     vid = m0.video_ids[0]
     os.rename(root / m0.video_paths[0], root / "videos" / f"v_{vid}.mp4")
     m = get_dataset("activitynet").read(root)
-    assert m.video_paths[0] == f"videos/{vid}.mp4" and not (root / m.video_paths[0]).exists()
+    assert m.video_paths[0] == f"videos/v_{vid}.mp4" and not m.warnings
 
 
 def test_lsmdc_movie_folders_and_literal_quotes(sample_root):

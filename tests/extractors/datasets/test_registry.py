@@ -57,12 +57,16 @@ def test_msrvtt_sample_reads_through_the_registry(tmp_path):
 
 
 def test_reader_options_are_declared_and_checked():
-    assert get_dataset("msvd").options == ("video_dir", "youtube_url")
+    assert get_dataset("msvd").options == ("n_val", "seed", "video_dir", "youtube_url")
     assert get_dataset("vatex").options == ("n_val", "seed", "video_dir", "youtube_url")
-    assert get_dataset("msrvtt").options == ("train_list", "n_val", "seed", "test_csv", "strict")
+    assert get_dataset("msrvtt").options == ("train_list", "n_val", "seed", "test_csv", "strict", "video_dir")
     with pytest.raises(AnnotationError) as e:
-        read_dataset("msvd", "/nonexistent", n_val=3)
-    assert str(e.value) == "dataset 'msvd' has no option 'n_val' (options: video_dir, youtube_url)"
+        read_dataset("msvd", "/nonexistent", train_list="7k")
+    assert str(e.value) == "dataset 'msvd' has no option 'train_list' (options: n_val, seed, video_dir, youtube_url)"
+
+
+def test_every_reader_takes_n_val_and_video_dir():
+    assert all({"n_val", "video_dir"} <= set(get_dataset(n).options) for n in ALL)
 
 
 def test_only_didemo_caps_the_seconds_read():
