@@ -1,5 +1,5 @@
 """The deployment way: a real Prefect server on loopback, a serve process, and
-`prefect deployment run` as a user types it; then the same flow on a Dask LocalCluster."""
+`prefect deployment run` as a user types it; then `vtr extract` on a Dask LocalCluster."""
 import json
 import os
 import subprocess
@@ -57,8 +57,10 @@ def test_serve_and_run_deployment(prefect_server, tiny_data, tmp_path):
         log.close()
 
 
-def test_dask_local_cluster_two_workers(prefect_server, tiny_data, tmp_path):
-    env = vtr_env(PREFECT_API_URL=prefect_server, PREFECT_HOME=str(tmp_path / "home"))
+def test_dask_local_cluster_two_workers(tiny_data, tmp_path):
+    """The direct run (no PREFECT_API_URL) with a Dask ``Client`` as the core's executor."""
+    env = vtr_env(PREFECT_HOME=str(tmp_path / "home"))
+    env.pop("PREFECT_API_URL", None)
     store = tmp_path / "dask.zarr"
     r = subprocess.run(vtr_cmd("extract", "--data-root", tiny_data, "--store", store, *TINY,
                                "--video-chunk", "2", "--steps", "probe,crawl,frames,text",
