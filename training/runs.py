@@ -160,6 +160,8 @@ def load_run(run: str, device: torch.device | str = "cpu", which: str = "head") 
     weights = os.path.join(run, f"{which}.safetensors")
     if not os.path.exists(weights):
         raise RunError(f"{run}: no {which}.safetensors (the run has not finished an epoch)")
+    if cfg["head"] == "clip-finetune":
+        import training.clip_finetune  # noqa: F401 - registers the head (it imports this module)
     head = create_head(cfg["head"], cfg["head_config"])
     head.load_state_dict(load_file(weights, device="cpu"), strict=True)
     return head.to(device), cfg
