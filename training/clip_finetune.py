@@ -26,6 +26,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from storage import read_attrs
 from training.heads.base import Head, create_head, register_head
 from training.runs import ConfigError
 
@@ -270,4 +271,72 @@ def wrap_head(base: Head, k: int, template: bool, clip_state: Mapping[str, torch
     return head
 
 
-__all__ = ["ClipFinetuneHead", "ClipTail", "hidden_fields", "tail_key_map", "wrap_head"]
+
+
+# --- what the store holds -----------------------------------------------------------------
+def stored_clip_layers(store: str) -> int:
+    """K of ``--cache-clip-layers`` the store was extracted with (0: none): the smaller of
+    the frames' and the text's, counting only variables that are there."""
+    from storage import open_group
+    from storage.schema import MAX_CLIP_LAYERS
+
+    group = open_group(store, mode="r")
+    ks = []
+    for kind in ("frame", "caption"):
+        k = 0
+        while k < MAX_CLIP_LAYERS and f"{kind}_hidden_{k + 1}" in group:
+            k += 1
+        ks.append(k)
+    return min(ks)
+
+
+def check_finetune(store: str, k: int) -> None:
+    """Refuse, in one line, ``--finetune-clip k`` on a store that cannot feed it."""
+    have = stored_clip_layers(store)
+    if have == 0:
+        raise ConfigError(f"--finetune-clip {k}: {store} holds no CLIP hidden states; extract it with "
+                          f"`vtr extract --cache-clip-layers {k}`")
+    if k > have:
+        raise ConfigError(f"--finetune-clip {k} is more than the {have} block input(s) {store} holds "
+                          f"(extracted with --cache-clip-layers {have})")
+    prov = read_attrs(store).get("provenance", {})
+    frames, text = prov.get("frames", {}), prov.get("text", {})
+    if frames.get("weights_sha256") != text.get("weights_sha256"):
+        raise ConfigError(f"{store}: frames and text come from different CLIP weights (sha256 "
+                          f"{str(frames.get('weights_sha256'))[:16]} vs {str(text.get('weights_sha256'))[:16]}): "
+                          "--finetune-clip needs one CLIP")
+
+
+def quickgelu_of(store: str) -> bool:
+    """Whether the store's CLIP uses QuickGELU (OpenAI's files load as ``*-quickgelu``)."""
+    return str(read_attrs(store).get("provenance", {}).get("frames", {}).get("model", "")).endswith("quickgelu")
+
+
+def template_of(store: str) -> str | None:
+    """The caption template whose features the store holds (None: none)."""
+    from storage import open_group
+
+    if "caption_template_embedding" not in open_group(store, mode="r"):
+        return None
+    return read_attrs(store).get("provenance", {}).get("text", {}).get("caption_template")
+
+
+def use_template(store: str, setting: str, log=print) -> bool:
+    """``TrainConfig.template_captions``: off | auto (when the store has them; else one
+    warning line) | on (refused without them)."""
+    if setting == "off":
+        return False
+    template = template_of(store)
+    if template is None:
+        why = (f"{store} holds no template-wrapped captions (the release wraps every caption in "
+               "\"This is a video about {}.\"; extract with --caption-template to match it)")
+        if setting == "on":
+            raise ConfigError(f"template_captions=on: {why}")
+        log(f"warning: {why}; training on the raw captions")
+        return False
+    log(f"captions: the template {template!r} (store variables caption_template_*)")
+    return True
+
+
+__all__ = ["ClipFinetuneHead", "ClipTail", "check_finetune", "hidden_fields", "quickgelu_of", "stored_clip_layers",
+           "tail_key_map", "template_of", "use_template", "wrap_head"]

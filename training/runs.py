@@ -60,6 +60,12 @@ class TrainConfig:
     resident: str = "auto"  # auto | on | off: the train split held on the device (training.device_data)
     compile: bool = False  # torch.compile the training step's forward and loss
     eval_batch_size: int = 256
+    # issue 26 (training.clip_finetune, training.optim)
+    finetune_clip: int = 0  # fine-tune CLIP's last K blocks on the store's cached hidden states
+    clip_lr: float = 1e-7  # their learning rate (the releases': lr 1e-4 x coef_lr 1e-3)
+    optimizer: str = "adamw"  # adamw | bertadam (the releases', training.optim)
+    grad_clip_scale: float = 1.0  # gradients / this before clip and step: the releases' DDP average over N GPUs
+    template_captions: str = "off"  # off | auto | on: read caption_template_* (auto: when the store has them)
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 2 or self.eval_batch_size < 1:
@@ -75,6 +81,12 @@ class TrainConfig:
         if self.resident == "on" and self.stream != "auto":
             raise ConfigError(f"resident=on holds the whole split on the device; stream={self.stream} is "
                               "for the host loader (resident=off)")
+        if self.optimizer not in ("adamw", "bertadam"):
+            raise ConfigError(f"optimizer must be adamw or bertadam, not {self.optimizer!r}")
+        if self.finetune_clip < 0 or self.clip_lr < 0 or self.grad_clip_scale <= 0:
+            raise ConfigError("need finetune_clip >= 0, clip_lr >= 0 and grad_clip_scale > 0")
+        if self.template_captions not in ("off", "auto", "on"):
+            raise ConfigError(f"template_captions must be off, auto or on, not {self.template_captions!r}")
         try:
             AudioTokens.parse(self.audio_tokens)
         except ValueError as e:
