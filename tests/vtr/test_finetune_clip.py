@@ -100,12 +100,31 @@ def test_bad_inputs_are_one_line(extracted, tmp_path):
     finally:
         clip.write_bytes(saved)
 
-    # a store whose frames are done without hidden states cannot take them afterwards, and
-    # one with them cannot go on without them
-    r = vtr("extract", "--data-root", "data", "--store", "s.zarr", "--device", "cpu", "--steps", "frames,text",
-            "--clip-weights", "weights/open_clip_model.safetensors",
-            "--caption-template", "This is a video about {}.", "--workers", "1", cwd=tmp)
-    assert "--cache-clip-layers 2" in r.stdout + r.stderr
+
+
+class Geometry:
+    """The encoder geometry ``flows.clip_cache`` reads (a ViT-B-32's)."""
+    depth = {"visual": 12, "text": 12}
+    visual_tokens, visual_width, text_width = 50, 768, 512
+
+
+def test_a_store_is_never_mixed(tmp_path):
+    from flows.clip_cache import plan_optional
+    from storage import StoreError
+    from storage.synthetic import create_synthetic_store, fill_random
+
+    store = str(tmp_path / "s.zarr")
+    create_synthetic_store(store, n_videos=4)
+    names, record = plan_optional(store, "frames", Geometry(), 2, log=lambda m: None)
+    assert names == ("frame_hidden_1", "frame_hidden_2") and record["clip_hidden"]["layers"]["frame_hidden_2"] == 10
+    # the store holds K = 2: a run without the flag, or with another K, is refused
+    for k in (0, 1, 3):
+        with pytest.raises(StoreError, match="--cache-clip-layers 2"):
+            plan_optional(store, "frames", Geometry(), k, log=lambda m: None)
+    # text done without hidden states: they cannot be added afterwards
+    fill_random(store, ("text",))
+    with pytest.raises(StoreError, match="already has 8 done caption"):
+        plan_optional(store, "text", Geometry(), 1, log=lambda m: None)
 
 
 def test_store_without_hidden_states_names_the_extraction_flag(tmp_path):
@@ -129,3 +148,47 @@ def test_disk_check_refuses_in_one_line(tmp_path):
     assert lines == ["frame_hidden_1: 0.000 GB more on disk"]
     with pytest.raises(StoreError, match=r"frame_hidden_1 need .* GB, the disk has .* GB free"):
         check_free_space(str(tmp_path / "s.zarr"), {"frame_hidden_1": 10**18}, log=lines.append)
+
+
+FILL_DISK = """
+import resource, signal, sys
+import numpy as np
+from extractors.engine import ItemResult
+from flows.step_io import write_results
+from storage import StepWriter, StoreError
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+resource.setrlimit(resource.RLIMIT_FSIZE, (500_000, 500_000))  # no file over 0.5 MB: the disk is full
+w = StepWriter(sys.argv[1], "frames", extra_variables=("frame_hidden_1",))
+rows = {"frame_features": np.ones((12, 64), np.float32), "frame_mask": np.ones(12, bool),
+        "frame_hidden_1": np.ones((12, 50, 768), np.float16)}  # 0.9 MB per video chunk
+try:
+    write_results(w, (ItemResult(i, rows) for i in range(4)))
+except StoreError as e:
+    print(e)
+    sys.exit(3)
+"""
+
+
+def test_a_disk_that_fills_mid_write_fails_the_step_and_marks_nothing_done(tmp_path):
+    """A real write failure (the process may not grow a file past 0.5 MB): the frame
+    features fit, the hidden states do not. One line, and no video is done."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from flows.clip_cache import plan_optional
+    from storage import DONE, StepWriter
+    from storage.synthetic import create_synthetic_store
+
+    store = str(tmp_path / "s.zarr")
+    create_synthetic_store(store, n_videos=4, dim=64, video_chunk=4)
+    plan_optional(store, "frames", Geometry(), 1, log=lambda m: None)
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, "-c", FILL_DISK, store], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(root)})
+    assert r.returncode == 3, r.stdout + r.stderr[-3000:]
+    line = r.stdout.strip()
+    assert "\n" not in line and "writing frames items 0..3 failed" in line and "File too large" in line, line
+    assert not (StepWriter(store, "frames").states() == DONE).any()
