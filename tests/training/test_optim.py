@@ -67,8 +67,7 @@ def run(opt_cls, steps: int = 30, scale_grad: float = 1.0) -> list[torch.Tensor]
         x = torch.randn(32, 8, generator=g)
         loss = (m(x) ** 2).sum() * scale_grad  # large gradients: the per-tensor clip acts
         opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
+        loss.backward()  # no global clip here: each tensor's own clip inside the step must act
         opt.step()
     return [p.detach().clone() for p in m.parameters()]
 
