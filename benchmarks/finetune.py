@@ -10,8 +10,8 @@ ratio to K = 0.
     .venv/bin/python benchmarks/finetune.py --device cuda            # batch 32 x 12 frames
     .venv/bin/python benchmarks/finetune.py --quick --device cuda    # small, under a minute
 
-Peak memory: CUDA's ``max_memory_allocated``; on the CPU the process's resident set
-sampled every millisecond above what it held before the step (coarser). CLIP is random
+Peak memory: CUDA's ``max_memory_allocated`` above what the step started with (on the CPU
+it is not measured: "n/a"). CLIP is random
 (nothing is downloaded): a step's cost does not depend on the weights.
 """
 from __future__ import annotations
@@ -20,7 +20,6 @@ import argparse
 import os
 import statistics
 import sys
-import threading
 import time
 
 import torch
@@ -33,42 +32,28 @@ FRAMES, WORDS, CAPTIONS_PER_VIDEO = 12, 32, 20
 
 
 class PeakMemory:
-    """Peak bytes above the start, on ``device`` (see the module doc)."""
+    """Peak bytes allocated above the start on a CUDA device (None on the CPU: the
+    allocator there keeps no high-water mark, and the process's resident set reuses freed
+    pages, so it would not measure one step)."""
 
     def __init__(self, device: torch.device):
         self.device = device
+        self.bytes: int | None = None
 
     def __enter__(self):
         if self.device.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
             self.base = torch.cuda.memory_allocated()
-        else:
-            import psutil
-
-            self.proc = psutil.Process()
-            self.base = self.peak = self.proc.memory_info().rss
-            self.stop = threading.Event()
-            self.thread = threading.Thread(target=self._sample, daemon=True)
-            self.thread.start()
         return self
-
-    def _sample(self) -> None:
-        while not self.stop.is_set():
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-            time.sleep(0.001)
 
     def __exit__(self, *exc) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
             self.bytes = torch.cuda.max_memory_allocated() - self.base
-        else:
-            self.stop.set()
-            self.thread.join()
-            self.bytes = max(1, self.peak - self.base)
 
 
-def timed(step, device: torch.device, steps: int, warmup: int) -> tuple[float, int]:
+def timed(step, device: torch.device, steps: int, warmup: int) -> tuple[float, int | None]:
     """(median seconds per step, peak bytes of one step) after ``warmup`` steps."""
     for _ in range(warmup):
         step()
@@ -167,7 +152,8 @@ def main() -> None:
           f"({'quick' if args.quick else 'full'})")
     print(f"{'setting':<12} {'s/step':>9} {'step vs e2e':>12} {'peak MB':>9} {'mem vs e2e':>11}")
     for name, (s, mem) in results.items():
-        print(f"{name:<12} {s:9.4f} {s / e2e_s:12.4f} {mem / 1e6:9.1f} {mem / e2e_mem:11.4f}")
+        mb, ratio = (f"{mem / 1e6:9.1f}", f"{mem / e2e_mem:11.4f}") if mem is not None else (f"{'n/a':>9}", f"{'n/a':>11}")
+        print(f"{name:<12} {s:9.4f} {s / e2e_s:12.4f} {mb} {ratio}")
     print(f"\nstore bytes per video (12 frames + {CAPTIONS_PER_VIDEO} captions, fp16):")
     k0 = store_bytes_per_video(0, tokens_v, geo["visual_width"], geo["text_width"], dim)
     for k in (0, 1, 2):
