@@ -90,8 +90,23 @@ def test_k0_is_todays_path_bit_for_bit(stores, tmp_path):
     _, b = run(rich, tmp_path / "b", finetune_clip=0, optimizer="adamw", grad_clip_scale=1.0,
                template_captions="off")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    from training.heads import create_head
+    assert set(a) == set(create_head("meanpool", None, dim=64).state_dict())  # not wrapped
     assert (tmp_path / "a" / "metrics.csv").read_text().split("\n")[1].split(",")[:4] == \
         (tmp_path / "b" / "metrics.csv").read_text().split("\n")[1].split(",")[:4]
+
+
+def test_hidden_states_are_planned_and_held_as_float16(stores):
+    from training.data import load_arrays, select_split, split_nbytes
+    from training.device_data import held_nbytes
+
+    _, rich = stores
+    data = select_split(rich, "train")
+    fields = ("frame_hidden_1", "caption_hidden_1")
+    want = (data.n_videos * 12 * TOKENS * WIDTH + data.n_captions * 8 * WIDTH) * 2
+    assert split_nbytes(rich, data, fields, None) == want == held_nbytes(rich, data, fields, None)
+    arrays = load_arrays(rich, data, fields, None)
+    assert arrays["frame_hidden_1"].dtype == arrays["caption_hidden_1"].dtype == np.float16
 
 
 def test_finetune_one_block_trains_the_tail_resident_or_not(stores, tmp_path):
