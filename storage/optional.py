@@ -73,7 +73,7 @@ def check_free_space(path: str, need: dict[str, int], log=print) -> None:
     """Print the extra bytes each variable needs; refuse in one line when the store's disk
     lacks their sum. A store at a URL cannot be asked: the sizes are printed only."""
     for name, n in need.items():
-        log(f"{name}: {n / 1e9:.3f} GB more on disk")
+        log(f"{name}: {n / 1e6:,.1f} MB more on disk")
     total = sum(need.values())
     if "://" in str(path):
         log(f"{path}: object storage reports no free space; make sure it takes {total / 1e9:.3f} GB")

@@ -145,7 +145,7 @@ def test_disk_check_refuses_in_one_line(tmp_path):
 
     lines = []
     check_free_space(str(tmp_path / "s.zarr"), {"frame_hidden_1": 10}, log=lines.append)
-    assert lines == ["frame_hidden_1: 0.000 GB more on disk"]
+    assert lines == ["frame_hidden_1: 0.0 MB more on disk"]
     with pytest.raises(StoreError, match=r"frame_hidden_1 need .* GB, the disk has .* GB free"):
         check_free_space(str(tmp_path / "s.zarr"), {"frame_hidden_1": 10**18}, log=lines.append)
 
