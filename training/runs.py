@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from storage import layout_of
 from training.data import AUDIO_TOKENS_DEFAULT, AudioTokens, StoreAudio, pooled_audio, store_identity
 from training.heads import Head, create_head, head_option, head_options
+from training.optim import OPTIMIZERS
 
 
 class RunError(Exception):
@@ -81,8 +82,8 @@ class TrainConfig:
         if self.resident == "on" and self.stream != "auto":
             raise ConfigError(f"resident=on holds the whole split on the device; stream={self.stream} is "
                               "for the host loader (resident=off)")
-        if self.optimizer not in ("adamw", "bertadam"):
-            raise ConfigError(f"optimizer must be adamw or bertadam, not {self.optimizer!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
         if self.finetune_clip < 0 or self.clip_lr < 0 or self.grad_clip_scale <= 0:
             raise ConfigError("need finetune_clip >= 0, clip_lr >= 0 and grad_clip_scale > 0")
         if self.template_captions not in ("off", "auto", "on"):
