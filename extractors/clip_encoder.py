@@ -91,6 +91,12 @@ class ClipEncoder:
         self._attn_mask = None if self.model.attn_mask is None else self.model.attn_mask[:ctx, :ctx]
         self.image_size = int(_to_int(self.model.visual.image_size))
         self.dim = int(self.model.text_projection.shape[1])
+        v = self.model.visual
+        # hidden-state geometry (issue 26, ``extractors.clip_hidden``)
+        self.visual_tokens = int(v.positional_embedding.shape[0])
+        self.visual_width = int(v.transformer.width)
+        self.text_width = int(self.model.transformer.width)
+        self.depth = {"visual": len(v.transformer.resblocks), "text": len(self.model.transformer.resblocks)}
 
     # --- images ----------------------------------------------------------------------
     @torch.inference_mode()
@@ -103,15 +109,33 @@ class ClipEncoder:
             out = self.model.encode_image(x)
         return out.float()
 
+    @torch.inference_mode()
+    def encode_images_hidden(self, images: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``encode_images`` plus the visual tokens entering the last ``k`` blocks,
+        ``[B, k, tokens, width]`` float16, top block first (``clip_hidden.stack_top_first``)."""
+        from extractors.clip_hidden import block_inputs, stack_top_first
+
+        with block_inputs(self.model.visual.transformer, k) as states:
+            feats = self.encode_images(images)
+        return feats, stack_top_first(states)
+
     # --- text ------------------------------------------------------------------------
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         """``[B, context_length]`` token ids; truncation keeps EOT last (open_clip's tokenizer)."""
         return self.tokenizer(list(texts))
 
     @torch.inference_mode()
-    def encode_tokens(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+    def encode_tokens(self, tokens: torch.Tensor, hidden_layers: int = 0) -> dict[str, torch.Tensor]:
         """Token ids ``[B, L]`` -> ``caption_tokens [B, L, D]`` (zero past EOT),
-        ``caption_mask [B, L]`` (SOT..EOT) and ``caption_embedding [B, D]`` (EOT), float32."""
+        ``caption_mask [B, L]`` (SOT..EOT) and ``caption_embedding [B, D]`` (EOT), float32.
+        ``hidden_layers`` K > 0 adds ``caption_hidden_j [B, L, width]`` float16 for j = 1..K:
+        the text tokens entering block L - j (every word slot)."""
+        if hidden_layers:
+            from extractors.clip_hidden import block_inputs
+
+            with block_inputs(self.model.transformer, hidden_layers) as states:
+                out = self.encode_tokens(tokens)
+            return {**out, **{f"caption_hidden_{j}": states[hidden_layers - j] for j in range(1, hidden_layers + 1)}}
         m = self.model
         tokens = tokens.to(self.device)
         n = tokens.shape[1]
@@ -133,8 +157,8 @@ class ClipEncoder:
         emb = x[torch.arange(x.shape[0], device=x.device), eot]
         return {"caption_tokens": x, "caption_mask": valid, "caption_embedding": emb}
 
-    def encode_texts(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        return self.encode_tokens(self.tokenize(texts))
+    def encode_texts(self, texts: list[str], hidden_layers: int = 0) -> dict[str, torch.Tensor]:
+        return self.encode_tokens(self.tokenize(texts), hidden_layers)
 
     # --- record ----------------------------------------------------------------------
     def provenance(self, **extra) -> dict:

@@ -246,20 +246,29 @@ AUDIO_BATCH_CAP = 64
 # --- encoders ---------------------------------------------------------------------------------
 def encode_frames(encoder, paths: Sequence[str | os.PathLike], *, batch_size: int, timeout_s: float | None,
                   workers: int | None = None, n_frames: int = StoreLayout.n_frames, backend: str = "decord",
-                  stats: Throughput | None = None, max_seconds: float | None = None) -> Iterator[ItemResult]:
+                  stats: Throughput | None = None, max_seconds: float | None = None,
+                  hidden_layers: int = 0) -> Iterator[ItemResult]:
     """Per video: ``frame_features [n_frames, D]`` (zero in padded slots) and ``frame_mask``;
     frames from the first ``max_seconds`` only when given. Workers decode and resize to
     uint8; the CLIP normalisation runs batched on the encoder's device. ``workers``:
     default ``extractors.device.default_workers``; ``batch_size``: on CUDA, where the search
-    for the largest batch that fits starts."""
+    for the largest batch that fits starts. ``hidden_layers`` K > 0 adds
+    ``frame_hidden_j [n_frames, tokens, width]`` for j = 1..K (``extractors.clip_hidden``)."""
     from extractors.frames import normalize_for_clip
 
     workers = default_workers(encoder.device) if workers is None else workers
     size = encoder.image_size
     stats = stats if stats is not None else Throughput()
+    hidden = (hidden_layers, encoder.visual_tokens, encoder.visual_width) if hidden_layers else None
+    n_hidden = int(np.prod(hidden)) if hidden else 0
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        return encoder.encode_images(normalize_for_clip(x))
+        if not hidden:
+            return encoder.encode_images(normalize_for_clip(x))
+        # one output row per frame: the feature, then the K hidden states (the packing
+        # below moves rows of one shape); float32 holds float16 exactly
+        feats, states = encoder.encode_images_hidden(normalize_for_clip(x), hidden_layers)
+        return torch.cat([feats, states.flatten(1).float()], dim=1)
 
     row = (size, size, 3)
     batch_size = _batch_size(encoder, batch_size, FRAME_BATCH_CAP, f"clip {encoder.arch}", row, torch.uint8, run)
@@ -268,10 +277,18 @@ def encode_frames(encoder, paths: Sequence[str | os.PathLike], *, batch_size: in
     def finish(item: _Pending) -> dict[str, np.ndarray]:
         mask = item.meta.numpy()
         feats = np.zeros((n_frames, encoder.dim), dtype=np.float32)
-        feats[mask] = item.out
-        return {"frame_features": feats, "frame_mask": mask}
+        feats[mask] = item.out[:, :encoder.dim]
+        out = {"frame_features": feats, "frame_mask": mask}
+        if hidden:
+            states = item.out[:, encoder.dim:].reshape(-1, *hidden)
+            for j in range(1, hidden_layers + 1):
+                h = np.zeros((n_frames, *hidden[1:]), dtype=np.float16)
+                h[mask] = states[:, j - 1]
+                out[f"frame_hidden_{j}"] = h
+        return out
 
-    yield from _packed(loader, batch_size, row, torch.uint8, run, (encoder.dim,), finish, encoder.device, stats)
+    yield from _packed(loader, batch_size, row, torch.uint8, run, (encoder.dim + n_hidden,), finish,
+                       encoder.device, stats)
 
 
 def encode_audio(encoder, paths: Sequence[str | os.PathLike | None], *, batch_size: int,
@@ -313,9 +330,13 @@ def encode_audio(encoder, paths: Sequence[str | os.PathLike | None], *, batch_si
 
 
 def encode_captions(encoder, texts: Sequence[str], *, batch_size: int, progress: bool = False,
-                    stats: Throughput | None = None) -> Iterator[ItemResult]:
+                    stats: Throughput | None = None, hidden_layers: int = 0,
+                    template: str | None = None) -> Iterator[ItemResult]:
     """Per caption: ``caption_embedding [D]``, ``caption_tokens [L, D]``, ``caption_mask [L]``.
-    Tokenising is cheap next to the tower: both run in the main process, in large batches."""
+    Tokenising is cheap next to the tower: both run in the main process, in large batches.
+    ``hidden_layers`` K > 0 adds ``caption_hidden_j [L, width]`` (j = 1..K); ``template``
+    (``"This is a video about {}."``) adds ``caption_template_*``: the same three of the
+    wrapped caption."""
     stats = stats if stats is not None else Throughput()
     starts = range(0, len(texts), batch_size)
     if progress:
@@ -323,7 +344,10 @@ def encode_captions(encoder, texts: Sequence[str], *, batch_size: int, progress:
         starts = tqdm(starts, desc="captions", unit="batch")
     for s in starts:
         chunk = [str(t) for t in texts[s:s + batch_size]]
-        out = {k: v.cpu().numpy() for k, v in encoder.encode_texts(chunk).items()}
+        out = {k: v.cpu().numpy() for k, v in encoder.encode_texts(chunk, hidden_layers).items()}
+        if template is not None:
+            wrapped = encoder.encode_texts([template.format(t) for t in chunk])
+            out.update({k.replace("caption_", "caption_template_"): v.cpu().numpy() for k, v in wrapped.items()})
         stats.rows += len(chunk)
         for j in range(len(chunk)):
             stats.items += 1

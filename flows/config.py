@@ -90,9 +90,24 @@ class ExtractConfig(BaseModel):
                                                     "videos/all for MSR-VTT)")
     n_frames: int | None = Field(None, ge=1, description="frames per video (default: the dataset's, 12; "
                                                          "64 for DiDeMo and ActivityNet; new stores only)")
+    # issue 26: inputs of CLIP's last blocks, for `vtr train --finetune-clip K`
+    cache_clip_layers: int = Field(0, ge=0, le=4, description="also store CLIP's hidden states entering its "
+                                                             "last K residual blocks, visual and text "
+                                                             "(fp16; B/32: 0.9 MB per video and 33 KB per "
+                                                             "caption per layer; 0: none)")
+    caption_template: str | None = Field(None, description="also encode every caption wrapped in this template, "
+                                                           "e.g. \"This is a video about {}.\" (WAVER's "
+                                                           "--prompt_tuning), beside the raw captions")
     n_words: int | None = Field(None, ge=3, le=77, description="tokens per caption, SOT and EOT included "
                                                                "(default: the dataset's, 32; 64 for "
                                                                "DiDeMo and ActivityNet; new stores only)")
+
+    @field_validator("caption_template")
+    @classmethod
+    def _one_slot(cls, template: str | None) -> str | None:
+        if template is not None and template.count("{}") != 1:
+            raise ValueError(f"caption_template must hold one {{}} for the caption, got {template!r}")
+        return template
 
     @field_validator("clip_weights", "ast_weights")
     @classmethod

@@ -108,7 +108,7 @@ def run_step_items(store: str, step: str, compute: Callable[[StepInputs], Iterab
                    storage_options: dict | None = None, progress: bool = False,
                    on_error: Callable[[int, str], None] | None = None,
                    sources: Callable[[StepInputs], list[str | None]] | None = None,
-                   scratch: Scratch | None = None) -> dict:
+                   scratch: Scratch | None = None, extra_variables: tuple[str, ...] = ()) -> dict:
     """Run one step on its pending items of ``store`` (or of ``indices``: one block).
 
     ``compute(inputs)`` yields one ``ItemResult`` per item, indexed by position in
@@ -118,10 +118,11 @@ def run_step_items(store: str, step: str, compute: Callable[[StepInputs], Iterab
 
     ``sources(inputs)``: the resolved media file each item reads (None: none). Those at a
     URL are copied into ``scratch`` a group at a time, each group within its size limit,
-    and removed once the group is computed.
+    and removed once the group is computed. ``extra_variables``: optional variables
+    (``storage.optional``) the results also hold.
     """
     store = str(store)
-    writer = StepWriter(store, step, storage_options=storage_options)
+    writer = StepWriter(store, step, storage_options=storage_options, extra_variables=extra_variables)
     if check is not None and (why := check(writer.layout)):
         raise StoreError(f"{store}: {why}")
     if provenance is not None:

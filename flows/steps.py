@@ -18,6 +18,7 @@ import numpy as np
 
 from extractors.engine import ItemResult
 from extractors.style import REWRITES
+from flows.clip_cache import plan_optional
 from flows.config import EncoderSpec, ExtractConfig
 from flows.remote import Scratch
 from flows.step_io import StepInputs, check_same_clip, merge_errors, run_step_items
@@ -190,16 +191,22 @@ def write_frames(store: str, encoder, cfg: ExtractConfig, **run) -> dict:
         src, comp = inp.column("video_path"), inp.column("compressed_path")
         return [inp.resolve(c if ok and c else s) for s, c, ok in zip(src, comp, comp_ok)]
 
+    # issue 26: CLIP hidden states (--cache-clip-layers), see flows.clip_cache
+    hidden, record = plan_optional(store, "frames", encoder, cfg.cache_clip_layers,
+                                   storage_options=cfg.storage_options)
+
     def compute(inp: StepInputs) -> Iterator[ItemResult]:
         return encode_frames(encoder, [inp.file(p) for p in sources(inp)], batch_size=cfg.frame_batch_size,
                              workers=cfg.workers, n_frames=n_frames, max_seconds=max_seconds,
-                             backend=FRAME_BACKEND, timeout_s=cfg.decode_timeout_s)
+                             backend=FRAME_BACKEND, timeout_s=cfg.decode_timeout_s,
+                             hidden_layers=cfg.cache_clip_layers)
 
     return run_step_items(
         store, "frames", compute, storage_options=cfg.storage_options, sources=sources, scratch=_scratch(cfg),
         check=lambda lay: None if lay.dim == encoder.dim else
         f"the store holds {lay.dim}-d frame features, the encoder gives {encoder.dim}",
-        provenance=encoder.provenance(n_frames=n_frames, max_seconds=max_seconds, backend=FRAME_BACKEND), **run)
+        provenance=encoder.provenance(n_frames=n_frames, max_seconds=max_seconds, backend=FRAME_BACKEND, **record),
+        extra_variables=hidden, **run)
 
 
 def write_audio(store: str, encoder, cfg: ExtractConfig, **run) -> dict:
@@ -255,13 +262,18 @@ def _caption_check(encoder) -> Callable:
 
 
 def write_text(store: str, encoder, cfg: ExtractConfig, **run) -> dict:
-    """Caption token features, masks and EOT embeddings."""
+    """Caption token features, masks and EOT embeddings (and, issue 26, the optional
+    hidden states and template captions: ``flows.clip_cache``)."""
     from extractors.engine import encode_captions
 
+    extra, record = plan_optional(store, "text", encoder, cfg.cache_clip_layers, cfg.caption_template,
+                                  storage_options=cfg.storage_options)
     return run_step_items(
         store, "text",
-        lambda inp: encode_captions(encoder, inp.column("caption_text").tolist(), batch_size=cfg.text_batch_size),
-        storage_options=cfg.storage_options, check=_caption_check(encoder), provenance=encoder.provenance(), **run)
+        lambda inp: encode_captions(encoder, inp.column("caption_text").tolist(), batch_size=cfg.text_batch_size,
+                                    hidden_layers=cfg.cache_clip_layers, template=cfg.caption_template),
+        storage_options=cfg.storage_options, check=_caption_check(encoder), provenance=encoder.provenance(**record),
+        extra_variables=extra, **run)
 
 
 # --- whole-store steps ----------------------------------------------------------------------

@@ -100,6 +100,9 @@ class VarSpec:
     # per-dimension chunk overrides (audio_tokens: one video per chunk)
     chunks: dict[str, int] = field(default_factory=dict)
     doc: str = ""
+    # written only when an extraction option asks for it (the array is created then, by
+    # ``storage.optional.create_optional``); never required of a step's done items
+    optional: bool = False
 
 
 # The extraction steps, in the order they run, and the item dimension each one iterates
@@ -212,14 +215,43 @@ STYLE_VARIABLES: dict[str, VarSpec] = {
 TABLES: dict[str, dict[str, VarSpec]] = {"phrase": PHRASE_VARIABLES, "style_caption": STYLE_VARIABLES}
 TABLE_STATE = {"phrase": "phrase_state", "style_caption": "style_state"}
 
+# Issue 26: optional variables of the frames and text steps.
+# ``--cache-clip-layers K`` keeps CLIP's hidden states entering its last K residual blocks:
+# ``frame_hidden_j`` / ``caption_hidden_j`` hold the tokens entering block L - j (the j-th
+# block from the top, j = 1..K; L = the tower's depth), so fine-tuning the top K' <= K
+# blocks reads one variable, ``*_hidden_{K'}``. The layer indices and K are also in the
+# arrays' attributes and the steps' provenance. One video per chunk (0.9 MB for B/32) and
+# 32 captions per chunk (1 MB): a training batch reads whole chunks of its own items.
+MAX_CLIP_LAYERS = 4
+HIDDEN_CAPTION_CHUNK = 32
+CLIP_HIDDEN_VARIABLES: dict[str, VarSpec] = {}
+for _j in range(1, MAX_CLIP_LAYERS + 1):
+    CLIP_HIDDEN_VARIABLES[f"frame_hidden_{_j}"] = VarSpec(
+        ("video", "frame", "visual_token", "visual_width"), "float16", "frames", 0, chunks={"video": 1},
+        optional=True, doc=f"CLIP visual tokens entering residual block L-{_j} (--cache-clip-layers >= {_j})")
+    CLIP_HIDDEN_VARIABLES[f"caption_hidden_{_j}"] = VarSpec(
+        ("caption", "word", "text_width"), "float16", "text", 0, chunks={"caption": HIDDEN_CAPTION_CHUNK},
+        optional=True, doc=f"CLIP text tokens entering residual block L-{_j} (--cache-clip-layers >= {_j})")
+# ``--caption-template "This is a video about {}."``: the captions wrapped in the template
+# (WAVER's --prompt_tuning), encoded beside the raw ones; the template is in the provenance.
+TEMPLATE_VARIABLES: dict[str, VarSpec] = {
+    "caption_template_embedding": VarSpec(("caption", "dim"), "float16", "text", 0, optional=True,
+                                          doc="as caption_embedding, of the template-wrapped caption"),
+    "caption_template_tokens": VarSpec(("caption", "word", "dim"), "float16", "text", 0, optional=True,
+                                       doc="as caption_tokens, of the template-wrapped caption"),
+    "caption_template_mask": VarSpec(("caption", "word"), "bool", "text", False, optional=True,
+                                     doc="as caption_mask, of the template-wrapped caption"),
+}
+
 # Every variable a store may hold.
-ALL_VARIABLES: dict[str, VarSpec] = {**VARIABLES, **PHRASE_VARIABLES, **STYLE_VARIABLES}
+ALL_VARIABLES: dict[str, VarSpec] = {**VARIABLES, **PHRASE_VARIABLES, **STYLE_VARIABLES,
+                                     **CLIP_HIDDEN_VARIABLES, **TEMPLATE_VARIABLES}
 
 
 def step_variables(step: str) -> list[str]:
     """Data variables a step's items write (state, error and planned columns excluded)."""
     return [n for n, s in ALL_VARIABLES.items()
-            if s.step == step and not s.key and STEPS.get(step) in s.dims
+            if s.step == step and not s.key and not s.optional and STEPS.get(step) in s.dims
             and n not in (f"{step}_state", f"{step}_error", f"{step}_inputs")]
 
 

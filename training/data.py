@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from storage import DONE, StoreError, StoreLayout, layout_of, open_store, read_attrs
+from storage.schema import MAX_CLIP_LAYERS
 
 # batch key -> (store variable, item dimension). "audio" comes from an audio source
 # (``StoreAudio`` or a pooled cache, as ``TrainConfig.audio_tokens`` says).
@@ -36,6 +37,17 @@ FIELDS: dict[str, tuple[str, str]] = {
     "frame_mask": ("frame_mask", "video"),
     "has_audio": ("has_audio", "video"),
 }
+# issue 26 (training.clip_finetune): the template-wrapped captions, and CLIP's hidden
+# states entering block L - j (``--finetune-clip j`` reads ``*_hidden_j``)
+FIELDS.update({"text_template": ("caption_template_embedding", "caption"),
+               "text_template_tokens": ("caption_template_tokens", "caption"),
+               "text_template_mask": ("caption_template_mask", "caption")})
+for _j in range(1, MAX_CLIP_LAYERS + 1):
+    FIELDS[f"frame_hidden_{_j}"] = (f"frame_hidden_{_j}", "video")
+    FIELDS[f"caption_hidden_{_j}"] = (f"caption_hidden_{_j}", "caption")
+# floating fields held and batched as float16 (the rest become float32): the audio tokens
+# and the hidden states are the large ones, and the head or the CLIP tail casts them on the device
+HALF_FIELDS = ("audio",) + tuple(f for f in FIELDS if "_hidden_" in f)
 # batch keys built from the tags step (item dimension "video"): ``tags`` [n, K, D] =
 # phrase_embedding[tag_index] (zero rows past the table) and ``tag_mask`` [n, K], True
 # for real tags of videos whose tags step is done (the rest are masked, never guessed)
@@ -270,7 +282,7 @@ def split_nbytes(store: str, data: SplitData, fields: tuple[str, ...], audio: np
             total += data.n_videos * ds.sizes["tag"] * (ds.sizes["dim"] * 4 if f == "tags" else 1)
             continue
         var, dim = FIELDS[f]
-        itemsize = 4 if ds[var].dtype.kind == "f" else ds[var].dtype.itemsize  # held as float32
+        itemsize = 4 if ds[var].dtype.kind == "f" and f not in HALF_FIELDS else ds[var].dtype.itemsize  # float32
         row = int(np.prod([ds.sizes[d] for d in ds[var].dims[1:]])) * itemsize
         total += row * (data.n_videos if dim == "video" else data.n_captions)
     return total
@@ -317,7 +329,7 @@ def load_arrays(store: str, data: SplitData, fields: tuple[str, ...], audio: np.
             out[f] = np.asarray(ds[var].data[idx].compute())
             if f == "has_audio":  # only audio that was extracted counts
                 out[f] = out[f] & (ds_state[idx] == DONE)
-        if out[f].dtype.kind == "f" and f != "audio":  # audio stays float16: see to_batch
+        if out[f].dtype.kind == "f" and f not in HALF_FIELDS:  # audio stays float16: see to_batch
             # float32 once here, so building a batch is a plain gather: the cheap heads
             # take ~10 ms a step on a CPU, and a cast per batch would show
             out[f] = out[f].astype(np.float32)
@@ -380,7 +392,7 @@ def to_batch(arrays: dict[str, np.ndarray], caption_rows: np.ndarray | None, vid
         # GIL), while a torch op here would start its own OpenMP team that competes with
         # the training thread for the cores
         x = np.take(arrays[f], np.asarray(rows, dtype=np.int64), axis=0)
-        if x.dtype.kind == "f" and x.dtype != np.float32 and f != "audio":
+        if x.dtype.kind == "f" and x.dtype != np.float32 and f not in HALF_FIELDS:
             x = x.astype(np.float32)
         out[f] = to_device(x, device)
     return out

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from storage import open_store
-from training.data import (FIELDS, SplitData, TrainLoader, available_ram, distinct_video_batches, field_dim,
+from training.data import (FIELDS, HALF_FIELDS, SplitData, TrainLoader, available_ram, distinct_video_batches, field_dim,
                            load_arrays, split_nbytes)
 from training.runs import ConfigError
 
@@ -29,7 +29,8 @@ from training.runs import ConfigError
 def held_nbytes(store: str, data: SplitData, fields: tuple[str, ...], audio) -> int:
     """Bytes the split's ``fields`` take held on the device (floats as float16)."""
     ds = open_store(store)
-    floats = tuple(f for f in fields if f == "tags" or (f in FIELDS and ds[FIELDS[f][0]].dtype.kind == "f"))
+    floats = tuple(f for f in fields if f == "tags" or (f in FIELDS and f not in HALF_FIELDS
+                                                        and ds[FIELDS[f][0]].dtype.kind == "f"))
     rest = tuple(f for f in fields if f not in floats)
     # split_nbytes counts these floats as float32 (and the audio, in ``rest``, as float16)
     return split_nbytes(store, data, floats, audio) // 2 + split_nbytes(store, data, rest, audio)
@@ -78,7 +79,7 @@ class ResidentSplit:
 
     def _gather(self, f: str, idx: torch.Tensor) -> torch.Tensor:
         x = self.tensors[f].index_select(0, idx)
-        return x.float() if x.is_floating_point() and f != "audio" else x
+        return x.float() if x.is_floating_point() and f not in HALF_FIELDS else x
 
     def epoch(self, seed: int, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
         """Batches of one epoch: ``TrainLoader``'s (one in-memory shard, the same

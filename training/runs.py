@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from storage import layout_of
 from training.data import AUDIO_TOKENS_DEFAULT, AudioTokens, StoreAudio, pooled_audio, store_identity
 from training.heads import Head, create_head, head_option, head_options
+from training.optim import OPTIMIZERS
 
 
 class RunError(Exception):
@@ -63,6 +64,12 @@ class TrainConfig:
     resident: str = "auto"  # auto | on | off: the train split held on the device (training.device_data)
     compile: bool = False  # torch.compile the training step's forward and loss
     eval_batch_size: int = 256
+    # issue 26 (training.clip_finetune, training.optim)
+    finetune_clip: int = 0  # fine-tune CLIP's last K blocks on the store's cached hidden states
+    clip_lr: float = 1e-7  # their learning rate (the releases': lr 1e-4 x coef_lr 1e-3)
+    optimizer: str = "adamw"  # adamw | bertadam (the releases', training.optim)
+    grad_clip_scale: float = 1.0  # gradients / this before clip and step: the releases' DDP average over N GPUs
+    template_captions: str = "off"  # off | auto | on: read caption_template_* (auto: when the store has them)
 
     def __post_init__(self):
         for name in ("lr", "eps"):  # NaN fails every comparison: test for the good values
@@ -90,6 +97,12 @@ class TrainConfig:
         if self.resident == "on" and self.stream != "auto":
             raise ConfigError(f"resident=on holds the whole split on the device; stream={self.stream} is "
                               "for the host loader (resident=off)")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
+        if self.finetune_clip < 0 or self.clip_lr < 0 or self.grad_clip_scale <= 0:
+            raise ConfigError("need finetune_clip >= 0, clip_lr >= 0 and grad_clip_scale > 0")
+        if self.template_captions not in ("off", "auto", "on"):
+            raise ConfigError(f"template_captions must be off, auto or on, not {self.template_captions!r}")
         try:
             AudioTokens.parse(self.audio_tokens)
         except ValueError as e:
@@ -207,6 +220,8 @@ def load_run(run: str, device: torch.device | str = "cpu", which: str = "head") 
     weights = os.path.join(run, f"{which}.safetensors")
     if not os.path.exists(weights):
         raise RunError(f"{run}: no {which}.safetensors (the run has not finished an epoch)")
+    if cfg["head"] == "clip-finetune":
+        import training.clip_finetune  # noqa: F401 - registers the head (it imports this module)
     head = create_head(cfg["head"], cfg["head_config"])
     head.load_state_dict(load_file(weights, device="cpu"), strict=True)
     return head.to(device), cfg

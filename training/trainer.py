@@ -21,7 +21,9 @@ from storage.info import MIN_VAL_VIDEOS
 from training.data import EmptySplitError, select_split, store_identity
 from training.device_data import train_batches
 from training.evaluate import amp_dtype, autocast, evaluate_split, flat_metrics, selection_score
+from training.clip_finetune import check_finetune, quickgelu_of, use_template, wrap_head
 from training.clip_init import ClipWeights, init_from_clip
+from training.optim import BertAdam, ddp_average_, release_groups
 from training.heads import Head, create_head
 from training.plots import record_eval_details, write_plots
 from training.runs import (ConfigError, DivergedError, RunError, RunLock, TrainConfig, append_csv, audio_for,
@@ -72,6 +74,41 @@ def optimizer_groups(head: Head, c: TrainConfig, from_clip: list[str]) -> list[d
     return out
 
 
+def tail_groups(head: Head, c: TrainConfig) -> list[dict]:
+    """The fine-tuned CLIP blocks' groups at ``clip_lr`` (none without a tail)."""
+    tail = getattr(head, "tail", None)
+    if tail is None:
+        return []
+    decay = [p for p in tail.parameters() if p.ndim >= 2]
+    rest = [p for p in tail.parameters() if p.ndim < 2]
+    return [{"params": decay, "lr": c.clip_lr, "weight_decay": c.weight_decay, "group": "clip_tail"},
+            {"params": rest, "lr": c.clip_lr, "weight_decay": 0.0, "group": "clip_tail_no_decay"}]
+
+
+def finetune_head(head: Head, store: str, c: TrainConfig, tail_clip: ClipWeights | None, init: dict,
+                  log) -> tuple[Head, dict]:
+    """``head`` under CLIP's last ``c.finetune_clip`` blocks and/or reading the template
+    captions (``training.clip_finetune``), or itself when neither applies."""
+    template = use_template(store, c.template_captions, log)
+    if not c.finetune_clip and not template:
+        return head, init
+    if c.finetune_clip:
+        if template:
+            raise ConfigError("--finetune-clip with template captions needs their hidden states, which "
+                              "extraction does not cache: set template_captions=off")
+        check_finetune(store, c.finetune_clip)
+        if tail_clip is None:
+            raise ConfigError(f"--finetune-clip {c.finetune_clip} needs the CLIP weights file the store records")
+    wrapped = wrap_head(head, c.finetune_clip, template, tail_clip.state if tail_clip else None,
+                        quickgelu_of(store))
+    if c.finetune_clip:
+        log(f"fine-tuning CLIP's last {c.finetune_clip} block(s) of each tower at lr {c.clip_lr:g} "
+            f"({tail_clip.path})")
+        init = {**init, "tensors": ["base." + n for n in init["tensors"]],
+                "finetune_clip": {"weights": tail_clip.path, "sha256": tail_clip.sha256, "k": c.finetune_clip}}
+    return wrapped, init
+
+
 def train(*args, **kwargs) -> dict:
     """Train ``head_name`` on the store's train split into run folder ``out`` (see
     ``_train``); the run folder's lock (``RunLock``) is held from the folder's creation to
@@ -87,7 +124,8 @@ def train(*args, **kwargs) -> dict:
 def _train(store: str, head_name: str, out: str, head_overrides: dict | None = None,
            config: TrainConfig | None = None, resume: bool = False, progress: bool = True,
            log=print, clip: ClipWeights | None = None, score_test: bool = True,
-           allow_silent: bool = False, held: list | None = None) -> dict:
+           allow_silent: bool = False, held: list | None = None,
+           tail_clip: ClipWeights | None = None) -> dict:
     """Train ``head_name`` on the store's train split into run folder ``out``.
 
     Returns ``{"best_epoch", "val": report or None, "test": report or None}``.
@@ -97,7 +135,8 @@ def _train(store: str, head_name: str, out: str, head_overrides: dict | None = N
     None starts them at random. ``score_test=False`` leaves the test split unscored
     (``training.sweep`` scores only the setting it picks). A head that reads audio is
     refused on a store whose audio step has no done video, unless ``allow_silent`` (then
-    the run's config records a warning).
+    the run's config records a warning). ``tail_clip``: the CLIP weights whose last
+    ``config.finetune_clip`` blocks are fine-tuned (``training.clip_finetune``).
     """
     cfg_path = os.path.join(out, "config.json")
     if resume:
@@ -136,14 +175,17 @@ def _train(store: str, head_name: str, out: str, head_overrides: dict | None = N
     else:
         init = {"from": "random", "tensors": []}
     warnings = list(saved.get("warnings", [])) if resume else []
-    fields = head.text_fields + head.video_fields
-    if "audio" in fields + head.loss_fields and not resume:
+    if "audio" in head.text_fields + head.video_fields + head.loss_fields and not resume:
         silent = silent_audio(store, head_name)
         if silent and not allow_silent:
             raise RunError(f"{silent}; pass --allow-silent to train on zero audio anyway")
         if silent:
             warnings.append(f"trained with --allow-silent: {silent}")
             log(f"warning: {warnings[-1]}")
+    if not resume:  # issue 26: CLIP's last blocks and/or the template captions in front of the head
+        head, init = finetune_head(head, store, c, tail_clip, init, log)
+        head.to(device)
+    fields = head.text_fields + head.video_fields
     train_data = select_split(store, "train")
     try:
         val_data = select_split(store, "val")
@@ -163,7 +205,7 @@ def _train(store: str, head_name: str, out: str, head_overrides: dict | None = N
     if not resume:
         if os.path.exists(cfg_path):  # a run that finished while this one was starting
             raise RunError(f"{out}: a run already exists there (pass --resume to continue it)")
-        write_json(cfg_path, {"head": head_name, "head_config": dataclasses.asdict(head.config),
+        write_json(cfg_path, {"head": head.name, "head_config": dataclasses.asdict(head.config),
                               "train": dataclasses.asdict(c), "store": store_identity(store),
                               "init": init, **({"warnings": warnings} if warnings else {})})
     audio = audio_for(fields, store, out, c.audio_tokens, progress)
@@ -171,14 +213,19 @@ def _train(store: str, head_name: str, out: str, head_overrides: dict | None = N
     loader = train_batches(store, train_data, fields + loss_only, c.batch_size, device, audio,
                            resident=c.resident, stream=c.stream, log=log)
 
-    opt = torch.optim.AdamW(optimizer_groups(head, c, init["tensors"]), lr=c.lr,
-                            betas=(c.beta1, c.beta2), eps=c.eps)
     # the real count of every epoch's batches, so the cosine reaches zero at the last step
     # (not n_captions // batch_size: captions that wait for a batch without their video add batches)
     n_batches = [loader.n_batches(c.seed, epoch) for epoch in range(c.epochs)]
     total = sum(n_batches)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, total, int(c.warmup * total)))
+    groups = optimizer_groups(head, c, init["tensors"]) + tail_groups(head, c)
+    if c.optimizer == "bertadam":  # the schedule is inside the optimiser (training.optim)
+        opt = BertAdam(release_groups(head, groups, c.weight_decay), lr=c.lr, warmup=c.warmup, t_total=total,
+                       b1=c.beta1, b2=c.beta2, e=c.eps, weight_decay=c.weight_decay, max_grad_norm=c.grad_clip)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    else:
+        opt = torch.optim.AdamW(groups, lr=c.lr, betas=(c.beta1, c.beta2), eps=c.eps)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: lr_factor(s, total, int(c.warmup * total)))
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype(device, c.amp, training=True) == torch.float16)
     start_epoch, best_score, best_epoch, step = 0, -math.inf, -1, 0
     if resume and (state := load_checkpoint(out, head, opt, sched, scaler, device)) is not None:
@@ -220,6 +267,7 @@ def _train(store: str, head_name: str, out: str, head_overrides: dict | None = N
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(opt)
+            ddp_average_(head.parameters(), c.grad_clip_scale)  # the releases' clip (training.optim)
             torch.nn.utils.clip_grad_norm_(head.parameters(), c.grad_clip)
             scaler.step(opt)
             scaler.update()

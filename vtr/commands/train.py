@@ -34,6 +34,12 @@ HELP = {
     "audio_tokens": "all | pool-time-N | pool-tokens-N (what the head reads of the AST tokens)",
     "stream": "auto | memory | dask (stream the train split when it exceeds half the RAM)",
     "clip_lr_scale": "lr multiplier of the tensors initialised from CLIP",
+    "finetune_clip": "fine-tune CLIP's last K blocks on the store's cached hidden states (vtr extract "
+                     "--cache-clip-layers K or more)",
+    "clip_lr": "learning rate of the fine-tuned CLIP blocks (the releases: 1e-7)",
+    "optimizer": "adamw | bertadam (the releases': no bias correction, cosine over all steps)",
+    "grad_clip_scale": "divide gradients by this before clip and step: the releases' DDP average over N GPUs",
+    "template_captions": "off | auto | on: train and score on the store's template-wrapped captions",
 }
 
 INIT_HELP = ("clip | random: start the head's transformers from the CLIP weights the store's "
@@ -94,6 +100,22 @@ def clip_weights(store: str, init: str | None, log: Callable[[str], None] = _log
             raise WeightsError(e.path, f"--init clip: {e.cause}") from None
         log(f"note: {e}; the head's transformers start at random (--init clip makes this an error)")
         return None
+    return ClipWeights(ckpt.path, ckpt.sha256, strip_prefix(ckpt.state_dict, "module."))
+
+
+def finetune_weights(store: str, clip=None):
+    """The CLIP weights whose last blocks ``--finetune-clip`` trains: the file the store's
+    provenance names, refused in one line when missing, random-init or of another sha256."""
+    from extractors.weights import load_state_dict, strip_prefix
+    from training.clip_init import ClipWeights, recorded_clip_weights
+
+    if clip is not None:  # already read for --init clip: the same recorded file and hash
+        return clip
+    recorded = recorded_clip_weights(store)
+    if recorded is None:
+        raise ConfigError(f"--finetune-clip: {store}'s features were not made with a CLIP weights file "
+                          "(RANDOM-INIT or none recorded)")
+    ckpt = load_state_dict(*recorded)  # WeightsError (one line) when the sha256 differs
     return ClipWeights(ckpt.path, ckpt.sha256, strip_prefix(ckpt.state_dict, "module."))
 
 
@@ -158,9 +180,13 @@ def train_cmd(
         raise ConfigError("--out is required (the run folder)")
     if resume:
         check_resume(out, {**(train_flags or {}), **parse_sets(sets)})
+    if config.finetune_clip and not resume:
+        from training.clip_finetune import check_finetune
+        check_finetune(store, config.finetune_clip)  # before the file is read and hashed
     clip = None if resume else clip_weights(store, init)
+    tail = finetune_weights(store, clip) if config.finetune_clip and not resume else None
     result = train(store, head, out, overrides, config, resume=resume, progress=progress, log=_log, clip=clip,
-                   allow_silent=allow_silent)
+                   allow_silent=allow_silent, tail_clip=tail)
     if result["test"] is not None:
         typer.echo(format_report(result["test"], f"test (best epoch {result['best_epoch'] + 1})"))
         typer.echo(f"wrote {os.path.join(out, 'test_metrics.json')}")
