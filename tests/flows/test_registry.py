@@ -26,6 +26,8 @@ def test_what_each_step_writes_is_the_schema_s():
 
 def test_downstream_and_plan():
     assert downstream(["frames"]) == ["tags", "validate"]
+    assert downstream(["compress"]) == ["frames", "tags", "validate"]  # frames decode its copies
+    assert downstream(["crawl"]) == ["audio", "validate"]
     assert downstream(["probe"]) == ["crawl", "audio", "validate"]
     assert downstream(["text"]) == ["style", "validate"]
     assert [s.name for s in plan(["validate", "text", "probe"])] == ["probe", "text", "validate"]
