@@ -26,6 +26,9 @@ def test_what_each_step_writes_is_the_schema_s():
 
 def test_downstream_and_plan():
     assert downstream(["frames"]) == ["tags", "validate"]
+    # a changed source file (probe's fingerprint) redoes its copy, frames and audio
+    assert downstream(["compress"]) == ["frames", "tags", "validate"]  # frames decode its copies
+    assert downstream(["crawl"]) == ["audio", "validate"]
     assert downstream(["probe"]) == ["crawl", "compress", "frames", "audio", "tags", "validate"]
     assert downstream(["text"]) == ["style", "validate"]
     assert [s.name for s in plan(["validate", "text", "probe"])] == ["probe", "text", "validate"]
