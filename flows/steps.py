@@ -167,7 +167,10 @@ def write_compress(store: str, cfg: ExtractConfig, **run) -> dict:
 def record_warnings(store: str, step: str, warned: dict[int, str], storage_options: dict | None) -> None:
     """A done item's warning goes into its ``<step>_error`` (the text of a done item is a
     warning: ``vtr store info`` lists them); only items of this task's block are given."""
-    done = [i for i in sorted(warned) if StepWriter(store, step, storage_options=storage_options).states()[i] == DONE]
+    if not warned:
+        return
+    state = StepWriter(store, step, storage_options=storage_options).states()
+    done = [i for i in sorted(warned) if state[i] == DONE]
     if done:
         g = open_group(store, mode="r+", storage_options=storage_options)
         g[f"{step}_error"].set_orthogonal_selection((np.asarray(done),), np.asarray([warned[i] for i in done]))

@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from storage.schema import DONE, FAILED, STEPS
-from storage.integrity import scan_chunks
+from storage.integrity import scan_chunks, step_data_array
 from storage.store import StoreError, open_group, open_store
 
 
@@ -163,7 +163,6 @@ def repair_store(path: str | os.PathLike) -> list[str]:
 
 def _owner(name: str) -> str | None:
     """The step that rewrites array ``name`` when its items are redone."""
-    from storage.integrity import step_data_array
     for step in STEPS:
         if name in (f"{step}_state", f"{step}_error", f"{step}_inputs"):
             return step

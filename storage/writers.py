@@ -16,7 +16,7 @@ import numpy as np
 import zarr
 
 from storage.schema import ALL_VARIABLES, DONE, FAILED, MISSING, STEPS, StoreLayout, step_variables
-from storage.store import StoreError, disk_full_is_one_line, open_group, read_attrs
+from storage.store import StoreError, as_str, disk_full_is_one_line, open_group, read_attrs
 
 WRITERS: dict[str, type["StepWriter"]] = {}
 
@@ -194,8 +194,6 @@ REMOVED = "removed"  # the split of an id the annotations no longer list (storag
 
 def removed_items(group: zarr.Group, step: str) -> np.ndarray | None:
     """Which items of ``step`` belong to removed videos (None: no video is removed)."""
-    from storage.store import as_str
-
     dim = STEPS[step]
     if dim not in ("video", "caption"):
         return None

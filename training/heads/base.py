@@ -101,13 +101,17 @@ def _build(cls: type, values: dict[tuple[str, ...], Any]):
     return config
 
 
+# layer counts where 0 means "none of these layers" (WAVER's temporal transformer)
+OPTIONAL_LAYERS = ("temporal_layers",)
+
+
 def _check_layer_counts(config) -> None:
-    """Layer counts are whole numbers >= 1 (0 only where 0 is the default: "none")."""
+    """Layer counts are whole numbers >= 1 (>= 0 for ``OPTIONAL_LAYERS``)."""
     for f in dataclasses.fields(config):
         v = getattr(config, f.name)
         if not f.name.endswith("_layers"):
             continue
-        floor = 0 if f.default == 0 else 1
+        floor = 0 if f.name in OPTIONAL_LAYERS else 1
         if isinstance(v, bool) or not isinstance(v, int) or v < floor:
             raise ValueError(f"{f.name} must be a whole number >= {floor}, got {v!r}")
 
