@@ -24,7 +24,8 @@ from extractors.weights import WeightsError
 from flows.config import ALL_STEPS, MODEL_STEPS, ExtractConfig
 from flows.errors import ExtractError
 from flows.remote import check_url, read_annotations
-from flows.steps import BLOCK_TASKS, STORE_TASKS, ast_config, ast_encoder, clip_encoder, validate_store
+from flows.steps import ast_config, ast_encoder, clip_encoder
+from flows.tasks import BLOCK_TASKS, STORE_TASKS, validate_store
 from storage import DONE, StepWriter, StoreError, StoreLayout, as_str, create_store, failures, read_attrs
 from storage.lock import StoreLock
 

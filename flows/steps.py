@@ -2,8 +2,8 @@
 few declarative arguments to ``flows.step_io.run_step_items``, which owns the store I/O.
 
 ``write_<step>(store, [encoder,] cfg, ...)`` runs one step on the store's pending items
-(or on ``indices=``: one block); the Prefect tasks below wrap them, one task per owned
-store block, so a re-run after a crash redoes nothing finished. Per-item failures are
+(or on ``indices=``: one block); the Prefect tasks (``flows.tasks``) wrap them, one task per
+owned store block, so a re-run after a crash redoes nothing finished. Per-item failures are
 written into the store (``<step>_state`` = failed, ``<step>_error`` = the one-line cause)
 and never fail the task.
 """
@@ -15,15 +15,13 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
-from prefect import get_run_logger, task
-
 from extractors.engine import ItemResult
 from extractors.style import REWRITES
 from flows.config import EncoderSpec, ExtractConfig
 from flows.remote import Scratch
 from flows.step_io import StepInputs, check_same_clip, merge_errors, run_step_items
-from storage import (DONE, MISSING, StepWriter, as_str, check_store, layout_of, open_group,
-                     read_attrs, set_provenance, set_step_warning, write_table)
+from storage import (DONE, MISSING, StepWriter, as_str, layout_of, open_group, read_attrs, set_provenance,
+                     set_step_warning, write_table)
 
 # Tasks of one worker share its encoders. Building one seeds torch's global generator, so
 # two threads must never build at once (random-init weights would interleave).
@@ -346,21 +344,11 @@ def _cannot_run(store: str, step: str, cfg: ExtractConfig, why: str) -> dict:
     return {"done": 0, "failed": 0, "warning": why}
 
 
-# --- Prefect tasks --------------------------------------------------------------------------
+# --- the step registry -------------------------------------------------------------------
 MEDIA_WRITERS = {"probe": write_probe, "crawl": write_crawl, "compress": write_compress}
 ENCODER_WRITERS = {"frames": (write_frames, clip_encoder), "audio": (write_audio, ast_encoder),
                    "text": (write_text, clip_encoder)}
 WHOLE_STORE_WRITERS = {"tags": write_tags, "style": write_style}
-
-
-def _encoders(store: str, cfg: ExtractConfig) -> EncoderSpec:
-    """The encoders for ``store``: CLIP's text context is the store's words per caption."""
-    return cfg.encoders(n_words=layout_of(store, cfg.storage_options).n_words)
-
-
-def _log_error(step: str) -> Callable[[int, str], None]:
-    log = get_run_logger()
-    return lambda i, e: log.warning("%s item %d: %s", step, i, e)
 
 
 def worker_address() -> str:
@@ -371,41 +359,3 @@ def worker_address() -> str:
         return get_worker().address
     except (ImportError, ValueError):
         return "local"
-
-
-def _block_task(step: str, **task_options):
-    def run(store: str, idx: list[int], first: int, cfg: ExtractConfig) -> dict:
-        kw = {"indices": idx, "on_error": _log_error(step)}
-        if step in MEDIA_WRITERS:
-            res = MEDIA_WRITERS[step](store, cfg, **kw)
-        else:
-            fn, encoder = ENCODER_WRITERS[step]
-            res = fn(store, encoder(_encoders(store, cfg)), cfg, **kw)
-        return {**res, "worker": worker_address()}
-
-    run.__name__ = run.__qualname__ = f"{step}_block"
-    return task(name=step, task_run_name=f"{step} block {{first}}", **task_options)(run)
-
-
-def _store_task(step: str):
-    def run(store: str, cfg: ExtractConfig) -> dict:
-        return WHOLE_STORE_WRITERS[step](store, clip_encoder(_encoders(store, cfg)), cfg, on_error=_log_error(step))
-
-    run.__name__ = run.__qualname__ = f"{step}_step"
-    return task(name=step)(run)
-
-
-# One task per owned block of items; the crawl's network may fail for a moment: retried.
-BLOCK_TASKS = {s: _block_task(s, **({"retries": 2, "retry_delay_seconds": 5} if s == "crawl" else {}))
-               for s in (*MEDIA_WRITERS, *ENCODER_WRITERS)}
-# Mining needs every training caption and the style rows are few: one task over the store.
-STORE_TASKS = {s: _store_task(s) for s in WHOLE_STORE_WRITERS}
-
-
-@task(name="validate")
-def validate_store(store: str, cfg: ExtractConfig) -> list[str]:
-    problems = check_store(store, cfg.storage_options)
-    log = get_run_logger()
-    for p in problems:
-        log.error("store check: %s", p)
-    return problems
