@@ -15,15 +15,15 @@ def load_audio(path: str | os.PathLike, sr: int = 16000, start: float | None = N
                end: float | None = None, timeout_s: float = 120.0) -> np.ndarray:
     """Decode the first audio stream, resampled by ffmpeg and piped as f32le (no temporary
     WAV). ``start``/``end`` in seconds cut a section. ``MediaError`` if there is no audio."""
-    import ffmpeg
-
-    from extractors.probe import ffmpeg_path, probe, run_tool
-
     p = os.fspath(path)
     if start is None and end is None:
         wave = _pcm_wav(p, sr)
         if wave is not None:
             return wave
+    import ffmpeg
+
+    from extractors.probe import ffmpeg_path, probe, run_tool
+
     info = probe(p, timeout_s=timeout_s)
     if not info.has_audio:
         raise MediaError(p, "no audio stream")
