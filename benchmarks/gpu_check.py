@@ -1,32 +1,35 @@
 """One prepared GPU check: extraction and head training at the hardware's pace, offline.
 
+    bash benchmarks/gpu_check.sh --prepare       # here: the wheels to carry, and the one device command
     bash benchmarks/gpu_check.sh                 # the GPU run: about 2,000 clips, a 10,000-video store
     bash benchmarks/gpu_check.sh --size 0.25     # a quarter of both
     bash benchmarks/gpu_check.sh --cpu-smoke     # the same code on tiny sizes, on the CPU (a test runs it)
 
-Everything it reads it makes: short clips generated with ffmpeg's lavfi sources (3 fps,
-short side 224, a tone: what the compress step writes), written in MSR-VTT's layout, and
-a synthetic store of random features. No network, no pretrained weights: the encoders
-(open_clip ViT-B/32, AST base) are built with random weights, which cost the same to run.
+It runs as the lent GPU machine's image is, with the wheels of benchmarks/gpu_wheels.txt on
+PYTHONPATH: no Prefect (the extraction steps are called directly, ``flows.steps``) and no
+ffmpeg binary. Everything it reads it makes: clips written with OpenCV's VideoWriter (3 fps,
+short side 224: what the compress step writes), each with a 16 kHz mono WAV beside it
+synthesised in numpy (the audio a crawl records), in MSR-VTT's layout; and a synthetic store
+of random features. No network, no pretrained weights: the encoders (open_clip ViT-B/32,
+AST base) are built with random weights, which cost the same to run. decord decodes the
+frames (PyAV, the project's fallback, if carried).
 
-It prints
-  (a) CLIP frames/s of the whole pipeline (`vtr extract`'s frames step: decode, normalise,
-      encode, write) against the encoder alone on ready tensors, and their ratio (aim >= 0.8);
-  (b) AST clips/s the same way (the audio step: decode, fbank, encode, write);
+It prints each phase's seconds, then
+  (a) CLIP frames/s of the whole pipeline (the frames step: decode, normalise, encode,
+      write) against the encoder alone on ready tensors, and their ratio (aim >= 0.8);
+  (b) AST clips/s the same way (the audio step: read the WAV, fbank, encode, write);
   (c) seconds per AVIGATE-head epoch over MSR-VTT's 180,000 training pairs (aim <= 30 s),
       measured by the trainer (`training.trainer.train`, split held on the device) over
       the store's pairs and scaled to 180,000 when the store is smaller;
-  (d) the GPU memory peak: torch's in this process (encoders alone, training) and the
-      device's (nvidia-smi, sampled through the whole run, extraction included); on the
-      CPU "n/a (cpu)" and the peak RSS instead;
-and the device's name.
+  (d) the GPU memory peak: torch's in this process and the device's (nvidia-smi, sampled
+      through the whole run); on the CPU "n/a (cpu)" and the peak RSS instead;
+and the device's name; then benchmarks/finetune.py --quick where that file exists.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import re
 import resource
 import shutil
 import subprocess
@@ -34,15 +37,14 @@ import sys
 import tempfile
 import threading
 import time
+import wave
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-for key, value in (("HF_HUB_OFFLINE", "1"), ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
-                   ("PREFECT_LOGGING_LEVEL", "WARNING")):
-    os.environ.setdefault(key, value)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
@@ -80,12 +82,33 @@ def sizes(size: float, smoke: bool) -> Sizes:
 
 
 # --- input ------------------------------------------------------------------------------
+FPS, WIDTH, HEIGHT, SAMPLE_RATE = 3, 398, 224, 16_000
+
+
 def make_clip(path: Path, i: int, seconds: float) -> None:
-    src = SOURCES[i % len(SOURCES)]
-    subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i", f"{src}=size=398x224:rate=3",
-                    "-f", "lavfi", "-i", f"sine=frequency={200 + 7 * (i % 200)}:sample_rate=16000",
-                    "-t", str(seconds), "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-g", "6",
-                    "-c:a", "aac", "-ac", "1", str(path)], check=True)
+    """A moving colour pattern (MPEG-4 Part 2, OpenCV's VideoWriter) and a tone with noise
+    as a 16 kHz mono WAV beside it."""
+    import cv2
+    import numpy as np
+
+    n = max(1, round(seconds * FPS))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (WIDTH, HEIGHT))
+    if not writer.isOpened():
+        sys.exit(f"error: {path}: OpenCV's VideoWriter cannot write mp4v here")
+    rng = np.random.default_rng(i)
+    y, x = np.mgrid[0:HEIGHT, 0:WIDTH]
+    base = rng.integers(0, 256, 3)
+    pattern = np.stack([(x * (c + 1) + y * (2 - c) + base[c]) % 256 for c in range(3)], axis=-1).astype(np.uint8)
+    for k in range(n):  # the pattern moves 9 pixels a frame: OpenCV's calls release the GIL, numpy's roll is cheap
+        writer.write(np.roll(pattern, 9 * k, axis=1))
+    writer.release()
+    t = np.arange(round(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    tone = 0.4 * np.sin(2 * np.pi * (200 + 7 * (i % 200)) * t) + 0.05 * rng.standard_normal(t.size)
+    with wave.open(str(path.with_suffix(".wav")), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SAMPLE_RATE)
+        w.writeframes((np.clip(tone, -1, 1) * 32767).astype("<i2").tobytes())
 
 
 def make_dataset(root: Path, n: int, seconds: float) -> int:
@@ -128,7 +151,7 @@ def rate(step, rows: int, batches: int, device: torch.device) -> float:
 
 
 def encoders_alone(s: Sizes, device: str) -> dict:
-    """CLIP images/s and AST clips/s on ready tensors, built as the flow builds them."""
+    """CLIP images/s and AST clips/s on ready tensors, built as the extraction builds them."""
     from flows.config import ExtractConfig
     from flows.steps import ast_encoder, clip_encoder
 
@@ -150,21 +173,51 @@ def encoders_alone(s: Sizes, device: str) -> dict:
 
 
 def run_extract(data: Path, store: Path, n_val: int, s: Sizes, device: str) -> dict:
-    """`vtr extract` (probe, frames, audio: the probe says which clips carry audio) in a
-    child process, as a user runs it; its JSON summary has each step's seconds."""
-    cmd = [sys.executable, "-m", "vtr.cli", "extract", "--dataset", "msrvtt", "--data-root", str(data),
-           "--store", str(store), "--random-init", "--device", device, "--steps", "probe,frames,audio",
-           "--ast-size", s.ast_size, "--dataset-options", f"n_val={n_val}"]
-    if s.n_frames:
-        cmd += ["--n-frames", str(s.n_frames)]
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
-    m = re.search(r'^\{\n  "store"', r.stdout, re.M)
-    if r.returncode != 0 or m is None:
-        sys.exit(f"vtr extract failed (exit {r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
-    result = json.loads(r.stdout[m.start():])
-    if result["failures"]:
-        sys.exit(f"vtr extract: {result['failures']} item(s) failed on generated input: {r.stderr[-3000:]}")
-    return result
+    """The frames and audio steps on a new store, run by the extraction core (``flows.run``:
+    no Prefect, no ffmpeg binary). The clips carry no audio track, and ffprobe is absent, so
+    the media decisions the probe and crawl steps record are written first from OpenCV's
+    reading of each clip: its audio is the WAV beside it (a crawled source). Returns each
+    step's counts and seconds."""
+    import cv2
+    import numpy as np
+
+    from extractors.annotations import read_msrvtt
+    from extractors.engine import ItemResult
+    from flows.config import ExtractConfig
+    from flows.run import InlineExecutor, load_encoders, run_steps, store_layout
+    from flows.step_io import run_step_items
+    from storage import create_store
+
+    cfg = ExtractConfig(random_init=True, ast_size=s.ast_size, device=device, n_frames=s.n_frames,
+                        media_dir=f"{store}.media", steps=["frames", "audio"])
+    manifest = read_msrvtt(data, n_val=n_val)
+    layout = store_layout(manifest, cfg)
+    create_store(str(store), layout=layout, **{**manifest.store_kwargs(), "data_root": str(data.resolve())})
+    videos = [str((data / p).resolve()) for p in manifest.video_paths]
+
+    def probed(j: int, path: str) -> ItemResult:
+        cap = cv2.VideoCapture(path)
+        fps, n = cap.get(cv2.CAP_PROP_FPS), cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        cap.release()
+        return ItemResult(j, {"duration": np.float32(n / fps), "fps": np.float32(fps), "width": np.int32(w),
+                              "height": np.int32(h), "rotation": np.int16(0), "source_has_audio": np.bool_(False)})
+
+    run_step_items(str(store), "probe", lambda inp: (probed(j, videos[int(i)]) for j, i in enumerate(inp.idx)))
+    run_step_items(str(store), "crawl", lambda inp: (
+        ItemResult(j, {"audio_source": "crawled", "audio_path": str(Path(videos[int(i)]).with_suffix(".wav"))})
+        for j, i in enumerate(inp.idx)))
+    t = time.perf_counter()
+    load_encoders(cfg)  # built once; the steps reuse them (flows.steps caches them)
+    print(f"  encoders built in {time.perf_counter() - t:.1f} s", flush=True)
+    steps = run_steps(str(store), cfg, InlineExecutor(), progress=False)
+    for name, res in steps.items():
+        print(f"  {name} step: {res['seconds']:.1f} s ({res['done']} done, {res['failed']} failed)", flush=True)
+        if res["failed"]:
+            from storage import failures
+            first = failures(str(store))[0]
+            sys.exit(f"error: the {name} step failed on generated input: {first['item']}: {first['error']}")
+    return steps
 
 
 def train_epoch(s: Sizes, work: Path, device: str, compile_step: bool) -> tuple[list[float], int]:
@@ -227,6 +280,17 @@ def device_name(device: torch.device) -> str:
     return f"{name}{extra}; {os.cpu_count()} cores visible, torch {torch.__version__}"
 
 
+def finetune(device: str) -> tuple[float, int | None]:
+    """benchmarks/finetune.py --quick (issue 26's), where it exists: its seconds and exit
+    status (None: absent)."""
+    script = REPO / "benchmarks" / "finetune.py"
+    if not script.exists():
+        return 0.0, None
+    t = time.perf_counter()
+    r = subprocess.run([sys.executable, str(script), "--quick", "--device", device], cwd=REPO)
+    return time.perf_counter() - t, r.returncode
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cpu-smoke", action="store_true", help="tiny sizes on the CPU: the same code, checked in tests")
@@ -246,34 +310,44 @@ def main() -> None:
         # the smoke checks the code, not the speed; on a shared machine two torch threads
         # stall each other (a tiny training epoch: 10 s instead of 0.1 s)
         torch.set_num_threads(1)
-        os.environ["OMP_NUM_THREADS"] = "1"  # and vtr extract's
+        os.environ["OMP_NUM_THREADS"] = "1"  # and the decode workers'
     work = Path(args.workdir or tempfile.mkdtemp(prefix="vtr-gpu-check-"))
     work.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("PREFECT_HOME", str(work / "prefect-home"))
     start = time.perf_counter()
     print(f"device: {device_name(dev)}", flush=True)
+    print(f"ffmpeg binary on the PATH: {'yes (not used)' if shutil.which('ffmpeg') else 'no'}", flush=True)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
+    phases: dict[str, float] = {}
     try:
         with GpuMemory() as smi:
             t = time.perf_counter()
             n_val = make_dataset(work / "data", s.clips, s.clip_seconds)
-            print(f"  generated {s.clips} clips of {s.clip_seconds:.0f} s in {time.perf_counter() - t:.0f} s",
-                  flush=True)
+            phases["clips"] = time.perf_counter() - t
+            print(f"phase clips: {phases['clips']:.1f} s ({s.clips} clips of {s.clip_seconds:.0f} s, "
+                  "OpenCV mp4v + numpy WAV)", flush=True)
             t = time.perf_counter()
-            result = run_extract(work / "data", work / "extract.zarr", n_val, s, dev.type)
-            steps = result["steps"]
-            print(f"  vtr extract: {time.perf_counter() - t:.0f} s in all; "
-                  + ", ".join(f"{k} {v['seconds']:.1f} s" for k, v in steps.items()), flush=True)
+            steps = run_extract(work / "data", work / "extract.zarr", n_val, s, dev.type)
+            phases["extract"] = time.perf_counter() - t
+            print(f"phase extract: {phases['extract']:.1f} s", flush=True)
             from storage import open_store
             ds = open_store(str(work / "extract.zarr"))
             n_frames, n_clips = int(ds["frame_mask"].values.sum()), int(ds["has_audio"].values.sum())
             t = time.perf_counter()
             alone = encoders_alone(s, dev.type)
-            print(f"  encoders alone: {time.perf_counter() - t:.0f} s", flush=True)
+            phases["encoders alone"] = time.perf_counter() - t
+            print(f"phase encoders alone: {phases['encoders alone']:.1f} s", flush=True)
             t = time.perf_counter()
             epochs, pairs = train_epoch(s, work, dev.type, args.compile)
-            print(f"  training: {time.perf_counter() - t:.0f} s", flush=True)
+            phases["training"] = time.perf_counter() - t
+            print(f"phase training: {phases['training']:.1f} s", flush=True)
+            ft_s, ft_rc = finetune(dev.type)
+            if ft_rc is None:
+                print("phase finetune: skipped (benchmarks/finetune.py is not in this tree)", flush=True)
+            else:
+                phases["finetune"] = ft_s
+                print(f"phase finetune: {ft_s:.1f} s (benchmarks/finetune.py --quick --device {dev.type}, "
+                      f"exit {ft_rc})", flush=True)
         frames_s, clips_s = n_frames / steps["frames"]["seconds"], n_clips / steps["audio"]["seconds"]
         (clip_r, clip_b), (ast_r, ast_b) = alone["clip"], alone["ast"]
         print(f"(a) CLIP ViT-B/32 frames/s: pipeline {frames_s:.1f} (frames step, {n_frames} frames of "
@@ -287,15 +361,21 @@ def main() -> None:
               f"{', full head' if not s.head else ', small head'}{', compiled' if args.compile else ''}")
         if dev.type == "cuda":
             print(f"(d) GPU memory peak: {torch.cuda.max_memory_allocated(dev) / 2**30:.2f} GiB allocated by torch "
-                  f"in this process (encoders alone, training); {smi.peak_mib / 1024:.2f} GiB used on the device "
-                  "(nvidia-smi, whole run, extraction included)")
+                  f"in this process (extraction, encoders alone, training); {smi.peak_mib / 1024:.2f} GiB used on "
+                  "the device (nvidia-smi, whole run)")
         else:
             rss = [resource.getrusage(w).ru_maxrss / 2**20 for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
             print(f"(d) GPU memory peak: n/a (cpu); peak RSS {rss[0]:.2f} GiB in this process, "
-                  f"{rss[1]:.2f} GiB in its largest child (vtr extract)")
+                  f"{rss[1]:.2f} GiB in its largest child (decode workers)")
+        # the check runs where Prefect is not installed: nothing on its path may import it
+        assert "prefect" not in sys.modules, "prefect was imported"
+        print("prefect imported: no")
         total = time.perf_counter() - start
-        print(f"total {total:.0f} s" + (" (over the 8-minute budget: rerun with a smaller --size)"
-                                        if total > 480 and not args.cpu_smoke else ""))
+        print(f"total {total:.0f} s (" + ", ".join(f"{k} {v:.0f}" for k, v in phases.items()) + ")"
+              + (" (over the 8-minute budget: rerun with a smaller --size)" if total > 480 and not args.cpu_smoke
+                 else ""))
+        if ft_rc:
+            sys.exit(f"error: benchmarks/finetune.py --quick exited {ft_rc}")
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)

@@ -19,6 +19,21 @@ def test_load_audio_from_video_and_wavs(media):
     assert len(load_audio(media.speech, sr=8000)) == pytest.approx(probe_s(media.speech) * 8000, rel=0.01)
 
 
+def test_load_audio_reads_a_16k_mono_wav_without_ffmpeg(media, tmp_path, monkeypatch):
+    """The crawl step's WAVs (16 kHz mono s16) are read directly: the same samples as
+    ffmpeg's decode, with no ffmpeg or ffprobe on the PATH; other WAVs still go to ffmpeg."""
+    import shutil
+
+    via_ffmpeg = tmp_path / "tone.bin"  # not named .wav: ffprobe/ffmpeg decode it
+    shutil.copy(media.tone, via_ffmpeg)
+    expected = load_audio(via_ffmpeg)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no ffmpeg, no ffprobe
+    got = load_audio(media.tone)
+    assert got.dtype == np.float32 and np.array_equal(got, expected)
+    with pytest.raises(FileNotFoundError):  # 44.1 kHz: not for the direct read
+        load_audio(media.noise)
+
+
 def probe_s(path):
     from extractors.probe import probe
     return probe(path).duration
