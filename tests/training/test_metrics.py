@@ -132,3 +132,26 @@ def test_bad_inputs_raise():
         ranks_video_to_text(np.zeros((2, 3)), np.array([0, 1]))
     with pytest.raises(ValueError, match="groups, captions"):
         retrieval_metrics(np.zeros((2, 2)), np.array([0, 1]), direction="v2t", v2t="best")
+
+
+def test_ranks_past_the_first_block_match_brute_force():
+    """2,500 rows: three blocks of 1,024. A block-local ground-truth column would still
+    pass on the first block and fail on the others."""
+    rng = np.random.default_rng(7)
+    n = 2500
+    cv = np.repeat(np.arange(n // 2), 2)  # two captions per video: [n, n // 2] for the multi protocol
+    sim = rng.standard_normal((n, n)).astype(np.float32)
+    sim[np.arange(n), np.arange(n)] += 2.5  # most queries near the top, not all at rank 0
+    sim[np.arange(n), cv] += 2.5
+    brute = np.array([(sim[i] >= sim[i, i]).sum() - 1 for i in range(n)])
+    np.testing.assert_array_equal(ranks_single(sim), brute)
+    assert 0 < (brute == 0).mean() < 1 and (brute[1024:] > 0).any()
+    s = sim[:, : n // 2]
+    brute_t2v = np.array([(s[i] >= s[i, cv[i]]).sum() - 1 for i in range(n)])
+    np.testing.assert_array_equal(ranks_text_to_video(s, cv), brute_t2v)
+    groups = np.stack([s[cv == v].max(axis=0) for v in range(n // 2)])  # [group, video]
+    brute_v2t = np.array([(groups[:, v] >= groups[v, v]).sum() - 1 for v in range(n // 2)])
+    np.testing.assert_array_equal(ranks_video_to_text(s, cv, block=500), brute_v2t)
+    best = np.array([s[cv == v, v].max() for v in range(n // 2)])
+    brute_caps = np.array([((s[:, v] >= best[v]) & (cv != v)).sum() for v in range(n // 2)])
+    np.testing.assert_array_equal(ranks_video_to_text(s, cv, "captions"), brute_caps)
