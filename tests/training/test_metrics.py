@@ -155,3 +155,22 @@ def test_ranks_past_the_first_block_match_brute_force():
     best = np.array([s[cv == v, v].max() for v in range(n // 2)])
     brute_caps = np.array([((s[:, v] >= best[v]) & (cv != v)).sum() for v in range(n // 2)])
     np.testing.assert_array_equal(ranks_video_to_text(s, cv, "captions"), brute_caps)
+
+
+def test_format_report_rows_and_numbers():
+    from training.metrics import format_report
+    cv = np.array([0, 0, 1, 2])
+    sim = np.array([[0.9, 0.1, 0.0], [0.2, 0.3, 0.1], [0.0, 0.8, 0.1], [0.5, 0.4, 0.45]])
+    rep = retrieval_report(sim, cv, np.array([0, 2, 3]), protocol="multi")
+    lines = format_report(rep, "title").splitlines()
+    assert lines[0] == "title"
+    assert lines[1] == ("protocol: multi (CLIP4Clip's multi-sentence: every caption ranks the videos; each video "
+                        "ranks the caption groups, a group scoring its best caption)")
+    assert lines[2] == f"{'protocol':<10}{'dir':<5}" + "".join(f"{k:>8}" for k in ("R1", "R5", "R10", "MdR", "MnR"))
+    # multi t2v ranks [0, 1, 0, 1]; single t2v ranks [0, 0, 1]
+    assert lines[3] == f"{'multi':<10}{'t2v':<5}" + "".join(f"{x:>8.1f}" for x in (50, 100, 100, 1, 1.5))
+    assert [line[:15] for line in lines[3:7]] == ["multi     t2v  ", "multi     v2t  ", "single    t2v  ",
+                                                  "single    v2t  "]
+    assert lines[5] == f"{'single':<10}{'t2v':<5}" + "".join(f"{x:>8.1f}" for x in (200 / 3, 100, 100, 1, 4 / 3))
+    assert lines[7] == "(3 videos, 4 captions)" and len(lines) == 8
+    assert format_report(rep).splitlines()[0].startswith("protocol: multi")
