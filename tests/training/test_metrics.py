@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.metrics import (ranks_single, ranks_text_to_video, ranks_video_to_text,
+from training.metrics import (rank_metrics, ranks_single, ranks_text_to_video, ranks_video_to_text,
                               retrieval_metrics, retrieval_report)
 
 
@@ -174,3 +174,38 @@ def test_format_report_rows_and_numbers():
     assert lines[5] == f"{'single':<10}{'t2v':<5}" + "".join(f"{x:>8.1f}" for x in (200 / 3, 100, 100, 1, 4 / 3))
     assert lines[7] == "(3 videos, 4 captions)" and len(lines) == 8
     assert format_report(rep).splitlines()[0].startswith("protocol: multi")
+
+
+def test_report_directions_and_messages():
+    rng = np.random.default_rng(2)
+    cv = np.repeat(np.arange(12), 2)
+    sim = rng.standard_normal((24, 12))
+    rep = retrieval_report(sim, cv, np.arange(0, 24, 2))
+    assert rep["single"]["v2t"] == retrieval_metrics(sim[::2].T) != rep["single"]["t2v"]
+    assert rep["multi"]["v2t"] == retrieval_metrics(sim, cv, direction="v2t") != rep["multi"]["t2v"]
+    with pytest.raises(ValueError, match=r"^unknown protocol 'x' \(known: single, paragraph, multi\)$"):
+        retrieval_report(sim, cv, np.arange(0, 24, 2), protocol="x")
+    with pytest.raises(ValueError, match="^direction must be t2v or v2t, not 'up'$"):
+        retrieval_metrics(sim[:12], direction="up")
+    with pytest.raises(ValueError, match="^no queries to rank$"):
+        rank_metrics(np.array([], dtype=np.int64))
+    assert rank_metrics(np.array([3])) == {"R1": 0.0, "R5": 100.0, "R10": 100.0, "MdR": 4.0, "MnR": 4.0}
+    from training.metrics import format_report
+    del rep["protocol"]  # a report from before protocols were recorded reads as single
+    assert format_report(rep).splitlines()[0].startswith("protocol: single (one caption per video")
+
+
+def test_rank_arrays_are_integers_and_shape_errors_name_the_shapes():
+    rng = np.random.default_rng(4)
+    cv = np.repeat(np.arange(3), 2)
+    sim = rng.standard_normal((6, 3))
+    for ranks in (ranks_single(sim[::2]), ranks_text_to_video(sim, cv), ranks_video_to_text(sim, cv),
+                  ranks_video_to_text(sim, cv, "captions")):
+        assert ranks.dtype == np.int64
+    for f in (ranks_text_to_video, ranks_video_to_text):
+        with pytest.raises(ValueError, match=r"^caption_video has \(5,\), similarity \(6, 3\)$"):
+            f(sim, cv[:5])
+    # the first five videos without a caption are named
+    many = rng.standard_normal((2, 9))
+    with pytest.raises(ValueError, match=r"^video\(s\) \[1, 2, 3, 4, 5\] have no caption$"):
+        ranks_video_to_text(many, np.array([0, 8]))
