@@ -9,6 +9,7 @@ directory ``mutants/<module>/`` (a copy of the packages, the tests and pyproject
 a ``setup.cfg`` naming the module and its tests): a module takes minutes, never the whole
 suite. Surviving mutants are listed, with their diffs, in ``mutants/<module>/survivors.txt``;
 the ones that are equivalent are explained by hand in docs/mutation.md.
+``--recheck MODULE``: the last run's survivors against today's tests (after new tests).
 """
 from __future__ import annotations
 
@@ -152,7 +153,41 @@ def run_module(module: str, max_children: int) -> None:
           f"(survivors: {work / 'survivors.txt'})", flush=True)
 
 
+def recheck(module: str) -> None:
+    """The last run's survivors of ``module`` against today's tests, without a new run:
+    each is applied to the copy's source (``mutmut apply``), the module's tests run there,
+    and the copy restored. Prints the ones that still survive."""
+    work = ROOT / "mutants" / slug(module)
+    _, survivors = counts(work, module)
+    if not survivors:
+        sys.exit(f"{module}: no survivors recorded under {work} (run it first)")
+    shutil.rmtree(work / "tests")
+    shutil.copytree(ROOT / "tests", work / "tests", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.setdefault("OMP_NUM_THREADS", "1")
+    sources = [p for p in (work / module).rglob("*.py")] if (work / module).is_dir() else [work / module]
+    still = []
+    for name in survivors:
+        saved = {p: p.read_bytes() for p in sources}
+        try:
+            subprocess.run([sys.executable, "-m", "mutmut", "apply", name], cwd=work, env=env, check=True,
+                           capture_output=True)
+            rc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+                                 *MODULES[module]], cwd=work, env=env, capture_output=True).returncode
+        finally:
+            for p, data in saved.items():
+                p.write_bytes(data)
+        print(f"{'killed  ' if rc else 'survives'} {name}", flush=True)
+        if not rc:
+            still.append(name)
+    print(f"{module}: {len(survivors) - len(still)} of {len(survivors)} survivors now killed")
+
+
 def main(argv: list[str]) -> None:
+    if argv[:1] == ["--recheck"]:
+        for m in argv[1:]:
+            recheck(m.rstrip("/"))
+        return
     modules = [m.rstrip("/") for m in argv] or list(MODULES)
     unknown = [m for m in modules if m not in MODULES]
     if unknown:

@@ -209,3 +209,20 @@ def test_rank_arrays_are_integers_and_shape_errors_name_the_shapes():
     many = rng.standard_normal((2, 9))
     with pytest.raises(ValueError, match=r"^video\(s\) \[1, 2, 3, 4, 5\] have no caption$"):
         ranks_video_to_text(many, np.array([0, 8]))
+
+
+def test_tensors_needing_grad_or_in_bfloat16_and_exact_input_errors():
+    sim = np.array([[0.9, 0.1], [0.2, 0.6]], dtype=np.float32)
+    want = retrieval_metrics(sim)
+    assert retrieval_metrics(torch.tensor(sim, requires_grad=True)) == want  # numpy cannot take these two
+    assert retrieval_metrics(torch.tensor(sim).bfloat16()) == want
+    with pytest.raises(ValueError, match=r"^similarity must be 2-D, got shape \(3,\)$"):
+        retrieval_metrics(np.zeros(3))
+    with pytest.raises(ValueError, match="^similarity holds NaN$"):
+        retrieval_metrics(np.array([[np.nan, 0.0], [0.0, 1.0]]))
+
+
+def test_captions_convention_counts_a_tie_with_the_best_caption():
+    cv = np.array([0, 1])
+    sim = np.array([[0.5, 0.2], [0.5, 0.7]])  # video 0's best caption (0.5) tied by video 1's caption
+    assert ranks_video_to_text(sim, cv, "captions").tolist() == [1, 0]
