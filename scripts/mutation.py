@@ -9,7 +9,8 @@ directory ``mutants/<module>/`` (a copy of the packages, the tests and pyproject
 a ``setup.cfg`` naming the module and its tests): a module takes minutes, never the whole
 suite. Surviving mutants are listed, with their diffs, in ``mutants/<module>/survivors.txt``;
 the ones that are equivalent are explained by hand in docs/mutation.md.
-``--recheck MODULE``: the last run's survivors against today's tests (after new tests).
+``--recheck MODULE [PATTERN]``: the last run's survivors (those whose names match the
+pattern) against today's tests, after new tests were written.
 """
 from __future__ import annotations
 
@@ -153,12 +154,14 @@ def run_module(module: str, max_children: int) -> None:
           f"(survivors: {work / 'survivors.txt'})", flush=True)
 
 
-def recheck(module: str) -> None:
+def recheck(module: str, pattern: str = "*") -> None:
     """The last run's survivors of ``module`` against today's tests, without a new run:
     each is applied to the copy's source (``mutmut apply``), the module's tests run there,
     and the copy restored. Prints the ones that still survive."""
     work = ROOT / "mutants" / slug(module)
+    import fnmatch
     _, survivors = counts(work, module)
+    survivors = [n for n in survivors if fnmatch.fnmatch(n, pattern)]
     if not survivors:
         sys.exit(f"{module}: no survivors recorded under {work} (run it first)")
     shutil.rmtree(work / "tests")
@@ -184,9 +187,8 @@ def recheck(module: str) -> None:
 
 
 def main(argv: list[str]) -> None:
-    if argv[:1] == ["--recheck"]:
-        for m in argv[1:]:
-            recheck(m.rstrip("/"))
+    if argv[:1] == ["--recheck"]:  # --recheck MODULE [MUTANT-NAME-PATTERN]
+        recheck(argv[1].rstrip("/"), *argv[2:3])
         return
     modules = [m.rstrip("/") for m in argv] or list(MODULES)
     unknown = [m for m in modules if m not in MODULES]

@@ -1,4 +1,5 @@
-"""Releasing the store lock never deletes a lock another run holds now."""
+"""Store lock edge cases: a release never deletes a lock another run holds now; a lock
+file that is not a record is taken over."""
 from __future__ import annotations
 
 import json
@@ -22,3 +23,16 @@ def test_release_after_a_takeover_keeps_the_new_holders_lock(tmp_path):
     finally:
         b.release()
     assert lock_holder(store) is None
+
+
+def test_a_lock_file_that_is_not_a_record_is_taken_over(tmp_path):
+    """A holder that died while writing its lock leaves no valid record: the lock is
+    stale, taken over, and named as such."""
+    store = str(tmp_path / "s.zarr")
+    (tmp_path / "s.zarr.lock").write_text('{"host": "a-host", "pid": ')
+    with StoreLock(store, "run-b") as lock:
+        assert lock.took_over.startswith("took over the lock of run ? (host ?, pid -1, started 1970-01-01T00:00:00+00:00)")
+        assert "no heartbeat for" in lock.took_over
+        rec = json.loads((tmp_path / "s.zarr.lock").read_text())
+        assert sorted(rec) == ["heartbeat", "host", "pid", "pid_start", "run_id", "started"]
+        assert rec["heartbeat"] == rec["started"] and rec["pid_start"] is not None
