@@ -36,3 +36,18 @@ def test_a_lock_file_that_is_not_a_record_is_taken_over(tmp_path):
         rec = json.loads((tmp_path / "s.zarr.lock").read_text())
         assert sorted(rec) == ["heartbeat", "host", "pid", "pid_start", "run_id", "started"]
         assert rec["heartbeat"] == rec["started"] and rec["pid_start"] is not None
+
+
+def test_a_record_without_heartbeat_counts_from_its_start(tmp_path):
+    """Older locks have no heartbeat field: a live holder's lock is still refused."""
+    import os
+    import socket
+
+    import pytest
+
+    from storage import StoreError
+    rec = {"host": socket.gethostname(), "pid": os.getpid(), "pid_start": None, "started": time.time(),
+           "run_id": "old-run"}
+    (tmp_path / "s.zarr.lock").write_text(json.dumps(rec))
+    with pytest.raises(StoreError, match="in use by run old-run"):
+        StoreLock(str(tmp_path / "s.zarr"), "run-b").acquire()
