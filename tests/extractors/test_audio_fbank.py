@@ -124,3 +124,31 @@ def test_fbank_config_rejects_a_non_positive_std():
         FbankConfig(std=0.0)
     assert FbankConfig(std=1e-3).to_dict() == {"shift": "fixed-10ms", "num_mel_bins": 128, "target_frames": 1024,
                                               "mean": -4.2677393, "std": 1e-3}
+
+
+def test_kaldi_fbank_directly_defaults_inputs_and_edges():
+    from extractors.fbank import kaldi_fbank
+    rng = np.random.default_rng(1)
+    wave = rng.standard_normal(4000)  # float64, as numpy gives it
+    ours = kaldi_fbank(wave)  # the defaults: 16 kHz, 10 ms, 128 bins
+    assert ours.dtype == torch.float32 and ours.shape == (1 + (4000 - 400) // 160, 128)
+    np.testing.assert_allclose(ours.numpy(), _kaldi(wave, 10.0, 0.0, 0.5, frames=ours.shape[0]), atol=1e-3, rtol=0)
+    torch.testing.assert_close(kaldi_fbank(torch.from_numpy(wave)), ours)
+    torch.testing.assert_close(kaldi_fbank(wave.tolist()), ours)
+    # a window of exactly 2 ** k samples (20,480 Hz: 512) pads to 512, not 1024
+    import torchaudio
+    w = torch.from_numpy(wave.astype(np.float32))[None]
+    ref = torchaudio.compliance.kaldi.fbank(w, htk_compat=True, sample_frequency=20480, use_energy=False,
+                                            window_type="hanning", num_mel_bins=64, dither=0.0, frame_shift=10.0)
+    torch.testing.assert_close(kaldi_fbank(wave, 20480, 10.0, 64), ref, atol=1e-3, rtol=0)
+    assert kaldi_fbank(wave[:400]).shape == (1, 128)  # one window exactly: one frame
+    assert kaldi_fbank(wave[:399]).shape == (0, 128)
+    with pytest.raises(ValueError, match=r"^frame shift 0.01 ms is below one sample at 16000 Hz$"):
+        kaldi_fbank(wave, 16000, 0.01)
+
+
+def test_fbank_config_messages():
+    with pytest.raises(ValueError, match=r"^unknown fbank shift 'x' \(choose from fixed-10ms, fit-1024\)$"):
+        FbankConfig(shift="x")
+    with pytest.raises(ValueError, match="^std must be positive$"):
+        FbankConfig(std=-1.0)
