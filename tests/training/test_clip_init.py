@@ -180,3 +180,15 @@ def test_every_clip_tensor_of_a_layer_lands_by_name(clip_file, name, stack, attn
         got, want = p[f"{stack}.1.{ours.format(attn=attn)}"], on_disk[f"transformer.resblocks.1.{theirs}"]
         assert torch.equal(got, want), f"{stack}.1.{ours} is not CLIP's {theirs}"
     assert sum(k.startswith(f"{stack}.1.") for k in clip_key_map(head)) == len(_BY_HAND)
+
+
+def test_a_layer_whose_structure_changed_fails_by_name():
+    head = create_head("avigate", {"resampler_layers": 1, "fusion_layers": 1}, dim=64, audio_dim=32)
+    head.resampler[0].ln1 = torch.nn.Identity()  # a layer without the LayerNorm the map names
+    with pytest.raises(ConfigError, match=r"^head 'avigate': no parameter resampler\.0\.ln1\.weight to initialise "
+                                          r"from CLIP \(the key map is out of date\)$"):
+        clip_key_map(head)
+    bare = torch.nn.Module()  # not a registered head: no name
+    bare.resampler = torch.nn.ModuleList([torch.nn.Module()])
+    with pytest.raises(ConfigError, match=r"^head '\?': no parameter resampler\.0\.self_attn\.in_proj_weight "):
+        clip_key_map(bare)
