@@ -192,3 +192,21 @@ def test_a_layer_whose_structure_changed_fails_by_name():
     bare.resampler = torch.nn.ModuleList([torch.nn.Module()])
     with pytest.raises(ConfigError, match=r"^head '\?': no parameter resampler\.0\.self_attn\.in_proj_weight "):
         clip_key_map(bare)
+
+
+@pytest.mark.parametrize("shape", [(8, 64), (77, 32), (77 * 64,)])
+def test_positions_that_cannot_fill_the_frame_slots(clip_file, shape):
+    _, state = clip_file
+    head = create_head("avigate", {"resampler_layers": 1, "fusion_layers": 1}, dim=64, audio_dim=32)
+    bad = {**state, "positional_embedding": torch.zeros(shape)}
+    with pytest.raises(ConfigError, match=r"1 problem\(s\), e\.g\. positional_embedding \(.*\) cannot fill "
+                                          r"frame_embedding \(12, 64\)$"):
+        init_from_clip(head, bad)
+
+
+def test_every_missing_key_is_counted(clip_file):
+    _, state = clip_file
+    head = create_head("avigate", {"resampler_layers": 2, "fusion_layers": 2}, dim=64, audio_dim=32)
+    shallow = {k: v for k, v in state.items() if not k.startswith("transformer.resblocks.1.")}
+    with pytest.raises(ConfigError, match=r"24 problem\(s\)"):  # 12 tensors of layer 1, in both stacks
+        init_from_clip(head, shallow)
