@@ -4,7 +4,7 @@ STAMP := $(VENV)/.vtr-installed
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test setup
+.PHONY: demo test setup mutation
 
 demo: $(STAMP)
 	$(VENV)/bin/vtr demo
@@ -16,3 +16,8 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
+
+# Mutation testing (not part of `make test`): every listed module, or MODULE=training/metrics.py;
+# niced, as it keeps the cores busy for a long time. The table goes to docs/mutation.md.
+mutation: $(STAMP)
+	nice -n 15 $(VENV)/bin/python scripts/mutation.py $(MODULE)

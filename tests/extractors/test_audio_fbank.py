@@ -101,3 +101,69 @@ def test_load_fbank(media):
     assert x.shape == (1024, 128) and x.std() > 0.1
     with pytest.raises(MediaError, match="no audio stream"):
         load_fbank(media.noaudio)
+
+
+def _kaldi(wave: np.ndarray, shift_ms: float, mean: float, std: float, bins: int = 128, frames: int = 1024):
+    """torchaudio's Kaldi fbank with every setting given as a number (no FbankConfig)."""
+    import torchaudio
+    w = torch.from_numpy(wave.astype(np.float32))[None]
+    fb = torchaudio.compliance.kaldi.fbank(w - w.mean(), htk_compat=True, sample_frequency=16000, use_energy=False,
+                                           window_type="hanning", num_mel_bins=bins, dither=0.0, frame_shift=shift_ms)
+    fb = torch.nn.functional.pad(fb, (0, 0, 0, max(0, frames - fb.shape[0])))[:frames]
+    return ((fb - mean) / (2 * std)).numpy()
+
+
+@pytest.mark.parametrize("n", [800, 16000 * 3 + 123, 16000 * 11])
+@pytest.mark.parametrize("shift", ["fixed-10ms", "fit-1024"])
+def test_synthetic_waves_agree_with_kaldi(n, shift):
+    """Chirp plus noise (no media files): short, medium and longer than 1024 frames, at
+    both shifts and the release's statistics; 64 bins over 512 frames too."""
+    rng = np.random.default_rng(n)
+    t = np.arange(n) / 16000
+    wave = (0.3 * np.sin(2 * np.pi * (200 + 300 * t) * t) + 0.05 * rng.standard_normal(n) + 0.2).astype(np.float32)
+    fit_ms = max(1000.0 * n / 16000 / 1024, 1000.0 / 16000)
+    shift_ms = fit_ms if shift == "fit-1024" else 10.0
+    cfg = FbankConfig(shift=shift, mean=-5.118, std=3.2527153)
+    assert frame_shift_ms(n, 16000, cfg) == pytest.approx(shift_ms)
+    ours = compute_fbank(wave, 16000, cfg)
+    ref = _kaldi(wave, shift_ms, -5.118, 3.2527153)
+    assert ours.shape == (1024, 128) and np.abs(ours - ref).max() <= 1e-3
+    small = FbankConfig(shift=shift, num_mel_bins=64, target_frames=512)
+    shift_small = max(1000.0 * n / 16000 / 512, 1000.0 / 16000) if shift == "fit-1024" else 10.0
+    np.testing.assert_allclose(compute_fbank(wave, 16000, small),
+                               _kaldi(wave, shift_small, small.mean, small.std, 64, 512), atol=1e-3, rtol=0)
+
+
+def test_fbank_config_rejects_a_non_positive_std():
+    with pytest.raises(ValueError, match="std must be positive"):
+        FbankConfig(std=0.0)
+    assert FbankConfig(std=1e-3).to_dict() == {"shift": "fixed-10ms", "num_mel_bins": 128, "target_frames": 1024,
+                                              "mean": -4.2677393, "std": 1e-3}
+
+
+def test_kaldi_fbank_directly_defaults_inputs_and_edges():
+    from extractors.fbank import kaldi_fbank
+    rng = np.random.default_rng(1)
+    wave = rng.standard_normal(4000)  # float64, as numpy gives it
+    ours = kaldi_fbank(wave)  # the defaults: 16 kHz, 10 ms, 128 bins
+    assert ours.dtype == torch.float32 and ours.shape == (1 + (4000 - 400) // 160, 128)
+    np.testing.assert_allclose(ours.numpy(), _kaldi(wave, 10.0, 0.0, 0.5, frames=ours.shape[0]), atol=1e-3, rtol=0)
+    torch.testing.assert_close(kaldi_fbank(torch.from_numpy(wave)), ours)
+    torch.testing.assert_close(kaldi_fbank(wave.tolist()), ours)
+    # a window of exactly 2 ** k samples (20,480 Hz: 512) pads to 512, not 1024
+    import torchaudio
+    w = torch.from_numpy(wave.astype(np.float32))[None]
+    ref = torchaudio.compliance.kaldi.fbank(w, htk_compat=True, sample_frequency=20480, use_energy=False,
+                                            window_type="hanning", num_mel_bins=64, dither=0.0, frame_shift=10.0)
+    torch.testing.assert_close(kaldi_fbank(wave, 20480, 10.0, 64), ref, atol=1e-3, rtol=0)
+    assert kaldi_fbank(wave[:400]).shape == (1, 128)  # one window exactly: one frame
+    assert kaldi_fbank(wave[:399]).shape == (0, 128)
+    with pytest.raises(ValueError, match=r"^frame shift 0.01 ms is below one sample at 16000 Hz$"):
+        kaldi_fbank(wave, 16000, 0.01)
+
+
+def test_fbank_config_messages():
+    with pytest.raises(ValueError, match=r"^unknown fbank shift 'x' \(choose from fixed-10ms, fit-1024\)$"):
+        FbankConfig(shift="x")
+    with pytest.raises(ValueError, match="^std must be positive$"):
+        FbankConfig(std=-1.0)

@@ -2,6 +2,7 @@
 import shutil
 import time
 
+import numpy as np
 import pytest
 
 from extractors.audio import load_audio
@@ -79,9 +80,11 @@ def test_schemes(media, tmp_path):
 @pytest.fixture(scope="module")
 def long_sources(http_server):
     """30 s sources in the containers the crawl meets; the m4a/mp4 keep their index at the
-    end (no faststart), which the test server (no range requests) cannot seek to."""
+    end (no faststart), which the test server (no range requests) cannot seek to. Their
+    pitch rises 100 Hz each second (300 Hz in second 0): a window's pitches say where it
+    starts."""
     from .conftest import ffmpeg
-    tone = ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "30"]
+    tone = ["-f", "lavfi", "-i", "aevalsrc=sin(2*PI*(300+100*floor(t))*t):s=44100:d=30"]
     ffmpeg(*tone, "-c:a", "aac", str(http_server.dir / "long.m4a"))
     ffmpeg("-f", "lavfi", "-i", "testsrc2=size=96x72:rate=10", *tone, "-c:v", "libx264", "-preset",
            "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(http_server.dir / "long.mp4"))
@@ -92,11 +95,12 @@ def long_sources(http_server):
 
 @pytest.mark.parametrize("ext", ["m4a", "mp4", "webm", "wav"])
 def test_section_crawl_of_direct_media(long_sources, tmp_path, ext):
-    """D13: a window on a direct media URL gives a WAV exactly as long as the window."""
+    """D13: a window on a direct media URL gives a WAV exactly as long as the window, from
+    its start (the m4a and mp4 through the whole-file fallback: no range requests here)."""
     r = crawl_audio(f"{long_sources.url}/long.{ext}", 5.0, 17.0, tmp_path / "w.wav", **FAST)
     assert r.status == "crawled", r.error
     assert probe(r.path).duration == pytest.approx(12.0, abs=0.02)
-    assert abs(load_audio(r.path)).max() > 0.1
+    assert _pitches(r.path, 12) == list(range(800, 2000, 100))
 
 
 def test_section_crawl_through_range_requests(long_sources, tmp_path):
@@ -104,6 +108,7 @@ def test_section_crawl_through_range_requests(long_sources, tmp_path):
     with SampleServer(long_sources.dir) as s:
         r = crawl_audio(f"{s.url}/long.m4a", 20.0, 23.5, tmp_path / "w.wav", **FAST)
     assert r.status == "crawled" and probe(r.path).duration == pytest.approx(3.5, abs=0.02)
+    assert _pitches(r.path, 3) == [2300, 2400, 2500]
 
 
 # --- failure classes ---------------------------------------------------------------------
@@ -181,3 +186,21 @@ def test_503_is_retried_with_back_off(served, tmp_path):
     assert r.status == "failed" and "503" in r.error and r.error_class == "transient"
     assert r.attempts == 3 and served.hits[path] >= 3
     assert time.perf_counter() - t >= 0.3 + 0.6  # backoff_s, then doubled
+
+
+def test_file_url_window_is_cut_from_start(long_sources, tmp_path):
+    """yt-dlp fetches no sections of file URLs: the whole file is cut while converted."""
+    r = crawl_audio((long_sources.dir / "long.wav").as_uri(), 5.0, 8.0, tmp_path / "w.wav",
+                    allow_file_urls=True, **FAST)
+    assert r.status == "crawled" and _pitches(r.path, 3) == [800, 900, 1000]
+
+
+def _pitches(path, n_seconds: int, sr: int = 16000) -> list[int]:
+    """The dominant frequency of each second (Hz, to the nearest 10), edges left out."""
+    w = load_audio(path, sr=sr)
+    out = []
+    for k in range(n_seconds):
+        seg = w[k * sr + sr // 8:(k + 1) * sr - sr // 8]
+        out.append(int(round(np.argmax(np.abs(np.fft.rfft(seg))) * sr / seg.size, -1)))
+    return out
+

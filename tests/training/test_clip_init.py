@@ -152,3 +152,61 @@ def test_random_init_store(tmp_path):
     assert r.exit_code == 1 and r.output.startswith("error: --init clip:") and r.output.count("\n") == 1, r.output
     r = run("train", "--store", store, "--head", "meanpool", "--out", tmp_path / "c", *TINY, "--init", "maybe")
     assert r.exit_code == 1 and "--init must be clip or random" in r.output
+
+
+# one layer of each stack, every tensor the releases copy, written out by hand (not read
+# from clip_key_map): AVIGATE's resampler and fusion self-attention blocks, WAVER's seqTransf
+_BY_HAND = {
+    "{attn}.in_proj_weight": "attn.in_proj_weight", "{attn}.in_proj_bias": "attn.in_proj_bias",
+    "{attn}.out_proj.weight": "attn.out_proj.weight", "{attn}.out_proj.bias": "attn.out_proj.bias",
+    "ln1.weight": "ln_1.weight", "ln1.bias": "ln_1.bias", "ln2.weight": "ln_2.weight", "ln2.bias": "ln_2.bias",
+    "mlp.0.weight": "mlp.c_fc.weight", "mlp.0.bias": "mlp.c_fc.bias",
+    "mlp.2.weight": "mlp.c_proj.weight", "mlp.2.bias": "mlp.c_proj.bias",
+}
+
+
+@pytest.mark.parametrize("name,stack,attn,options", [
+    ("avigate", "resampler", "self_attn", {"resampler_layers": 2, "fusion_layers": 2}),
+    ("avigate", "fusion", "self_attn", {"resampler_layers": 2, "fusion_layers": 2}),
+    ("waver", "temporal", "attn", {"temporal_layers": 2, "n_heads": 4}),
+])
+def test_every_clip_tensor_of_a_layer_lands_by_name(clip_file, name, stack, attn, options):
+    path, _ = clip_file
+    on_disk = torch.load(path, weights_only=True)  # the file, not the fixture's dict
+    head = create_head(name, options, dim=64, **({"audio_dim": 32} if name == "avigate" else {}))
+    init_from_clip(head, on_disk)
+    p = dict(head.named_parameters())
+    for ours, theirs in _BY_HAND.items():
+        got, want = p[f"{stack}.1.{ours.format(attn=attn)}"], on_disk[f"transformer.resblocks.1.{theirs}"]
+        assert torch.equal(got, want), f"{stack}.1.{ours} is not CLIP's {theirs}"
+    assert sum(k.startswith(f"{stack}.1.") for k in clip_key_map(head)) == len(_BY_HAND)
+
+
+def test_a_layer_whose_structure_changed_fails_by_name():
+    head = create_head("avigate", {"resampler_layers": 1, "fusion_layers": 1}, dim=64, audio_dim=32)
+    head.resampler[0].ln1 = torch.nn.Identity()  # a layer without the LayerNorm the map names
+    with pytest.raises(ConfigError, match=r"^head 'avigate': no parameter resampler\.0\.ln1\.weight to initialise "
+                                          r"from CLIP \(the key map is out of date\)$"):
+        clip_key_map(head)
+    bare = torch.nn.Module()  # not a registered head: no name
+    bare.resampler = torch.nn.ModuleList([torch.nn.Module()])
+    with pytest.raises(ConfigError, match=r"^head '\?': no parameter resampler\.0\.self_attn\.in_proj_weight "):
+        clip_key_map(bare)
+
+
+@pytest.mark.parametrize("shape", [(8, 64), (77, 32), (77 * 64,)])
+def test_positions_that_cannot_fill_the_frame_slots(clip_file, shape):
+    _, state = clip_file
+    head = create_head("avigate", {"resampler_layers": 1, "fusion_layers": 1}, dim=64, audio_dim=32)
+    bad = {**state, "positional_embedding": torch.zeros(shape)}
+    with pytest.raises(ConfigError, match=r"1 problem\(s\), e\.g\. positional_embedding \(.*\) cannot fill "
+                                          r"frame_embedding \(12, 64\)$"):
+        init_from_clip(head, bad)
+
+
+def test_every_missing_key_is_counted(clip_file):
+    _, state = clip_file
+    head = create_head("avigate", {"resampler_layers": 2, "fusion_layers": 2}, dim=64, audio_dim=32)
+    shallow = {k: v for k, v in state.items() if not k.startswith("transformer.resblocks.1.")}
+    with pytest.raises(ConfigError, match=r"24 problem\(s\)"):  # 12 tensors of layer 1, in both stacks
+        init_from_clip(head, shallow)

@@ -143,3 +143,61 @@ def test_no_phrase_table_says_what_the_tags_step_recorded(tmp_path):
     r = train_cli(*args, "--out", tmp_path / "run2")
     assert r.exit_code == 1
     assert r.output.splitlines()[-1] == f"error: {path}: no phrase table, so no tags (the tags step recorded: {why})"
+
+
+def test_first_captions_are_the_lowest_store_rows():
+    from training.data import SplitData
+    # captions of videos 2, 0, 1, 0, 2, 1 (store order): the first of each video is its lowest row
+    data = SplitData("test", np.arange(3), np.array([10, 11, 12, 13, 14, 15]), np.array([2, 0, 1, 0, 2, 1]))
+    assert data.first_captions().tolist() == [1, 2, 0]
+
+
+@pytest.fixture(scope="module")
+def id_store(tmp_path_factory):
+    """Every feature holds the id of its video (video v: value v + 1), so a batch shows
+    whether its frames, audio and captions belong together."""
+    from storage.synthetic import create_synthetic_store, write_step
+    path = str(tmp_path_factory.mktemp("ids") / "s.zarr")
+    n, per = 300, 3
+    splits = np.random.default_rng(4).choice(["train", "train", "train", "test"], n)
+    lay = create_synthetic_store(path, n, per, splits=splits, dim=8, n_frames=4, n_audio_tokens=6,
+                                 audio_dim=4, n_words=4, video_chunk=32, caption_chunk=32)
+
+    def code(v, shape):
+        return np.broadcast_to((np.asarray(v, np.float32) + 1).reshape(-1, *[1] * len(shape)), (len(v), *shape))
+
+    write_step(path, "frames", lambda idx: {"data": {
+        "frame_features": code(idx, (lay.n_frames, lay.dim)), "frame_mask": np.ones((idx.size, lay.n_frames), bool)}})
+    write_step(path, "audio", lambda idx: {"data": {
+        "audio_tokens": code(idx, (lay.n_audio_tokens, lay.audio_dim)), "has_audio": np.ones(idx.size, bool)}})
+    write_step(path, "text", lambda idx: {"data": {
+        "caption_embedding": code(idx // per, (lay.dim,)), "caption_tokens": code(idx // per, (lay.n_words, lay.dim)),
+        "caption_mask": np.ones((idx.size, lay.n_words), bool)}})
+    return path
+
+
+@pytest.mark.parametrize("stream", ["memory", "dask"])
+def test_batch_frames_and_audio_belong_to_the_captions_video(id_store, stream):
+    import torch
+
+    from training.data import StoreAudio, TrainLoader
+    data = select_split(id_store, "train")
+    audio = StoreAudio(id_store)
+    loader = TrainLoader(id_store, data, ("text", "frames", "frame_mask", "audio", "has_audio"), 16,
+                         torch.device("cpu"), audio=audio, stream=stream, shard_videos=64)
+    assert loader.stream_audio == (stream == "dask")  # audio read per batch beside the shards
+    n_pairs = 0
+    for b in loader.epoch(seed=0, epoch=1):
+        vid = b["text"][:, 0]
+        assert torch.equal(b["frames"][:, :, 0].amin(1), vid) and torch.equal(b["frames"][:, :, 0].amax(1), vid)
+        assert torch.equal(b["audio"][:, :, 0].float().amin(1), vid)
+        assert vid.unique().numel() == vid.numel()  # one caption per video in a batch
+        n_pairs += vid.numel()
+    assert n_pairs >= data.n_captions - 16
+    # and the split's videos are the store's train videos
+    assert np.isin(data.videos, np.flatnonzero(open_split_names(id_store) == "train")).all()
+
+
+def open_split_names(store):
+    from storage import open_store
+    return np.array([str(s) for s in open_store(store)["split"].values])

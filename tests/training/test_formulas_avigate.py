@@ -174,3 +174,47 @@ def test_adaptive_margins_and_loss(head, batch):
     close(ours_m, m)
     logits = f64(sim) + m * 10.0
     close(loss, (cross_en(logits) + cross_en(logits.t())) / 2)
+
+
+def test_gates_average_only_the_valid_frame_slots(head, batch):
+    """Our fix to the release (it averaged every slot): with the gates open and partial
+    masks, u = [mean of the valid frames; mean query]."""
+    g = torch.Generator().manual_seed(4)
+    x = f64(torch.randn(B, N, D, generator=g))
+    v = f64(torch.randn(B, Q, D, generator=g))
+    mask = batch["frame_mask"]
+    assert not mask.all() and mask.any(1).all()
+    with torch.no_grad():
+        _, g_mha, g_ffn = head.fusion[0](x.float(), mask, v.float(), v.float().mean(1), torch.ones(B))
+    m = mask.double()[..., None]
+    u = torch.cat([(x * m).sum(1) / m.sum(1), v.mean(1)], dim=-1)
+    close(g_mha, release_gate(u, head.fusion[0].gate_mha))
+    close(g_ffn, release_gate(u, head.fusion[0].gate_ffn))
+    assert g_mha.abs().min() > 1e-3
+
+
+@pytest.mark.parametrize("name", ["avigate", "avigate+waver"])
+def test_padded_frame_slots_never_reach_the_video(name, batch):
+    """Whatever a padded slot holds, the valid slots of the fused frames, the gates and
+    (avigate) the video's pooled vectors stay the same."""
+    torch.manual_seed(0)
+    options = {k: v for k, v in OPTIONS.items() if k not in ("logit_scale", "tau")}
+    h = create_head(name, options, dim=D, audio_dim=DA).eval()
+    with torch.no_grad():
+        for layer in h.fusion:
+            for gate in (layer.gate_mha, layer.gate_ffn):
+                torch.nn.init.normal_(gate.w2.weight, std=0.5)
+    g = torch.Generator().manual_seed(5)
+    valid = batch["frame_mask"]
+    noisy = dict(batch, frames=torch.where(valid[..., None], batch["frames"], 5 * torch.randn(B, N, D, generator=g)))
+    out = []
+    with torch.no_grad():
+        for b in (batch, noisy):
+            fused, _ = h.audio_gated_frames(b["frames"], valid, b["audio"], b["has_audio"])
+            out.append((fused[valid], dict(h._gates), h.encode_video(b) if name == "avigate" else {}))
+    (clean, gates, video), (dirty, dirty_gates, dirty_video) = out
+    assert gates["gate_mha_abs"] > 1e-3 and gates == pytest.approx(dirty_gates, abs=1e-6)
+    torch.testing.assert_close(clean, dirty, atol=1e-5, rtol=0)
+    for key in ("global", "frozen"):
+        if video:
+            torch.testing.assert_close(video[key], dirty_video[key], atol=1e-5, rtol=0)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.metrics import (ranks_single, ranks_text_to_video, ranks_video_to_text,
+from training.metrics import (rank_metrics, ranks_single, ranks_text_to_video, ranks_video_to_text,
                               retrieval_metrics, retrieval_report)
 
 
@@ -132,3 +132,97 @@ def test_bad_inputs_raise():
         ranks_video_to_text(np.zeros((2, 3)), np.array([0, 1]))
     with pytest.raises(ValueError, match="groups, captions"):
         retrieval_metrics(np.zeros((2, 2)), np.array([0, 1]), direction="v2t", v2t="best")
+
+
+def test_ranks_past_the_first_block_match_brute_force():
+    """2,500 rows: three blocks of 1,024. A block-local ground-truth column would still
+    pass on the first block and fail on the others."""
+    rng = np.random.default_rng(7)
+    n = 2500
+    cv = np.repeat(np.arange(n // 2), 2)  # two captions per video: [n, n // 2] for the multi protocol
+    sim = rng.standard_normal((n, n)).astype(np.float32)
+    sim[np.arange(n), np.arange(n)] += 2.5  # most queries near the top, not all at rank 0
+    sim[np.arange(n), cv] += 2.5
+    brute = np.array([(sim[i] >= sim[i, i]).sum() - 1 for i in range(n)])
+    np.testing.assert_array_equal(ranks_single(sim), brute)
+    assert 0 < (brute == 0).mean() < 1 and (brute[1024:] > 0).any()
+    s = sim[:, : n // 2]
+    brute_t2v = np.array([(s[i] >= s[i, cv[i]]).sum() - 1 for i in range(n)])
+    np.testing.assert_array_equal(ranks_text_to_video(s, cv), brute_t2v)
+    groups = np.stack([s[cv == v].max(axis=0) for v in range(n // 2)])  # [group, video]
+    brute_v2t = np.array([(groups[:, v] >= groups[v, v]).sum() - 1 for v in range(n // 2)])
+    np.testing.assert_array_equal(ranks_video_to_text(s, cv, block=500), brute_v2t)
+    best = np.array([s[cv == v, v].max() for v in range(n // 2)])
+    brute_caps = np.array([((s[:, v] >= best[v]) & (cv != v)).sum() for v in range(n // 2)])
+    np.testing.assert_array_equal(ranks_video_to_text(s, cv, "captions"), brute_caps)
+
+
+def test_format_report_rows_and_numbers():
+    from training.metrics import format_report
+    cv = np.array([0, 0, 1, 2])
+    sim = np.array([[0.9, 0.1, 0.0], [0.2, 0.3, 0.1], [0.0, 0.8, 0.1], [0.5, 0.4, 0.45]])
+    rep = retrieval_report(sim, cv, np.array([0, 2, 3]), protocol="multi")
+    lines = format_report(rep, "title").splitlines()
+    assert lines[0] == "title"
+    assert lines[1] == ("protocol: multi (CLIP4Clip's multi-sentence: every caption ranks the videos; each video "
+                        "ranks the caption groups, a group scoring its best caption)")
+    assert lines[2] == f"{'protocol':<10}{'dir':<5}" + "".join(f"{k:>8}" for k in ("R1", "R5", "R10", "MdR", "MnR"))
+    # multi t2v ranks [0, 1, 0, 1]; single t2v ranks [0, 0, 1]
+    assert lines[3] == f"{'multi':<10}{'t2v':<5}" + "".join(f"{x:>8.1f}" for x in (50, 100, 100, 1, 1.5))
+    assert [line[:15] for line in lines[3:7]] == ["multi     t2v  ", "multi     v2t  ", "single    t2v  ",
+                                                  "single    v2t  "]
+    assert lines[5] == f"{'single':<10}{'t2v':<5}" + "".join(f"{x:>8.1f}" for x in (200 / 3, 100, 100, 1, 4 / 3))
+    assert lines[7] == "(3 videos, 4 captions)" and len(lines) == 8
+    assert format_report(rep).splitlines()[0].startswith("protocol: multi")
+
+
+def test_report_directions_and_messages():
+    rng = np.random.default_rng(2)
+    cv = np.repeat(np.arange(12), 2)
+    sim = rng.standard_normal((24, 12))
+    rep = retrieval_report(sim, cv, np.arange(0, 24, 2))
+    assert rep["single"]["v2t"] == retrieval_metrics(sim[::2].T) != rep["single"]["t2v"]
+    assert rep["multi"]["v2t"] == retrieval_metrics(sim, cv, direction="v2t") != rep["multi"]["t2v"]
+    with pytest.raises(ValueError, match=r"^unknown protocol 'x' \(known: single, paragraph, multi\)$"):
+        retrieval_report(sim, cv, np.arange(0, 24, 2), protocol="x")
+    with pytest.raises(ValueError, match="^direction must be t2v or v2t, not 'up'$"):
+        retrieval_metrics(sim[:12], direction="up")
+    with pytest.raises(ValueError, match="^no queries to rank$"):
+        rank_metrics(np.array([], dtype=np.int64))
+    assert rank_metrics(np.array([3])) == {"R1": 0.0, "R5": 100.0, "R10": 100.0, "MdR": 4.0, "MnR": 4.0}
+    from training.metrics import format_report
+    del rep["protocol"]  # a report from before protocols were recorded reads as single
+    assert format_report(rep).splitlines()[0].startswith("protocol: single (one caption per video")
+
+
+def test_rank_arrays_are_integers_and_shape_errors_name_the_shapes():
+    rng = np.random.default_rng(4)
+    cv = np.repeat(np.arange(3), 2)
+    sim = rng.standard_normal((6, 3))
+    for ranks in (ranks_single(sim[::2]), ranks_text_to_video(sim, cv), ranks_video_to_text(sim, cv),
+                  ranks_video_to_text(sim, cv, "captions")):
+        assert ranks.dtype == np.int64
+    for f in (ranks_text_to_video, ranks_video_to_text):
+        with pytest.raises(ValueError, match=r"^caption_video has \(5,\), similarity \(6, 3\)$"):
+            f(sim, cv[:5])
+    # the first five videos without a caption are named
+    many = rng.standard_normal((2, 9))
+    with pytest.raises(ValueError, match=r"^video\(s\) \[1, 2, 3, 4, 5\] have no caption$"):
+        ranks_video_to_text(many, np.array([0, 8]))
+
+
+def test_tensors_needing_grad_or_in_bfloat16_and_exact_input_errors():
+    sim = np.array([[0.9, 0.1], [0.2, 0.6]], dtype=np.float32)
+    want = retrieval_metrics(sim)
+    assert retrieval_metrics(torch.tensor(sim, requires_grad=True)) == want  # numpy cannot take these two
+    assert retrieval_metrics(torch.tensor(sim).bfloat16()) == want
+    with pytest.raises(ValueError, match=r"^similarity must be 2-D, got shape \(3,\)$"):
+        retrieval_metrics(np.zeros(3))
+    with pytest.raises(ValueError, match="^similarity holds NaN$"):
+        retrieval_metrics(np.array([[np.nan, 0.0], [0.0, 1.0]]))
+
+
+def test_captions_convention_counts_a_tie_with_the_best_caption():
+    cv = np.array([0, 1])
+    sim = np.array([[0.5, 0.2], [0.5, 0.7]])  # video 0's best caption (0.5) tied by video 1's caption
+    assert ranks_video_to_text(sim, cv, "captions").tolist() == [1, 0]
