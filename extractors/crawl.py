@@ -12,6 +12,7 @@ YouTube's bot check) are retried with back-off, local ones (ffmpeg) are not retr
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -92,7 +93,6 @@ def _download(url: str, workdir: str, cut: list[str], section: tuple[float, floa
     """One yt-dlp download, converted to WAV with ``cut`` as extra ffmpeg output options:
     ("ok", wav path) or ("err", message)."""
     import yt_dlp
-    from yt_dlp.utils import download_range_func
 
     log = _Quiet()
     opts = {
@@ -106,7 +106,7 @@ def _download(url: str, workdir: str, cut: list[str], section: tuple[float, floa
         "logger": log, "enable_file_urls": allow_file_urls, "cachedir": False,
     }
     if section is not None:
-        opts["download_ranges"] = download_range_func(None, [section])
+        opts["download_ranges"] = functools.partial(_section_if_ranges, section)
     try:
         with yt_dlp.YoutubeDL(opts) as ydl:
             ydl.download([url])
@@ -117,6 +117,23 @@ def _download(url: str, workdir: str, cut: list[str], section: tuple[float, floa
     except BaseException as e:  # noqa: BLE001 - becomes the recorded error line
         msg = str(e) or (log.errors[-1] if log.errors else type(e).__name__)
         return "err", msg.replace("ERROR: ", "")
+
+
+def _section_if_ranges(section: tuple[float, float], info: dict, ydl) -> list[dict]:
+    """yt-dlp's ``download_ranges``: the section, when the media's server answers byte
+    ranges. ffmpeg cuts a section with an input-side seek; on a server without range
+    requests it must read forward to the start, and that seek (ffmpeg 5.1, a PCM WAV) lands
+    a variable number of 32 KiB buffers late: a window seconds after ``start`` at the right
+    length. Raising sends ``_attempt`` to the whole file, cut exactly while converted."""
+    from yt_dlp.networking import Request
+
+    fmt = info if info.get("url") else (info.get("formats") or [{}])[-1]
+    if fmt.get("protocol", "https") in ("http", "https") and fmt.get("url"):
+        req = Request(fmt["url"], headers={**(fmt.get("http_headers") or {}), "Range": "bytes=0-0"})
+        with ydl.urlopen(req) as r:
+            if r.status != 206:
+                raise RuntimeError("the server has no range requests: taking the whole file")
+    return [{"start_time": section[0], "end_time": section[1]}]
 
 
 def _attempt(url: str, start: float | None, end: float | None, workdir: str,
@@ -134,7 +151,8 @@ def _attempt(url: str, start: float | None, end: float | None, workdir: str,
     if status == "ok" or classify(payload) == "permanent":
         return status, payload
     # ffmpeg cuts a section by seeking; a file whose index is at its end (an mp4/m4a without
-    # faststart) on a server without range requests yields an empty section. Take it whole.
+    # faststart) yields an empty section, and a server without range requests a misplaced
+    # one (``_section_if_ranges`` refuses it). Take it whole.
     for f in os.listdir(workdir):
         os.remove(os.path.join(workdir, f))
     return _download(url, workdir, whole, None, allow_file_urls, socket_timeout)

@@ -96,7 +96,7 @@ def long_sources(http_server):
 @pytest.mark.parametrize("ext", ["m4a", "mp4", "webm", "wav"])
 def test_section_crawl_of_direct_media(long_sources, tmp_path, ext):
     """D13: a window on a direct media URL gives a WAV exactly as long as the window, from
-    its start (the m4a and mp4 through the whole-file fallback: no range requests here)."""
+    its start (through the whole-file fallback: no range requests here)."""
     r = crawl_audio(f"{long_sources.url}/long.{ext}", 5.0, 17.0, tmp_path / "w.wav", **FAST)
     assert r.status == "crawled", r.error
     assert probe(r.path).duration == pytest.approx(12.0, abs=0.02)
