@@ -148,7 +148,7 @@ def _on_dask(fl, address: str, config: ExtractConfig, **params) -> dict:
 
 @flow(name="extract-msrvtt", log_prints=True, task_runner=LOCAL_RUNNER)
 def extract_msrvtt(data_root: str, store: str, config: ExtractConfig = ExtractConfig(),
-                   train_list: Literal["9k", "7k"] = "9k", n_val: int = 500,
+                   train_list: Literal["9k", "7k"] = "9k",
                    dask_address: str | None = None, credentials: str | None = None) -> dict:
     """MSR-VTT folder (``MSRVTT_data.json``, train/test csv, ``videos/all``) -> feature store.
     ``dask_address``: the block tasks on a Dask cluster; ``credentials``: a block's name."""
@@ -157,12 +157,12 @@ def extract_msrvtt(data_root: str, store: str, config: ExtractConfig = ExtractCo
     _refuse_secrets(config)
     if dask_address:
         return _on_dask(extract_msrvtt, dask_address, config, data_root=data_root, store=store,
-                        train_list=train_list, n_val=n_val, credentials=credentials)
+                        train_list=train_list, credentials=credentials)
     config = _with_credentials(config, credentials)
     try:
         manifest = read_annotations(data_root, config.storage_options, lambda root: read_msrvtt(
-            root, train_list=train_list, strict=config.strict, n_val=n_val if config.n_val is None else config.n_val,
-            **({"video_dir": config.video_dir} if config.video_dir else {})))
+            root, train_list=train_list, strict=config.strict,
+            **{k: v for k, v in config.reader_options().items() if k in ("n_val", "video_dir")}))
     except AnnotationError as e:
         raise ExtractError(str(e)) from None
     return _run(manifest, store, config)

@@ -152,6 +152,13 @@ def test_write_frames_and_text_into_store(store, clip, files):
 
 
 def test_write_audio_follows_the_crawl_step(store, ast, files):
+    # the audio decision needs a probed video (a failed probe leaves audio undecided)
+    probe = StepWriter(store, "probe")
+    for block in ([0, 1], [2, 3], [4]):  # a write stays inside one block
+        n = len(block)
+        probe.write(np.array(block), data={"duration": np.full(n, 3, np.float32), "fps": np.full(n, 10, np.float32),
+                                           "width": np.full(n, 96, np.int32), "height": np.full(n, 72, np.int32),
+                                           "rotation": np.zeros(n, np.int16), "source_has_audio": np.zeros(n, bool)})
     crawl = StepWriter(store, "crawl")
     crawl.write(np.array([0, 1]), data={"audio_source": np.array(["none", "original"]),
                                         "audio_path": np.array(["", "broken.mp4"])})

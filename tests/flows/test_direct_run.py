@@ -134,12 +134,21 @@ def test_ctrl_c_stops_within_10s_and_a_resume_equals_an_uninterrupted_run(data, 
     proc = _start(data, store, env)
     family = []
     try:
-        _until_decoding(proc)
+        # the moment the frames step starts its blocks (its log line): on an idle machine
+        # the whole run takes seconds, too short to wait for a settled decode worker
+        before = []
+        for line in proc.stderr:
+            before.append(line)
+            if line.startswith("INFO frames: ") and "block(s)" in line:
+                break
+        else:
+            pytest.fail("the run ended before the frames step started:\n" + "".join(before)[-3000:])
         family = _family(psutil.Process(proc.pid))
         t = time.monotonic()
         os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=30)
         took = time.monotonic() - t
+        err = "".join(before) + err
     finally:
         if proc.poll() is None:
             _reap(proc, family)
@@ -147,9 +156,12 @@ def test_ctrl_c_stops_within_10s_and_a_resume_equals_an_uninterrupted_run(data, 
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted"), err[-3000:]
     assert not [p for p in family[1:] if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     ds = open_store(str(store))
-    frames = ds.frames_state.values
-    assert (frames != FAILED).all(), ds.frames_error.values  # none failed because of the signal
-    assert (frames != DONE).any()  # the signal did stop the run
+    states = {s: ds[f"{s}_state"].values for s in ("frames", "audio", "text")}
+    for s, state in states.items():  # none failed because of the signal
+        assert (state != FAILED).all(), ds[f"{s}_error"].values
+    # the signal did stop the run: on a loaded machine it may land in the audio step's
+    # fbank workers (forks of the run, like the decode workers) rather than in frames
+    assert any((state != DONE).any() for state in states.values())
 
     r = subprocess.run(vtr_cmd("extract", "--data-root", data, "--store", store, *TINY, *STEPS), env=env,
                        capture_output=True, text=True, timeout=900)

@@ -150,6 +150,9 @@ def test_every_step_reads_and_writes_s3_as_on_local_disk(s3_options, s3_data, ti
     vb = _normalized(b, {str(tmp_path / "media-s3"): "MEDIA"})
     assert sorted(va) == sorted(vb)
     for name in va:
+        if name.endswith("_inputs"):  # fingerprints hold the source files' mtimes: a copy's differ
+            assert (va[name] != "").sum() == (vb[name] != "").sum(), name
+            continue
         assert np.array_equal(va[name], vb[name], equal_nan=va[name].dtype.kind == "f"), name
     for step in ("probe", "crawl", "compress", "frames", "audio", "text", "tags", "style"):
         assert (vb[f"{step}_state"] == DONE).any(), step

@@ -81,10 +81,11 @@ def test_recipe_on_a_store_extracted_with_weights_files(served_sample, prefect_a
     run = elsewhere / "run"
     assert json.loads((run / "config.json").read_text())["init"]["weights"] == str(clip_file)
     head = load_file(str(run / "head.safetensors"))
-    # one epoch is one step (the recipe's batch of 128 holds the sample's train split), and
-    # Adam's first step moves a weight by at most about lr; a head that missed the copy is
-    # off by the weights' own scale (0.01-0.1)
-    bound = 2 * lr
+    # one epoch is a step or two (the recipe's batch of 128 holds the sample's train split;
+    # distinct-video batches may add one), and the recipe's BertAdam moves a weight by at
+    # most about lr a step (no bias correction: 0.1 / sqrt(0.02) = 0.71 of the rate, plus
+    # decay); a head that missed the copy is off by the weights' own scale (0.01-0.1)
+    bound = 3 * lr
     pairs = [("resampler.0.self_attn.in_proj_weight", clip["transformer.resblocks.0.attn.in_proj_weight"]),
              ("fusion.3.mlp.0.weight", clip["transformer.resblocks.3.mlp.c_fc.weight"]),
              ("frame_embedding", clip["positional_embedding"][:12])]
