@@ -95,10 +95,12 @@ def _until_decoding(proc: subprocess.Popen) -> tuple[list[str], list[psutil.Proc
         now = time.monotonic()
         for w in workers:
             first.setdefault(w.pid, now)
-        settled = [w for w in workers if now - first[w.pid] > 0.5]
+        # a tool's fork lasts milliseconds before its exec; a decode worker lives for its
+        # block (under a second here on an idle machine)
+        settled = [w for w in workers if now - first[w.pid] > 0.15]
         if settled:
             return seen, settled
-        time.sleep(0.05)
+        time.sleep(0.01)
     out, err = proc.communicate()
     pytest.fail(f"the run ended (status {proc.returncode}) before a decode worker was seen:\n{err[-3000:]}")
 
