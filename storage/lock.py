@@ -123,13 +123,15 @@ class _Backend:
             return None
 
     def mtime(self) -> float | None:
+        """When the object was last written (seconds since the epoch), None when unknown.
+        Only object stores need it: their takeover object ages out (locally the takeover
+        guard is a kernel lock, gone with its process)."""
         try:
-            if self.remote:
-                m = self.fs.info(self.key).get("LastModified") or self.fs.info(self.key).get("mtime")
-                return m.timestamp() if hasattr(m, "timestamp") else float(m) if m else None
-            return os.stat(self.path).st_mtime
+            info = self.fs.info(self.key)
         except FileNotFoundError:
             return None
+        m = info.get("LastModified") or info.get("mtime")
+        return m.timestamp() if hasattr(m, "timestamp") else float(m) if m else None
 
     def overwrite(self, data: bytes) -> None:
         if self.remote:

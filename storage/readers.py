@@ -73,7 +73,7 @@ def load_variable(path: str | os.PathLike, name: str, storage_options: dict | No
            and arr.metadata.chunk_key_encoding.to_dict().get("name") == "default")
     if "://" in path or not raw or arr.ndim == 0 or tuple(arr.chunks[1:]) != tuple(arr.shape[1:]) \
             or arr.dtype.kind not in "biuf":
-        return np.asarray(arr[:])
+        return np.asarray(arr[...])
     out = np.empty(arr.shape, dtype=arr.dtype)
     rows = arr.chunks[0]
     sep = arr.metadata.chunk_key_encoding.to_dict().get("configuration", {}).get("separator", "/")
@@ -83,15 +83,17 @@ def load_variable(path: str | os.PathLike, name: str, storage_options: dict | No
         view = out[start:start + rows]
         key = sep.join(["c", str(k)] + ([tail] if tail else []))
         fn = os.path.join(path, name, *key.split("/"))
-        edge = view.shape[0] < rows  # the last chunk is stored whole, its checksum over all of it
+        # the last chunk is stored whole (rows past the array's end included), its
+        # checksum over all of it
+        expected = rows * out[:1].nbytes
         try:
             with open(fn, "rb", buffering=0) as f:
-                if edge:
+                if view.shape[0] < rows:
                     data = f.read()
                     got, stored = len(data) - 4 * crc, data[len(data) - 4 * crc:]
                     body = np.frombuffer(data, np.uint8, count=max(got, 0))
-                    got = min(got, view.nbytes)
-                    view.reshape(-1).view(np.uint8)[:max(got, 0)] = body[:max(got, 0)]
+                    n = min(max(got, 0), view.nbytes)
+                    view.reshape(-1).view(np.uint8)[:n] = body[:n]
                 else:
                     got = f.readinto(memoryview(view).cast("B"))
                     stored = f.read(4) if crc else b""
@@ -104,8 +106,8 @@ def load_variable(path: str | os.PathLike, name: str, storage_options: dict | No
                 raise ChunkError(lost_chunk_line(path, f"{name}/{key}", n)) from None
             view[...] = arr.fill_value
             continue
-        if got != view.nbytes or len(stored) != (4 if crc else 0):
-            raise StoreError(f"{path}: chunk {fn} holds {got + len(stored)} bytes, expected {view.nbytes + 4 * crc}")
+        if got != expected or len(stored) != (4 if crc else 0):
+            raise StoreError(f"{path}: chunk {fn} holds {got + len(stored)} bytes, expected {expected + 4 * crc}")
         if crc and google_crc32c.value(body) != int.from_bytes(stored, "little"):
             raise ChunkError(bad_checksum_line(path, f"{name}/{key}"))
     return out

@@ -45,7 +45,8 @@ def write_sample(out: str | os.PathLike, *, seed: int = 0) -> Path:
 def _read_tab_file(path: Path) -> tuple[dict[str, list[str]], list[str]]:
     """(sentences of each clip in file order, warnings). Each line is stripped before it is
     split, as CLIP4Clip does (real lines end in spaces or a tab); a line that is still not
-    six fields, or has no sentence or a bad clip id, is skipped with one warning per file."""
+    six fields (an empty sentence among them), or has a bad clip id, is skipped with one
+    warning per file."""
     out: dict[str, list[str]] = {}
     bad = []
     for n, line in enumerate(read_text_lines(path), 1):
@@ -56,9 +57,8 @@ def _read_tab_file(path: Path) -> tuple[dict[str, list[str]], list[str]]:
         try:
             if len(cells) != len(FIELDS):
                 raise AnnotationError(f"{len(cells)} tab-separated fields, expected {len(FIELDS)}")
+            # the line was stripped, so its last cell (the sentence) is never empty
             clip, sentence = cells[0].strip(), cells[-1].strip()
-            if not sentence:
-                raise AnnotationError("field 'sentence' is empty")
             validate_video_id(clip, "field 'clip id'")
         except AnnotationError as e:
             bad.append(f"line {n}: {e}")

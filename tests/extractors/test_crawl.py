@@ -204,3 +204,86 @@ def _pitches(path, n_seconds: int, sr: int = 16000) -> list[int]:
         out.append(int(round(np.argmax(np.abs(np.fft.rfft(seg))) * sr / seg.size, -1)))
     return out
 
+
+
+# --- one attempt, run in this process (the crawler's child runs exactly this) ---------------
+def test_an_attempt_cuts_its_window_from_the_start_on_every_path(long_sources, tmp_path):
+    """The window of a file URL (cut while converted), of a server without range requests
+    (the section is refused, the whole file cut) and of one with them (a section download);
+    no window or a window that is not one: the whole file."""
+    from extractors.crawl import _attempt
+    from extractors.sample_server import SampleServer
+
+    def run(url, start, end, name, files=False):
+        work = tmp_path / name
+        work.mkdir()
+        status, payload = _attempt(url, start, end, str(work), files, 5.0)
+        assert status == "ok", payload
+        assert payload.startswith(str(work)) and payload.endswith(".wav")
+        return payload
+
+    wav = run((long_sources.dir / "long.wav").as_uri(), 5.0, 8.0, "file", files=True)
+    assert probe(wav).duration == pytest.approx(3.0, abs=0.02) and _pitches(wav, 3) == [800, 900, 1000]
+    wav = run(f"{long_sources.url}/long.webm", 10.0, 12.5, "norange")
+    assert probe(wav).duration == pytest.approx(2.5, abs=0.02) and _pitches(wav, 2) == [1300, 1400]
+    with SampleServer(long_sources.dir) as s:
+        wav = run(f"{s.url}/long.wav", 21.0, 23.0, "range")
+    assert probe(wav).duration == pytest.approx(2.0, abs=0.02) and _pitches(wav, 2) == [2400, 2500]
+    for start, end, name in ((None, None, "whole"), (4.0, 4.0, "empty"), (-1.0, 3.0, "negative")):
+        wav = run(f"{long_sources.url}/long.wav", start, end, name)
+        assert probe(wav).duration == pytest.approx(30.0, abs=0.05) and _pitches(wav, 2) == [300, 400]
+
+
+def test_an_attempt_that_fails_for_good_takes_no_second_path(served, tmp_path):
+    from extractors.crawl import _attempt
+    before = dict(served.hits)
+    status, payload = _attempt(f"{served.url}/gone.mp4", 1.0, 2.0, str(tmp_path), False, 5.0)
+    assert status == "err" and "HTTP Error 404" in payload and not payload.startswith("ERROR")
+    assert served.hits.get("/gone.mp4", 0) - before.get("/gone.mp4", 0) == 1
+    status, payload = _attempt(f"{served.url}/notes.mp4", None, None, str(tmp_path), False, 5.0)
+    assert status == "err" and payload  # text is no audio: ffmpeg's cause, one attempt
+
+
+class _Response:
+    def __init__(self, status):
+        self.status = status
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+class _YDL:
+    """The one call ``_section_if_ranges`` makes of yt-dlp: a request it records."""
+
+    def __init__(self, status):
+        self.status, self.requests = status, []
+
+    def urlopen(self, req):
+        self.requests.append(req)
+        return _Response(self.status)
+
+
+def test_a_section_is_asked_only_of_servers_that_answer_ranges():
+    from extractors.crawl import _section_if_ranges
+    want = [{"start_time": 5.0, "end_time": 9.5}]
+    ydl = _YDL(206)
+    info = {"url": "http://127.0.0.1:9/a.m4a", "protocol": "http", "http_headers": {"User-Agent": "vtr"}}
+    assert _section_if_ranges((5.0, 9.5), info, ydl) == want
+    (req,) = ydl.requests
+    assert req.url == "http://127.0.0.1:9/a.m4a"
+    assert req.headers["Range"] == "bytes=0-0" and req.headers["User-Agent"] == "vtr"
+    with pytest.raises(RuntimeError, match="^the server has no range requests: taking the whole file$"):
+        _section_if_ranges((5.0, 9.5), info, _YDL(200))
+    # no url of its own: the last (best) format's; https counts; no protocol means https
+    ydl = _YDL(206)
+    formats = {"formats": [{"url": "https://h/worst", "protocol": "https"}, {"url": "https://h/best"}]}
+    assert _section_if_ranges((1.0, 2.0), formats, ydl) == [{"start_time": 1.0, "end_time": 2.0}]
+    assert [r.url for r in ydl.requests] == ["https://h/best"] and "User-Agent" not in ydl.requests[0].headers
+    # streaming protocols cut sections themselves; nothing to probe without a url
+    for info in ({"url": "https://h/x.m3u8", "protocol": "m3u8_native"}, {"formats": []}, {}):
+        ydl = _YDL(200)
+        assert _section_if_ranges((1.0, 2.0), info, ydl) == [{"start_time": 1.0, "end_time": 2.0}]
+        assert ydl.requests == []

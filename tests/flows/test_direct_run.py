@@ -20,7 +20,8 @@ from .conftest import TINY, vtr_cmd, vtr_env
 
 pytestmark = pytest.mark.slow
 STEPS = ["--steps", "probe,crawl,frames,audio,text", "--video-chunk", "2", "--tag-min-count", "2"]
-TOOLS = {"ffmpeg", "ffprobe"}
+# short-lived tools the run may start (Python's platform module asks `uname -p` once)
+TOOLS = {"ffmpeg", "ffprobe", "uname"}
 
 
 @pytest.fixture(scope="module")

@@ -51,3 +51,67 @@ def test_a_record_without_heartbeat_counts_from_its_start(tmp_path):
     (tmp_path / "s.zarr.lock").write_text(json.dumps(rec))
     with pytest.raises(StoreError, match="in use by run old-run"):
         StoreLock(str(tmp_path / "s.zarr"), "run-b").acquire()
+
+
+def test_a_heartbeat_never_writes_over_the_run_that_took_the_store_over(tmp_path):
+    """Run A, judged gone, keeps running: its next beat finds run B's record and stops,
+    leaving B's lock as B wrote it."""
+    store = str(tmp_path / "s.zarr")
+    a = StoreLock(store, "run-a", heartbeat_s=0.05).acquire()
+    try:
+        rec = json.loads((tmp_path / "s.zarr.lock").read_text())
+        b_rec = json.dumps({**rec, "run_id": "run-b", "heartbeat": 1.0})
+        (tmp_path / "s.zarr.lock").write_text(b_rec)
+        time.sleep(0.4)
+        assert (tmp_path / "s.zarr.lock").read_text() == b_rec
+        assert not a._beat.is_alive()
+    finally:
+        a.release()
+    assert (tmp_path / "s.zarr.lock").read_text() == b_rec
+
+
+def test_release_stops_the_heartbeat_before_it_deletes(tmp_path):
+    store = str(tmp_path / "s.zarr")
+    lock = StoreLock(store, "run-a", heartbeat_s=0.05).acquire()
+    beat = lock._beat
+    assert beat.is_alive()
+    lock.release()
+    assert not beat.is_alive() and lock_holder(store) is None
+    time.sleep(0.2)
+    assert not (tmp_path / "s.zarr.lock").exists()  # no late beat brought it back
+
+
+def test_a_takeover_while_another_run_holds_the_guard_takes_nothing(tmp_path):
+    import threading
+
+    import filelock
+
+    from storage.lock import _parse
+    store = tmp_path / "s.zarr"
+    (tmp_path / "s.zarr.lock").write_text(json.dumps({"host": "elsewhere", "pid": 1, "pid_start": None,
+                                                      "started": 1.0, "heartbeat": 1.0, "run_id": "gone"}))
+    held, done = threading.Event(), threading.Event()
+
+    def other_taker():
+        with filelock.FileLock(str(store) + ".lock.takeover"):
+            held.set()
+            done.wait(10)
+
+    t = threading.Thread(target=other_taker)
+    t.start()
+    try:
+        assert held.wait(10)
+        lock = StoreLock(str(store), "run-b")
+        stale = _parse((tmp_path / "s.zarr.lock").read_bytes())
+        assert lock._take_over(stale, "no heartbeat") is False
+        assert lock.took_over is None and lock_holder(str(store)).run_id == "gone"
+    finally:
+        done.set()
+        t.join()
+
+
+def test_a_store_path_with_a_trailing_slash_has_the_same_lock(tmp_path):
+    store = str(tmp_path / "s.zarr")
+    with StoreLock(store + "/", "run-a"):
+        assert (tmp_path / "s.zarr.lock").exists()
+        assert lock_holder(store + "/").run_id == lock_holder(store).run_id == "run-a"

@@ -121,3 +121,18 @@ def test_every_variable_has_dimension_names(small_store):
     g = zarr.open_group(small_store, mode="r")
     for name in VARIABLES:
         assert g[name].metadata.dimension_names == VARIABLES[name].dims
+
+
+def test_the_plain_schema_table_lines_up_its_columns():
+    """`vtr store schema`'s text form: a header, then one left-aligned row per variable,
+    the doc last, each column starting where its header does."""
+    from storage.schema import ALL_VARIABLES, schema_table
+    lines = schema_table().splitlines()
+    assert len(lines) == len(ALL_VARIABLES) + 1 and lines[0].split() == ["variable", "dims", "dtype", "step", "doc"]
+    at = [lines[0].index(h) for h in ("dims", "dtype", "step", "doc")]
+    assert lines[0][at[3]:] == "doc"
+    for line, (name, spec) in zip(lines[1:], ALL_VARIABLES.items()):
+        assert line.startswith(name + " ") and line[:at[0]].strip() == name
+        assert line[at[0]:at[1]].strip() == ", ".join(spec.dims) and line[at[1]:at[2]].strip() == spec.dtype
+        assert line[at[2]:at[3]].strip() == spec.step and line[at[3]:].rstrip() == spec.doc
+        assert line[at[3] - 2:at[3]] == "  "

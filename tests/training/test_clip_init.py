@@ -210,3 +210,39 @@ def test_every_missing_key_is_counted(clip_file):
     shallow = {k: v for k, v in state.items() if not k.startswith("transformer.resblocks.1.")}
     with pytest.raises(ConfigError, match=r"24 problem\(s\)"):  # 12 tensors of layer 1, in both stacks
         init_from_clip(head, shallow)
+
+
+def test_the_recorded_clip_file_comes_from_text_then_frames(tmp_path):
+    """The text group's record names the file; without one, frames'; a random-init record
+    (either field) means no file, and never falls through to the other group."""
+    from storage import RANDOM_INIT
+    from training.clip_init import recorded_clip_weights
+
+    store = str(tmp_path / "s.zarr")
+    write_planted_store(store, 12, 1, splits=(8, 2, 2), seed=0)
+    assert recorded_clip_weights(store) is None  # no provenance at all
+    set_provenance(store, "frames", provenance_record("open_clip", "/w/frames.pt", "f" * 64, {}))
+    assert recorded_clip_weights(store) == ("/w/frames.pt", "f" * 64)
+    set_provenance(store, "text", provenance_record("open_clip", "/w/text.pt", "t" * 64, {}))
+    assert recorded_clip_weights(store) == ("/w/text.pt", "t" * 64)
+    for weights, sha in (("/w/text.pt", RANDOM_INIT), (RANDOM_INIT, "t" * 64), ("/w/text.pt", None),
+                         (None, "t" * 64)):
+        record = {**provenance_record("open_clip", "/w/text.pt", "t" * 64, {}), "weights": weights,
+                  "weights_sha256": sha}
+        set_provenance(store, "text", record)
+        assert recorded_clip_weights(store) is None, (weights, sha)
+
+
+def test_weights_that_do_not_fit_are_named_in_one_message(clip_file):
+    """The whole message: the head, CLIP's layer count, the number of problems and the first three."""
+    _, state = clip_file
+    head = create_head("avigate", {"resampler_layers": 1, "fusion_layers": 1}, dim=64, audio_dim=32)
+    bad = {k: v for k, v in state.items() if k not in ("transformer.resblocks.0.ln_1.bias",
+                                                       "transformer.resblocks.0.mlp.c_fc.bias")}
+    bad["transformer.resblocks.0.ln_2.weight"] = torch.zeros(32)
+    with pytest.raises(ConfigError) as e:
+        init_from_clip(head, bad)
+    assert str(e.value) == (
+        "CLIP weights do not fit head 'avigate' (CLIP text transformer: 4 layers): 6 problem(s), e.g. "
+        "transformer.resblocks.0.ln_1.bias missing; transformer.resblocks.0.mlp.c_fc.bias missing; "
+        "transformer.resblocks.0.ln_2.weight (32,) vs resampler.0.ln2.weight (64,)")

@@ -125,3 +125,34 @@ def test_decorrelation_is_drls_cdcr3(batch, alphas):
     ref = drl_wti(f64(batch["text_tokens"]), batch["text_mask"], f64(batch["frames"]), batch["frame_mask"], head, alphas)
     close(ours, ref)
     close(total - info_nce(sim), ref)
+
+
+def test_decorrelation_never_pairs_a_padded_slot(batch):
+    """Padded tokens and frames may hold anything (here values far larger than any real
+    one): the loss is that of the same inputs with the padding zeroed."""
+    t, v = unit(batch["text_tokens"]), unit(batch["frames"])
+    tm, vm = batch["text_mask"], batch["frame_mask"]
+    wt, wv = tm / tm.sum(1, keepdim=True), vm / vm.sum(1, keepdim=True)
+    loud_t = torch.where(tm[..., None], t, 50.0)
+    loud_v = torch.where(vm[..., None], v, -50.0)
+    quiet_t, quiet_v = t * tm[..., None], v * vm[..., None]
+    for alphas in ((1.0, 0.06), (0.0, 1.0)):
+        a = decorrelation_loss(loud_t, tm, wt, loud_v, vm, wv, *alphas)
+        b = decorrelation_loss(quiet_t, tm, wt, quiet_v, vm, wv, *alphas)
+        assert torch.isfinite(a) and float(a) > 0
+        close(a, f64(b))
+
+
+def test_decorrelation_needs_two_valid_tokens_and_two_valid_frames():
+    """Standardising over the pairs needs two of each; with fewer the term is exactly 0."""
+    g = torch.Generator().manual_seed(1)
+    t, v = unit(torch.randn(2, 3, 4, generator=g)), unit(torch.randn(2, 3, 4, generator=g))
+    w = torch.full((2, 3), 1 / 3)
+    one = torch.tensor([[True, False, False], [False, False, False]])
+    two = torch.tensor([[True, False, False], [True, False, False]])
+    full = torch.ones(2, 3, dtype=torch.bool)
+    for tm, vm in ((one, full), (full, one), (one, one)):
+        loss = decorrelation_loss(t, tm, w, v, vm, w, 1.0, 1.0)
+        assert loss.shape == () and float(loss) == 0.0
+    for tm, vm in ((two, full), (full, two), (two, two)):
+        assert float(decorrelation_loss(t, tm, w, v, vm, w, 1.0, 1.0)) > 0

@@ -59,6 +59,10 @@ def test_index_vectors():
             assert torch.equal((v @ v.t()).argmax(1), torch.arange(6))
     with pytest.raises(KeyError, match="unknown head"):
         create_head("nope")
+    # the default serves tensor representations; a head with richer ones must say which vector
+    from training.heads.base import Head
+    with pytest.raises(NotImplementedError, match=r"^head 'meanpool' gives no index vector$"):
+        Head.index_vectors(create_head("meanpool", dim=64), {"frames": torch.zeros(1, 2, 64)})
 
 
 def test_untrained_meanpool_is_zero_shot_clip():

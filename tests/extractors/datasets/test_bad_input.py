@@ -78,6 +78,8 @@ MALFORMED = {
                           r"test_list.txt: video id '.+' is also listed in train_list.txt"),
     "msvd code in pickle": ("msvd", lambda r: (r / "raw-captions.pkl").write_bytes(pickle.dumps(os.getcwd)),
                             r"raw-captions.pkl: not a pickled dict of captions .*refusing to load"),
+    "didemo not a list": ("didemo", lambda r: (r / "val_data.json").write_text('{"moments": []}'),
+                          r"val_data.json: top level is not a list of moments$"),
     "vatex bad json": ("vatex", lambda r: _append(r / "ref_captions.json", "}"),
                        r"ref_captions.json: malformed JSON at line \d+"),
     "activitynet key": ("activitynet", lambda r: _edit_json(r / "val_ids.json", lambda d: d.append("AbCdEfGhIjK")),
@@ -110,6 +112,14 @@ ITEM_PROBLEMS = {
         r": 1 listed id\(s\) have no usable annotation in train.json / val_1.json \(left out\): val_ids.json:v_"),
     "activitynet unannotated": ("activitynet", lambda r: _edit_json(r / "val_ids.json", lambda d: d.append("v_x")),
                                 r": 1 listed id\(s\) have no usable annotation .* \(left out\): val_ids.json:v_x"),
+    "didemo moment not an object": ("didemo", lambda r: _edit_json(r / "train_data.json", lambda d: d.insert(0, "x")),
+                                    r"train_data.json: 1 moment\(s\) skipped: \[0\] not an object$"),
+    "charades id twice": ("charades", lambda r: _append(r / "Charades_v1_train.csv", (r / "Charades_v1_train.csv")
+                                                        .read_text().splitlines()[1] + "\n"),
+                          r"Charades_v1_train.csv: 1 row\(s\) left out: line 8: field 'id': video '\w+' listed twice$"),
+    "charades id": ("charades", lambda r: _append(r / "Charades_v1_test.csv", "..,S1,Hall,6,7,Yes,a script,,,,\n"),
+                    r"Charades_v1_test.csv: 1 row\(s\) left out: line 4: field 'id': video id '\.\.' is not a "
+                    r"plain name \(rejected\)$"),
     "didemo description": ("didemo", lambda r: _edit_json(r / "val_data.json", lambda d: d[1].pop("description")),
                            r"val_data.json: 1 moment\(s\) skipped: \[1\] field 'description': not a non-empty"),
     "didemo video id": ("didemo", lambda r: _edit_json(r / "test_data.json", lambda d: d[0].update(video="a/b.mov")),
@@ -162,3 +172,23 @@ def test_two_files_for_one_id_warn_and_the_preferred_is_used(sample_copy):
 def test_video_dir_must_stay_inside_the_root(sample_root, video_dir):
     root = sample_root("lsmdc")
     _raises(root, "lsmdc", re.escape(f"{root}: video_dir {video_dir!r} leaves the data root"), video_dir=video_dir)
+
+
+def test_a_bad_line_or_row_in_the_middle_skips_only_itself(sample_copy):
+    """The read goes on after a skipped item: the rows after it are read as before."""
+    for name, file, bad in (("lsmdc", "LSMDC16_annos_training.csv", "c_1\t1\t2\n\n   \n"),
+                            ("charades", "Charades_v1_train.csv", None),
+                            ("didemo", "train_data.json", None)):
+        root = sample_copy(name)
+        before = get_dataset(name).read(root)
+        path = root / file
+        if name == "lsmdc":
+            path.write_text(bad + path.read_text())
+        elif name == "charades":
+            head, *rows = path.read_text().splitlines(keepends=True)
+            path.write_text(head + "ZZ99Z,S1,Hall,,,,,,,,\n" + "".join(rows))
+        else:
+            _edit_json(path, lambda d: d.insert(0, {"video": "", "description": "x"}))
+        after = get_dataset(name).read(root)
+        assert len(after.warnings) == 1, (name, after.warnings)
+        assert (after.video_ids, after.caption_text) == (before.video_ids, before.caption_text), name

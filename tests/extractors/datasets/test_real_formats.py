@@ -151,3 +151,30 @@ def test_unparseable_annotation_file_stops_naming_file_and_line(tmp_path, media)
         f.write('X1Y2Z,S1,Hall,6,7,Yes,"never closed\n')
     with pytest.raises(AnnotationError, match=r"Charades_v1_test.csv: line \d+: malformed CSV"):
         get_dataset("charades").read(tmp_path)
+
+
+def test_vatex_official_entries_that_cannot_be_read_are_one_warning(tmp_path, media):
+    """Each unusable entry of an official file is named in one warning; the entries after
+    it are read; empty English captions are dropped from a kept entry."""
+    write_vatex(tmp_path, media)
+    path = tmp_path / "vatex_training_v1.0.json"
+    entries = json.loads(path.read_text())
+    first = entries[0]["videoID"]
+    bad = ["a string", {"enCap": ["x"]}, {"videoID": "a/b", "enCap": ["x"]},
+           {"videoID": entries[1]["videoID"], "enCap": "one caption"},
+           {**entries[0], "enCap": ["", "  ", 7] + entries[0]["enCap"][3:]}]
+    path.write_text(json.dumps(bad + entries[2:]))
+    m = read_dataset("vatex", tmp_path, n_val=0)
+    assert m.warnings == [
+        f"{path}: 5 problem(s) in entries (skipped): [0] field 'videoID': video id None is not a plain name "
+        "(rejected), [1] field 'videoID': video id None is not a plain name (rejected), [2] field 'videoID': "
+        f"video id 'a/b' is not a plain name (rejected), [3] {entries[1]['videoID']!r}: field 'enCap' is not a "
+        f"list, [4] {first!r}: 3 empty caption(s)"]
+    i = m.video_ids.index(first)
+    assert [t for t, v in zip(m.caption_text, m.caption_video) if v == i] == entries[0]["enCap"][3:]
+    assert entries[1]["videoID"] not in m.video_ids
+    assert all(e["videoID"] in m.video_ids for e in entries[2:])
+    path.write_text(json.dumps({"videoID": first}))
+    with pytest.raises(AnnotationError) as e:
+        read_dataset("vatex", tmp_path, n_val=0)
+    assert str(e.value) == f"{path}: top level is not a list of {{videoID, enCap}} entries"

@@ -71,3 +71,29 @@ def test_every_reader_takes_n_val_and_video_dir():
 
 def test_only_didemo_caps_the_seconds_read():
     assert {n: get_dataset(n).max_seconds for n in ALL if get_dataset(n).max_seconds} == {"didemo": 31.0}
+
+
+@pytest.mark.parametrize("name", ["didemo", "activitynet", "msvd"])
+def test_read_dataset_gives_the_manifest_the_specs_protocol_sizes_and_window(sample_root, name):
+    """Written by hand from the specs above: the readers themselves return the defaults."""
+    want = {"didemo": ("paragraph", 64, 64, 31.0), "activitynet": ("paragraph", 64, 64, None),
+            "msvd": ("multi", 12, 32, None)}[name]
+    m = read_dataset(name, sample_root(name))
+    assert (m.protocol, m.n_frames, m.n_words, m.max_seconds) == want
+    raw = get_dataset(name).read(sample_root(name))
+    assert (raw.protocol, raw.n_frames, raw.n_words, raw.max_seconds) == ("single", None, None, None)
+
+
+def test_a_reader_without_options_says_none():
+    from extractors.datasets.registry import DATASETS
+
+    def read_bare(root):
+        raise AssertionError("not reached")
+    register_dataset("bare-test", title="t", write_sample=make_sample_dataset, protocol="single", audio="own",
+                     evaluated="x")(read_bare)
+    try:
+        with pytest.raises(AnnotationError) as e:
+            read_dataset("bare-test", "/nonexistent", n_val=3)
+        assert str(e.value) == "dataset 'bare-test' has no option 'n_val' (options: none)"
+    finally:
+        del DATASETS["bare-test"]
