@@ -144,10 +144,10 @@ def test_compress_many_sizes_its_pool_and_splits_ffmpeg_threads(tmp_path, monkey
     monkeypatch.setattr(C, "ordered_map", fake_map)
     monkeypatch.setattr(C, "available_cores", lambda: 8)
     monkeypatch.setattr(C, "compress_video", lambda s, d, **kw: C.CompressResult(s, d, "compressed", json.dumps(kw)))
-    pairs = [(tmp_path / f"{k}.avi", tmp_path / f"{k}.mp4") for k in range(5)]
+    pairs = [(tmp_path / f"{k}.avi", tmp_path / f"{k}.mp4") for k in range(9)]
     for n, workers, want_pool, want_threads in ((5, 3, 3, 2), (2, 3, 2, 4), (1, None, 0, 8), (5, 1, 0, 8),
                                                 (5, None, min(worker_count(8, 0), 5), 8 // min(worker_count(8, 0), 5)),
-                                                (0, None, 0, 8)):
+                                                (9, None, 8, 1), (0, None, 0, 8)):
         res = C.compress_many(pairs[:n], workers=workers, progress=False)
         assert seen.get("workers") == want_pool or n == 0, (n, workers, seen)
         assert [json.loads(r.error)["threads"] for r in res] == [want_threads] * n, (n, workers)
