@@ -34,7 +34,7 @@ class CompressResult:
         return asdict(self)
 
 
-def scale_filter(short_side: int = 224, max_aspect: float = MAX_ASPECT) -> str:
+def scale_filter(short_side: int, max_aspect: float = MAX_ASPECT) -> str:
     # ffmpeg's autorotation runs before this filter, so iw/ih are the display size here;
     # the centre crop caps the aspect ratio; -2 keeps it and rounds to an even size
     # (yuv420p needs it)

@@ -9,8 +9,9 @@ directory ``mutants/<module>/`` (a copy of the packages, the tests and pyproject
 a ``setup.cfg`` naming the module and its tests): a module takes minutes, never the whole
 suite. Surviving mutants are listed, with their diffs, in ``mutants/<module>/survivors.txt``;
 the ones that are equivalent are explained by hand in docs/mutation.md.
-``--recheck MODULE [PATTERN]``: the last run's survivors (those whose names match the
-pattern) against today's tests, after new tests were written.
+``--recheck MODULE [PATTERN [TEST ...]]``: the last run's survivors (those whose names match
+the pattern) against today's tests (or the named test files), after new tests were written;
+what they kill is recorded and the module's row rewritten.
 """
 from __future__ import annotations
 

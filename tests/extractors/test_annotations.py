@@ -453,3 +453,16 @@ def test_rows_that_name_val_get_no_extra_holdout(tmp_path):
                  + "w,w.mp4,c,val\n")
     m = read_manifest_file(p)
     assert m.splits.count("val") == 1 and m.splits[-1] == "val"
+
+
+@pytest.mark.parametrize("body,cause", [
+    (b"", "line 1: empty file (no header)"),
+    (b"video_id,path,caption\na,a.mp4\n", "line 2: field 'caption' missing"),
+    (b"video_id,path,caption\na,a.mp4,caf\xe9\n", "not UTF-8 text (invalid continuation byte)"),
+])
+def test_generic_csv_refusals_word_for_word(tmp_path, body, cause):
+    p = tmp_path / "m.csv"
+    p.write_bytes(body)
+    with pytest.raises(AnnotationError) as e:
+        read_manifest_file(p)
+    assert str(e.value) == f"{p}: {cause}"
