@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 import typer
 
 from vtr.errors import fail, one_line_errors
+from vtr.interrupt import ctrl_c_sticks
 
 REAL_WEIGHTS_HINT = (
     "vtr extract --data-root /path/to/msrvtt --store msrvtt.zarr "
@@ -113,7 +114,8 @@ def _extract(data_root: Path, store: Path, config) -> None:
     from flows.run import read_source, run_extraction
 
     try:
-        run_extraction(read_source(config, dataset="msrvtt", data_root=str(data_root)), str(store), config)
+        with ctrl_c_sticks():
+            run_extraction(read_source(config, dataset="msrvtt", data_root=str(data_root)), str(store), config)
     except KeyboardInterrupt:
         fail("interrupted: run the demo again to resume", code=130)
 

@@ -8,12 +8,7 @@ and its default live there once.
 """
 from __future__ import annotations
 
-import _thread
-import contextlib
 import json
-import signal
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import typer
@@ -22,6 +17,7 @@ from extractors.datasets import list_datasets
 from flows.config import ExtractConfig
 from vtr.config_flags import validated, with_config_flags
 from vtr.errors import fail, one_line_errors, user_error_types
+from vtr.interrupt import ctrl_c_sticks
 
 # Fields given as one JSON object (fsspec's options nest: client_kwargs.endpoint_url).
 JSON_FLAGS = ("storage_options",)
@@ -56,47 +52,15 @@ def extract(
     config = validated(ExtractConfig, options or {})
     source = dict(manifest=None if manifest is None else str(manifest), dataset=dataset, data_root=data_root)
     try:
-        with _ctrl_c_sticks() as handled:
-            try:
-                if prefect or os.environ.get("PREFECT_API_URL"):
-                    result = _run_flow(source, store, config, dask)
-                else:
-                    result = _run_direct(source, store, config, dask)
-            except KeyboardInterrupt:
-                handled.set()
-                raise
+        with ctrl_c_sticks():
+            if prefect or os.environ.get("PREFECT_API_URL"):
+                result = _run_flow(source, store, config, dask)
+            else:
+                result = _run_direct(source, store, config, dask)
     except KeyboardInterrupt:
         typer.echo("interrupted: the items finished so far are in the store; run again to resume", err=True)
         raise typer.Exit(130) from None
     typer.echo(json.dumps(result, indent=2))
-
-
-@contextlib.contextmanager
-def _ctrl_c_sticks() -> Iterator[threading.Event]:
-    """A Ctrl-C stops the run even when its KeyboardInterrupt lands where Python only prints
-    it (a ``__del__``, a weakref callback): until the command has caught one, it is raised
-    in the main thread again every second. Yields the event to set once caught."""
-    handled, started = threading.Event(), threading.Event()
-
-    def again() -> None:
-        while not handled.wait(1.0):
-            _thread.interrupt_main(signal.SIGINT)
-
-    def on_sigint(signum, frame):
-        if not started.is_set():
-            started.set()
-            threading.Thread(target=again, name="ctrl-c-again", daemon=True).start()
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is not threading.main_thread():
-        yield handled
-        return
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        yield handled
-    finally:
-        handled.set()
-        signal.signal(signal.SIGINT, previous)
 
 
 def _run_direct(source: dict, store: str, config: ExtractConfig, dask: str | None) -> dict:
