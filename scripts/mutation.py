@@ -12,11 +12,16 @@ the ones that are equivalent are explained by hand in docs/mutation.md.
 ``--recheck MODULE [PATTERN [TEST ...]]``: the last run's survivors (those whose names match
 the pattern) against today's tests (or the named test files), after new tests were written;
 what they kill is recorded and the module's row rewritten.
+``--sample N MODULE ...``: N of each module's mutants, drawn with a fixed seed (a rerun draws
+the same ones), for the modules of over a thousand mutants, which take hours on two cores
+in full; the row gives the sample's size and its score's 95 % interval.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -108,8 +113,7 @@ def counts(work: Path, module: str) -> tuple[Counter, list[str]]:
     c: Counter = Counter()
     survivors = []
     for meta in sorted((work / "mutants").rglob("*.py.meta")):
-        rel = meta.relative_to(work / "mutants").as_posix().removesuffix(".meta")
-        if not (rel == module or rel.startswith(module.rstrip("/") + "/")):
+        if not _in_module(meta.relative_to(work / "mutants").as_posix().removesuffix(".meta"), module):
             continue
         for name, code in json.loads(meta.read_text())["exit_code_by_key"].items():
             status = STATUS.get(code, "suspicious" if code is not None else "not checked")
@@ -122,6 +126,13 @@ def counts(work: Path, module: str) -> tuple[Counter, list[str]]:
 def score(c: Counter) -> float:
     tested = c["killed"] + c["survived"] + c["timeout"] + c["suspicious"]
     return 100.0 * (c["killed"] + c["timeout"]) / tested if tested else 0.0
+
+
+def interval(c: Counter) -> float:
+    """Half-width of the score's 95 % interval when the mutants were a sample (normal approximation)."""
+    tested = c["killed"] + c["survived"] + c["timeout"] + c["suspicious"]
+    p = score(c) / 100
+    return 196.0 * math.sqrt(p * (1 - p) / tested) if tested else 0.0
 
 
 def write_row(module: str, c: Counter, minutes: float, note: str = "") -> None:
@@ -137,14 +148,28 @@ def write_row(module: str, c: Counter, minutes: float, note: str = "") -> None:
             if len(cells) == 7:  # a row from before the "not reached" column
                 cells.insert(5, " ")
             rows[m[1]] = "|" + "|".join(cells) + "|"
-    rows[module] = (f"| `{module}` | {sum(c.values())} | {c['killed']} | {c['survived']} | {c['timeout']} | "
-                    f"{c['no tests']} | {score(c):.1f} % | {minutes:.1f} min{note}, {time.strftime('%Y-%m-%d')} |")
+    sampled = c["not checked"] > 0
+    total = (f"{sum(c.values()) - c['not checked']} of {sum(c.values())} (sample)" if sampled
+             else f"{sum(c.values())}")
+    shown = f"{score(c):.1f} ± {interval(c):.1f} %" if sampled else f"{score(c):.1f} %"
+    rows[module] = (f"| `{module}` | {total} | {c['killed']} | {c['survived']} | {c['timeout']} | "
+                    f"{c['no tests']} | {shown} | {minutes:.1f} min{note}, {time.strftime('%Y-%m-%d')} |")
     lines = ["| module | mutants | killed | survived | timed out | not reached | score | run |",
              "|---|---:|---:|---:|---:|---:|---:|---|", *rows.values()]
     DOC.write_text(head + TABLE_START + "\n" + "\n".join(lines) + "\n" + TABLE_END + tail, encoding="utf-8")
 
 
-def run_module(module: str, max_children: int) -> None:
+def mutant_names(work: Path, module: str) -> list[str]:
+    return sorted(n for meta in (work / "mutants").rglob("*.py.meta")
+                  if _in_module(meta.relative_to(work / "mutants").as_posix().removesuffix(".meta"), module)
+                  for n in json.loads(meta.read_text())["exit_code_by_key"])
+
+
+def _in_module(rel: str, module: str) -> bool:
+    return rel == module or rel.startswith(module.rstrip("/") + "/")
+
+
+def run_module(module: str, max_children: int, sample: int | None = None) -> None:
     work = ROOT / "mutants" / slug(module)
     prepare(module, work)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the copy's code must win
@@ -153,9 +178,19 @@ def run_module(module: str, max_children: int) -> None:
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     t0 = time.time()
     print(f"== {module}: mutmut over {' '.join(MODULES[module])}", flush=True)
+    mutmut = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)]
     with open(work / "mutmut.log", "w") as log:
-        rc = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)],
-                            cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+        chosen: list[str] = []
+        if sample:
+            # mutmut names its mutants only once it made them: a first run that matches none
+            # makes them and records which tests reach which function (kept for the next run)
+            subprocess.run([*mutmut, "no-such-mutant"], cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
+            names = mutant_names(work, module)
+            if not names:
+                sys.exit(f"{module}: mutmut made no mutants; see {work / 'mutmut.log'}")
+            chosen = sorted(random.Random(0).sample(names, min(sample, len(names))))
+            print(f"   a sample of {len(chosen)} of its {len(names)} mutants", flush=True)
+        rc = subprocess.run([*mutmut, *chosen], cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
     minutes = (time.time() - t0) / 60
     (work / "run.json").write_text(json.dumps({"minutes": minutes}))
     c, survivors = counts(work, module)
@@ -168,8 +203,10 @@ def run_module(module: str, max_children: int) -> None:
                                   capture_output=True, text=True).stdout
             f.write(f"### {name}\n{diff}\n")
     write_row(module, c, minutes)
-    print(f"{module}: {sum(c.values())} mutants, {c['killed']} killed, {c['survived']} survived, "
-          f"{c['timeout']} timed out: {score(c):.1f} % in {minutes:.1f} min "
+    drawn = f"{sum(c.values()) - c['not checked']} of {sum(c.values())} mutants drawn" if sample else \
+        f"{sum(c.values())} mutants"
+    print(f"{module}: {drawn}, {c['killed']} killed, {c['survived']} survived, "
+          f"{c['timeout']} timed out: {score(c):.1f} %{f' ± {interval(c):.1f}' if sample else ''} in {minutes:.1f} min "
           f"(survivors: {work / 'survivors.txt'})", flush=True)
 
 
@@ -225,13 +262,18 @@ def main(argv: list[str]) -> None:
     if argv[:1] == ["--recheck"]:  # --recheck MODULE [MUTANT-NAME-PATTERN [TEST ...]]
         recheck(argv[1].rstrip("/"), *argv[2:3], tests=argv[3:] or None)
         return
+    sample = None
+    if argv[:1] == ["--sample"]:
+        if len(argv) < 2 or not argv[1].isdigit() or int(argv[1]) < 1:
+            sys.exit("--sample N: N is the number of mutants to draw per module (a positive integer)")
+        sample, argv = int(argv[1]), argv[2:]
     modules = [m.rstrip("/") for m in argv] or list(MODULES)
     unknown = [m for m in modules if m not in MODULES]
     if unknown:
         sys.exit(f"unknown module(s) {', '.join(unknown)} (known: {', '.join(MODULES)})")
     children = int(os.environ.get("MUTATION_CHILDREN", "2"))
     for m in modules:
-        run_module(m, children)
+        run_module(m, children, sample)
 
 
 if __name__ == "__main__":
