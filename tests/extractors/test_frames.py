@@ -41,8 +41,10 @@ def test_read_frames_shapes(media, backend):
 @pytest.mark.parametrize("name", ["cfr", "long", "portrait", "noaudio"])
 def test_backends_agree_on_constant_rate_files(media, name):
     path = getattr(media, name)
-    a, ma = read_frames(path, backend="decord", timeout_s=None)
-    b, mb = read_frames(path, backend="pyav", timeout_s=None)
+    # the backends themselves: read_frames would hide a failing decord behind its PyAV fallback
+    a, ma = F.BACKENDS["decord"](str(path), 12)
+    b, mb = F.BACKENDS["pyav"](str(path), 12)
+    assert a.dtype == b.dtype == np.uint8
     assert (ma == mb).all() and a.shape == b.shape
     # same frames: tiny colour-conversion differences at most, while neighbouring frames of
     # the moving test pattern differ far more
@@ -235,3 +237,96 @@ def test_max_seconds_keeps_the_inclusive_window():
     idx, mask = sample_positions(100 * 10, 10.0, n=12, max_seconds=31)
     assert mask.all() and idx[-1] == 310
     assert sample_positions(50, 10.0, n=64, max_seconds=31)[1].sum() == 5  # a short video: all of it
+
+
+# --- in this process: mutation testing traces no decode child, and the fallback hides decord --
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_each_backend_keeps_max_seconds(media, backend):
+    x, m = F.BACKENDS[backend](str(media.long), 12, 5.0)  # 20 s at 10 fps: seconds 0..5
+    assert m.tolist() == [True] * 6 + [False] * 6 and x.dtype == np.uint8 and (x[6:] == 0).all()
+    status, (y, my) = F._decode_call((backend, str(media.long), 12, 5.0))
+    assert status == "ok" and (my == m).all() and np.array_equal(x, y)
+
+
+def _all_frames(path) -> list[np.ndarray]:
+    import av
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+@pytest.mark.parametrize("container", ["ts", "mkv"])
+def test_pyav_without_a_frame_count_in_the_header(tmp_path, container):
+    """MPEG-TS gives a duration but no frame count, Matroska neither: the positions come
+    from the duration, else from a counted pass, and are the same frames either way."""
+    from .conftest import ffmpeg
+    path = tmp_path / f"clip.{container}"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10", "-t", "3", "-c:v", "libx264", "-preset",
+           "ultrafast", "-pix_fmt", "yuv420p", str(path))
+    x, m = F.BACKENDS["pyav"](str(path), 12)
+    frames = _all_frames(path)
+    assert len(frames) == 30 and m.sum() == 3
+    for slot, k in enumerate((0, 10, 20)):
+        assert np.array_equal(x[slot], frames[k]), slot
+
+
+def test_pyav_names_a_file_without_video(media):
+    with pytest.raises(RuntimeError, match="^no video stream$"):
+        F.BACKENDS["pyav"](str(media.audio_only), 12)
+    status, cause = F._decode_call(("pyav", str(media.audio_only), 12, None))
+    assert (status, cause) == ("err", "pyav: no video stream")
+
+
+def test_rotation_is_clockwise_in_quarter_turns():
+    x = np.arange(6, dtype=np.uint8).reshape(1, 2, 3, 1).repeat(3, axis=-1)  # [[0 1 2] [3 4 5]]
+    turn = {r: F._rotate(x, r)[0, ..., 0].tolist() for r in (0, 90, 180, 270)}
+    assert turn == {0: [[0, 1, 2], [3, 4, 5]], 90: [[3, 0], [4, 1], [5, 2]],
+                    180: [[5, 4, 3], [2, 1, 0]], 270: [[2, 5], [1, 4], [0, 3]]}
+    assert F._rotate(x, 90).flags["C_CONTIGUOUS"] and F._rotate(x, 0) is x
+
+
+def test_display_rotation_read_clockwise():
+    from types import SimpleNamespace as NS
+    # PyAV gives the display matrix's angle counter-clockwise; older PyAV has no attribute
+    cases = {90: 270, -90: 90, 180: 180, 89.6: 270, 0: 0, None: 0}
+    assert {r: F._cw_rotation(NS(rotation=r)) for r in cases} == cases
+    assert F._cw_rotation(object()) == 0
+
+
+class _DecoderError(Exception):
+    pass
+
+
+def test_decoder_causes_on_one_line():
+    path = "/data/v 1.mp4"
+    assert F._describe("pyav", OSError(f"[Errno 2] No such file: '{path}'"), path) == "pyav: No such file"
+    assert F._describe("pyav", RuntimeError(f"cannot open {path} now"), path) == "pyav: cannot open file now"
+    assert F._describe("decord", RuntimeError("x\n  stack frame 1"), path) == "decord: x"
+    assert F._describe("decord", RuntimeError(""), path) == "decord: RuntimeError"
+    assert F._describe("decord", ValueError("bad shape"), path) == "decord: ValueError: bad shape"
+    assert F._describe("decord", IndexError(), path) == "decord: IndexError"
+    assert F._describe("decord", _DecoderError("bad shape"), path) == "decord: bad shape"
+    assert F._describe("decord", RuntimeError("[08:40:14] /src/video_reader.cc:486: failed with 1094995529"),
+                       path) == "decord: failed with 1094995529 (invalid data)"
+
+
+def test_sample_positions_refusals_and_slow_rates():
+    with pytest.raises(ValueError, match="^n must be at least 1$"):
+        sample_positions(100, 25.0, n=0)
+    with pytest.raises(ValueError, match="^fps must be positive, got 0.0$"):
+        sample_positions(10, 0.0)
+    idx, mask = sample_positions(100, 25.0, n=1)
+    assert idx.tolist() == [0] and mask.tolist() == [True] and idx.dtype == np.int64
+    # a frame every two seconds: one position a second, rounded half to even, repeats kept
+    expect = [int(np.rint(s * 0.5)) for s in range(19)]
+    idx, mask = sample_positions(10, 0.5, n=32)
+    assert idx[mask].tolist() == expect
+    # a stream without frames (and so without a rate) is nothing to sample, not an error
+    idx, mask = sample_positions(0, 0.0)
+    assert not mask.any() and idx.tolist() == [0] * 12
+
+
+def test_load_clip_frames_bounds_its_decode_by_default(media, fresh_worker):
+    load_clip_frames(media.cfr, timeout_s=None)
+    assert getattr(F._local, "worker", None) is None  # decoded here
+    out, mask = load_clip_frames(media.cfr)
+    assert F._local.worker is not None and mask.sum() == 5  # in the decode child
