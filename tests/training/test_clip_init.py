@@ -204,6 +204,14 @@ def test_positions_that_cannot_fill_the_frame_slots(clip_file, shape):
         init_from_clip(head, bad)
 
 
+def test_positions_exactly_as_many_as_the_frame_slots_fit(clip_file):
+    _, state = clip_file
+    head = create_head("avigate", {"resampler_layers": 1, "fusion_layers": 1}, dim=64, audio_dim=32)
+    twelve = torch.randn(12, 64)  # 12 slots, 64 wide: fewer rows than the width, none to spare
+    init_from_clip(head, {**state, "positional_embedding": twelve})
+    assert torch.equal(dict(head.named_parameters())["frame_embedding"], twelve)
+
+
 def test_every_missing_key_is_counted(clip_file):
     _, state = clip_file
     head = create_head("avigate", {"resampler_layers": 2, "fusion_layers": 2}, dim=64, audio_dim=32)
