@@ -68,14 +68,14 @@ def pytest_collection_modifyitems(config, items) -> None:
 
 
 @pytest.fixture(scope="session")
-def prefect_api():
+def prefect_api(tmp_path_factory):
     """One Prefect API server for the session (``tests.prefect_server``: a free loopback
     port, killed with pytest); PREFECT_API_URL names it to this process and to every child."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from tests.prefect_server import start
 
-    proc, url = start()
+    proc, url = start(tmp_path_factory.getbasetemp() / "prefect-server.log")
     os.environ["PREFECT_API_URL"] = url
     try:
         with temporary_settings(updates={PREFECT_API_URL: url}):

@@ -6,18 +6,20 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
+from pathlib import Path
 
 
-def start(timeout_s: float = 300.0) -> tuple[subprocess.Popen, str]:
-    """The server process and its API URL, once it answers."""
-    log = tempfile.NamedTemporaryFile(prefix="vtr-prefect-server-", suffix=".log", delete=False)
+def start(log_path: Path, timeout_s: float = 300.0) -> tuple[subprocess.Popen, str]:
+    """The server process and its API URL, once it answers; its stderr goes to ``log_path``
+    (in pytest's own temporary folder: nothing is left in /tmp)."""
+    log = open(log_path, "wb")
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env.update(PREFECT_UI_ENABLED="0", PREFECT_SERVER_ANALYTICS_ENABLED="false")
     proc = subprocess.Popen([sys.executable, "-m", "tests.prefect_server", str(os.getpid())], env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log)
+    log.close()  # the child holds its own copy
     url = f"http://127.0.0.1:{int(proc.stdout.readline() or 0)}/api"
     deadline = time.monotonic() + timeout_s
     while True:
@@ -29,7 +31,7 @@ def start(timeout_s: float = 300.0) -> tuple[subprocess.Popen, str]:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            raise RuntimeError(f"the test Prefect server did not start; see {log.name}")
+            raise RuntimeError(f"the test Prefect server did not start; see {log_path}")
         time.sleep(0.25)
 
 

@@ -201,3 +201,56 @@ def test_batch_frames_and_audio_belong_to_the_captions_video(id_store, stream):
 def open_split_names(store):
     from storage import open_store
     return np.array([str(s) for s in open_store(store)["split"].values])
+
+
+def test_tag_arrays_gather_each_videos_phrases_and_mask_the_rest(tmp_path):
+    """Row ``i`` of the tags is phrase ``tag_index[i]``'s embedding; slots holding -1 or an
+    index past the table, and every slot of a video whose tags step is not done, are masked
+    and zero."""
+    from storage import StepWriter
+    from storage.store import write_table
+    from storage.synthetic import create_synthetic_store
+    from training.data import tag_arrays
+
+    path = str(tmp_path / "s.zarr")
+    create_synthetic_store(path, n_videos=4, n_tags=3, dim=4, video_chunk=4)
+    table = np.arange(1, 21, dtype=np.float16).reshape(5, 4)  # phrase p = [4p+1 .. 4p+4]
+    write_table(path, "phrase", {"phrase_text": np.array([f"p{i}" for i in range(5)]),
+                                 "phrase_count": np.full(5, 2, np.int32), "phrase_embedding": table},
+                conflict="test")
+    index = np.array([[4, 0, -1], [2, 5, 1], [3, 3, 3], [0, 1, 2]], np.int32)
+    StepWriter(path, "tags").write(np.arange(4), data={"tag_index": index, "tag_score": np.ones((4, 3), np.float16)},
+                                   errors={3: "frames step not done for this video"})
+    tags, mask = tag_arrays(path, np.array([2, 0, 1, 3]))
+    assert mask.tolist() == [[True] * 3, [True, True, False], [True, False, True], [False] * 3]
+    assert tags.dtype == np.float32 and tags.shape == (4, 3, 4)
+    want = np.zeros((4, 3, 4), np.float32)
+    for r, v in enumerate([2, 0, 1, 3]):
+        for k in range(3):
+            if mask[r, k]:
+                want[r, k] = table[index[v, k]]
+    np.testing.assert_array_equal(tags, want)
+    assert tags[1, 1].tolist() == [1, 2, 3, 4]  # phrase 0 is a phrase, not padding
+
+
+def test_pooled_audio_is_computed_once_then_memory_mapped(tmp_path):
+    from storage import layout_of, open_store
+    from storage.synthetic import create_synthetic_store, fill_random
+    from training.data import pooled_audio
+
+    path = str(tmp_path / "s.zarr")
+    create_synthetic_store(path, n_videos=5, n_audio_tokens=10, audio_dim=4, video_chunk=2)
+    fill_random(path, ("audio",))
+    cache = str(tmp_path / "a.npy")
+    pooling = AudioTokens.parse("pool-tokens-2")
+    first = pooled_audio(path, cache, pooling, progress=False)
+    raw = open_store(path)["audio_tokens"].values.astype(np.float16)
+    assert first.dtype == np.float16 and first.shape == (5, 2, 4)
+    np.testing.assert_array_equal(first, pooling.apply(raw, layout_of(path)))
+    again = pooled_audio(path, cache, pooling, progress=False)
+    assert isinstance(again, np.memmap) and np.array_equal(again, first)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy", "s.zarr"]  # no partial file left
+    # pool-time needs the AST's grid of patches: ten tokens are not one, and nothing is written
+    with pytest.raises(ValueError, match="the store's 10 audio tokens are not 2 special"):
+        pooled_audio(path, str(tmp_path / "t.npy"), AudioTokens.parse("pool-time-4"), progress=False)
+    assert not (tmp_path / "t.npy").exists()
