@@ -254,3 +254,36 @@ def test_pooled_audio_is_computed_once_then_memory_mapped(tmp_path):
     with pytest.raises(ValueError, match="the store's 10 audio tokens are not 2 special"):
         pooled_audio(path, str(tmp_path / "t.npy"), AudioTokens.parse("pool-time-4"), progress=False)
     assert not (tmp_path / "t.npy").exists()
+
+
+def test_audio_token_options_name_themselves_and_fit_the_grid():
+    for name in ("all", "pool-time-5", "pool-tokens-8"):
+        assert str(AudioTokens.parse(name)) == name
+    small = StoreLayout(n_videos=1, n_captions=1, n_audio_tokens=21, audio_special_tokens=1,
+                        audio_freq_patches=4, audio_time_patches=5)
+    AudioTokens.parse("pool-time-6").check(small)  # the special token and all five time patches
+    with pytest.raises(ValueError, match=r"^audio_tokens pool-time-7: only 5 time patches "
+                                         r"\(pool-time-N takes N <= 6\)$"):
+        AudioTokens.parse("pool-time-7").check(small)
+    few = np.ones((2, 16, 4), np.float32)  # fewer tokens than windows: kept, as float16
+    out = AudioTokens.parse("pool-tokens-32").apply(few, small)
+    assert out.dtype == np.float16 and out.shape == (2, 16, 4)
+
+
+def test_store_audio_reads_any_index_order_and_zeroes_audio_not_done(tmp_path):
+    from storage import StepWriter, layout_of, open_store
+    from storage.synthetic import create_synthetic_store
+    from training.data import StoreAudio
+
+    path = str(tmp_path / "s.zarr")
+    create_synthetic_store(path, n_videos=4, n_audio_tokens=10, audio_dim=4, video_chunk=4)
+    tokens = (np.arange(4)[:, None, None] + 1 + np.zeros((4, 10, 4))).astype(np.float32)  # video v: v + 1
+    StepWriter(path, "audio").write(np.arange(4), data={"audio_tokens": tokens, "has_audio": np.ones(4, bool)},
+                                    errors={1: "no audio"})
+    audio = StoreAudio(path)
+    assert audio.shape == (4, 10, 4) and audio.dtype == np.float16
+    got = audio[[3, 0, 3, 1]]
+    assert got.dtype == np.float16 and got.shape == (4, 10, 4)
+    assert got[:, 0, 0].tolist() == [4.0, 1.0, 4.0, 0.0]  # video 1's audio step failed: zeros
+    assert np.array_equal(audio[np.array([0, 2])], got[[1]].repeat(2, 0) * np.array([1, 3])[:, None, None])
+    assert audio[2].shape == (1, 10, 4) and audio[2][0, 0, 0] == 3.0
