@@ -260,13 +260,33 @@ def test_pyav_without_a_frame_count_in_the_header(tmp_path, container):
     from the duration, else from a counted pass, and are the same frames either way."""
     from .conftest import ffmpeg
     path = tmp_path / f"clip.{container}"
-    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10", "-t", "3", "-c:v", "libx264", "-preset",
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10", "-t", "2.1", "-c:v", "libx264", "-preset",
            "ultrafast", "-pix_fmt", "yuv420p", str(path))
     x, m = F.BACKENDS["pyav"](str(path), 12)
     frames = _all_frames(path)
-    assert len(frames) == 30 and m.sum() == 3
+    assert len(frames) == 21 and m.sum() == 3  # the last position is the last frame
     for slot, k in enumerate((0, 10, 20)):
         assert np.array_equal(x[slot], frames[k]), slot
+    x, m = F.BACKENDS["pyav"](str(path), 12, 1.0)  # the window holds on the counted pass too
+    assert m.sum() == 2 and np.array_equal(x[1], frames[10])
+
+
+def test_pyav_one_frame_a_rotated_first_frame_and_a_header_without_frames(media, tmp_path):
+    from .conftest import ffmpeg
+    one = tmp_path / "one.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10", "-frames:v", "1", "-c:v", "libx264",
+           "-pix_fmt", "yuv420p", str(one))
+    assert F.BACKENDS["pyav"](str(one), 12)[1].sum() == 1
+    # only frame 0 is decoded (a window of 0 s): the rotation is read from it
+    x, m = F.BACKENDS["pyav"](str(media.rotated), 12, 0.0)
+    assert m.sum() == 1 and x.shape[1:] == (160, 120, 3)
+    # a file cut right after its header: a video stream, not one frame
+    data = media.cfr.read_bytes()
+    mdat = data.index(b"mdat") + 4
+    empty = tmp_path / "header_only.mp4"
+    empty.write_bytes(data[:mdat])
+    with pytest.raises(RuntimeError, match="^no decodable frames$"):
+        F.BACKENDS["pyav"](str(empty), 12)
 
 
 def test_pyav_names_a_file_without_video(media):
