@@ -24,6 +24,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -234,6 +235,8 @@ def recheck(module: str, pattern: str = "*", tests: list[str] | None = None) -> 
     env.setdefault("OMP_NUM_THREADS", "1")
     t0 = time.time()
     still, killed = [], []
+    # a stopped recheck (timeout, kill) must leave the copy's source as it was, and keep its kills
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     for name in survivors:
         saved = {p: p.read_bytes() for p in sources}
         try:
@@ -246,16 +249,21 @@ def recheck(module: str, pattern: str = "*", tests: list[str] | None = None) -> 
                 p.write_bytes(data)
         print(f"{'killed  ' if rc else 'survives'} {name}", flush=True)
         (killed if rc else still).append(name)
-    for meta in (work / "mutants").rglob("*.py.meta"):
-        d = json.loads(meta.read_text())
-        hit = [k for k in d["exit_code_by_key"] if k in killed]
-        if hit:
-            d["exit_code_by_key"].update({k: 1 for k in hit})
-            meta.write_text(json.dumps(d))
+        if rc:
+            _record_killed(work, name)
     run = json.loads((work / "run.json").read_text()) if (work / "run.json").exists() else {"minutes": 0.0}
     c, _ = counts(work, module)
     write_row(module, c, run["minutes"], f" + recheck {(time.time() - t0) / 60:.1f} min")
     print(f"{module}: {len(killed)} of {len(survivors)} survivors now killed: {score(c):.1f} %")
+
+
+def _record_killed(work: Path, name: str) -> None:
+    for meta in (work / "mutants").rglob("*.py.meta"):
+        d = json.loads(meta.read_text())
+        if name in d["exit_code_by_key"]:
+            d["exit_code_by_key"][name] = 1
+            meta.write_text(json.dumps(d))
+            return
 
 
 def main(argv: list[str]) -> None:

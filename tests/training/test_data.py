@@ -77,10 +77,11 @@ def test_streamed_epochs_cover_the_split_like_memory(tmp_path):
     for stream in ("memory", "dask"):
         loader = TrainLoader(path, data, fields, 32, torch.device("cpu"), stream=stream, shard_videos=64)
         assert loader.stream == stream and len(loader.shards) == (1 if stream == "memory" else 5)
+        assert np.array_equal(np.concatenate(loader.shards), np.arange(data.n_videos))  # a partition
         batches = list(loader.epoch(seed=0, epoch=0))
         assert all(b["frames"].dtype == torch.float32 and b["frames"].shape[1:] == (12, 64) for b in batches)
         texts = torch.cat([b["text"] for b in batches])
-        assert texts.shape[0] >= data.n_captions - 10
+        assert data.n_captions - 10 <= texts.shape[0] <= data.n_captions
         seen[stream] = {tuple(r) for r in texts[:, :4].tolist()}
     assert len(seen["memory"] & seen["dask"]) >= data.n_captions - 20  # the same captions
 
@@ -287,3 +288,29 @@ def test_store_audio_reads_any_index_order_and_zeroes_audio_not_done(tmp_path):
     assert got[:, 0, 0].tolist() == [4.0, 1.0, 4.0, 0.0]  # video 1's audio step failed: zeros
     assert np.array_equal(audio[np.array([0, 2])], got[[1]].repeat(2, 0) * np.array([1, 3])[:, None, None])
     assert audio[2].shape == (1, 10, 4) and audio[2][0, 0, 0] == 3.0
+
+
+def test_loader_options_and_store_identity(tmp_path):
+    import torch
+
+    from storage import read_attrs
+    from training.data import TrainLoader, load_arrays, store_identity
+
+    path = str(tmp_path / "s.zarr")
+    write_planted_store(path, 12, 2, splits=(8, 2, 2))
+    ident = store_identity(path)
+    assert ident["n_val"] == read_attrs(path).get("n_val") and ident["n_videos"] == 12 and ident["n_captions"] == 24
+    assert AudioTokens.parse("pool-tokens-1").n == 1  # one window is a valid choice
+    data = select_split(path, "train")
+    arrays = load_arrays(path, data, ("text", "frames", "frame_mask"), None)
+    assert arrays["frames"].dtype == np.float32 and arrays["text"].dtype == np.float32  # cast once, here
+    with pytest.raises(ValueError, match="^stream must be auto, memory or dask, not 'disk'$"):
+        TrainLoader(path, data, ("text",), 4, torch.device("cpu"), stream="disk")
+
+
+def test_waiting_captions_fill_the_next_batches():
+    """Two videos of eight captions, batches of two: every batch is one caption of each."""
+    cv = np.repeat(np.arange(2), 8)
+    for seed in range(5):
+        batches = distinct_video_batches(cv, 2, np.random.default_rng(seed))
+        assert len(batches) == 8 and all(sorted(cv[b].tolist()) == [0, 1] for b in batches)
