@@ -350,3 +350,53 @@ def test_load_clip_frames_bounds_its_decode_by_default(media, fresh_worker):
     assert getattr(F._local, "worker", None) is None  # decoded here
     out, mask = load_clip_frames(media.cfr)
     assert F._local.worker is not None and mask.sum() == 5  # in the decode child
+
+
+def test_read_frames_passes_its_options_on_every_path(media, monkeypatch, fresh_worker):
+    """max_seconds in process, through the decode child, and on the fallback; an empty
+    file named as such before any decoder."""
+    for timeout_s in (None, 30):
+        assert read_frames(media.long, backend="pyav", timeout_s=timeout_s, max_seconds=5)[1].sum() == 6
+    from .conftest import _video
+    strip = _video(media.dir / "strip_window.mp4", size="16x2000", rate=10, dur=2.0, audio=False)
+    assert read_frames(strip, backend="decord", timeout_s=None, max_seconds=0)[1].sum() == 1  # PyAV's
+    with pytest.raises(MediaError) as e:
+        read_frames(media.zero, timeout_s=None)
+    assert e.value.cause == "empty file (0 bytes)"
+    out, mask = load_clip_frames(media.long, n=4, size=32, timeout_s=None, max_seconds=1)
+    assert out.shape == (4, 32, 32, 3) and mask.tolist() == [True, True, False, False]
+    seen = []
+    monkeypatch.setitem(F.BACKENDS, "fake", lambda p, n, s=None: seen.append(p) or
+                        (np.full((n, 8, 8, 3), 7, np.uint8), np.ones(n, bool)))
+    out, mask = load_clip_frames(media.cfr, n=2, size=8, backend="fake", timeout_s=None)
+    assert seen and (out == 7).all() and mask.all()
+
+
+def test_decode_child_is_recycled_quiet_and_skipped_in_daemonic_workers(media, monkeypatch, capfd, fresh_worker):
+    monkeypatch.setattr(F, "MAX_FILES_PER_WORKER", 1)
+    read_frames(media.cfr, backend="decord", timeout_s=30)
+    first = F._local.worker.proc.pid
+    with pytest.raises(MediaError):
+        read_frames(media.text, backend="decord", timeout_s=30)  # decord and FFmpeg log to fd 2
+    assert F._local.worker.proc.pid != first  # a child serves MAX_FILES_PER_WORKER files
+    assert capfd.readouterr().err == ""  # the cause came back through the pipe, nothing on the console
+    F.shutdown_decode_workers()
+    monkeypatch.setattr(F, "can_fork", lambda: False)  # a DataLoader worker may not fork
+    assert read_frames(media.cfr, backend="pyav", timeout_s=30)[1].sum() == 5
+    assert getattr(F._local, "worker", None) is None
+
+
+def test_resize_center_crop_edges_and_refusals():
+    with pytest.raises(ValueError, match=r"^expected \[k, H, W, 3\] frames, got shape \(1, 8, 8, 4\)$"):
+        resize_center_crop(np.zeros((1, 8, 8, 4), np.uint8))
+    for shape in ((0, 10, 10, 3), (2, 0, 5, 3), (2, 5, 0, 3)):
+        out = resize_center_crop(np.ones(shape, np.uint8), 16)
+        assert out.shape == (shape[0], 16, 16, 3) and out.dtype == np.uint8 and not out.any()
+    for shape in ((1, 1, 4, 3), (1, 4, 1, 3), (1, 6, 6, 3)):  # one frame, one pixel high or wide
+        out = resize_center_crop(np.full(shape, 200, np.uint8), 16)
+        assert out.dtype == np.uint8 and (out == 200).all(), shape
+
+
+def test_normalize_for_clip_refuses_floats():
+    with pytest.raises(TypeError, match=r"^expected uint8 frames, got torch.float32$"):
+        normalize_for_clip(torch.zeros(1, 4, 4, 3))
