@@ -125,3 +125,85 @@ def test_avigate_loss_and_gradients_are_finite():
     assert groups["queries"]["lr"] == pytest.approx(1e-3) and groups["no_decay"]["weight_decay"] == 0.0
     n_params = sum(p.numel() for g in groups.values() for p in g["params"])
     assert n_params == sum(p.numel() for p in head.parameters())
+
+
+def test_layer_counts_options_and_config_refusals_word_for_word():
+    for bad in (-1, 0, True, 1.5):
+        with pytest.raises(ValueError, match=rf"^fusion_layers must be a whole number >= 1, got {bad!r}$"):
+            head_config("avigate", {"fusion_layers": bad}, dim=64)
+    assert head_config("waver", {"temporal_layers": 0}, dim=64).temporal_layers == 0  # optional layers
+    with pytest.raises(ValueError, match="^dim 60 is not divisible by n_heads 8$"):
+        head_config("avigate", {"n_heads": 8}, dim=60)
+    assert head_config("waver", {"teacher_k": 1, "tag_k": 1}, dim=64).teacher_k == 1
+    with pytest.raises(ValueError):
+        head_config("waver", {"teacher_k": 0}, dim=64)
+    with pytest.raises(KeyError) as e:
+        head_config("meanpool", {"bogus": 1, "dim": 64})
+    assert "bogus" in str(e.value) and "(options: " + ", ".join(sorted(head_options("meanpool"))) + ")" in str(e.value)
+
+
+def test_weight_decay_groups():
+    head = create_head("avigate", TINY_AVIGATE, dim=64, audio_dim=32)
+    groups = {g["group"]: g for g in head.param_groups(1e-3, 0.2)}
+    names = {id(p): n for n, p in head.named_parameters()}
+    decay = {names[id(p)] for p in groups["decay"]["params"]}
+    no_decay = {names[id(p)] for p in groups["no_decay"]["params"]}
+    assert "audio_proj.weight" in decay and all(p.ndim >= 2 for p in groups["decay"]["params"])
+    assert "frame_embedding" in no_decay and "audio_proj.bias" in no_decay
+    q = groups["queries"]
+    assert q["params"] == [head.queries] and q["weight_decay"] == head.fusion_config.query_weight_decay
+    assert q["lr"] == pytest.approx(1e-3 * TINY_AVIGATE["query_lr_scale"])
+
+
+def test_release_module_shapes():
+    """The parameter names and shapes a release checkpoint maps onto: the gate has no biases,
+    WAVER's tag FFN is Linear-GELU-Linear."""
+    from training.heads.avigate import Gate
+    from training.heads.waver import TagInjection
+    assert sorted(n for n, _ in Gate(8, 4).named_parameters()) == ["w1.weight", "w2.weight"]
+    ffn = TagInjection(64, 4, 0.0).ffn
+    assert [type(m).__name__ for m in ffn] == ["Linear", "GELU", "Linear"]
+
+
+def _open_gates(head):
+    from training.heads.avigate import Gate
+    for m in head.modules():
+        if isinstance(m, Gate):
+            torch.nn.init.ones_(m.w2.weight)
+
+
+@pytest.mark.parametrize("name", ["avigate", "avigate+waver"])
+def test_open_gates_let_the_audio_in(name):
+    head = create_head(name, {**TINY_AVIGATE, "temporal_layers": 0} if name != "avigate" else TINY_AVIGATE,
+                       dim=64, audio_dim=32).eval()
+    _open_gates(head)
+    from .test_waver import _batch
+    b = batch() if name == "avigate" else _batch()
+    other = {**b, "audio": torch.randn_like(b["audio"])}
+    base, moved = scores(head, b), scores(head, other)
+    silent = ~b["has_audio"]
+    assert not torch.allclose(base[:, ~silent], moved[:, ~silent])  # the audio reaches the video
+    torch.testing.assert_close(base[:, silent], moved[:, silent])  # silent videos never hear it
+
+
+def test_a_video_or_caption_without_any_valid_slot_is_its_first_slot():
+    """A video whose mask is all padding (a decode that found nothing) is encoded as if
+    slot 0 were valid, and a caption without tokens likewise: finite, and the same as
+    marking that slot."""
+    head = create_head("avigate", TINY_AVIGATE, dim=64, audio_dim=32).eval()
+    b = batch()
+    empty = {**b, "frame_mask": b["frame_mask"].clone()}
+    empty["frame_mask"][2] = False
+    first = {**empty, "frame_mask": empty["frame_mask"].clone()}
+    first["frame_mask"][2, 0] = True
+    torch.testing.assert_close(scores(head, empty), scores(head, first))
+    from .test_waver import TINY_WAVER, _batch
+    waver = create_head("waver", {**TINY_WAVER, "distill": "none"}, dim=64).eval()
+    wb = _batch()
+    wb["text_mask"] = wb["text_mask"].clone()
+    wb["text_mask"][1] = False
+    s = scores(waver, wb)
+    fixed = {**wb, "text_mask": wb["text_mask"].clone()}
+    fixed["text_mask"][1, 0] = True
+    assert torch.isfinite(s).all()
+    torch.testing.assert_close(s, scores(waver, fixed))

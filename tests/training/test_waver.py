@@ -162,6 +162,31 @@ def test_kd_loss_and_teacher():
     torch.testing.assert_close(g[0], want)
 
 
+def test_kd_loss_term_of_the_head_and_its_epoch_mean():
+    """The head's loss with distill=kd is InfoNCE plus beta times KD against the teacher
+    built from the batch's tags (videos without tags out), logged and averaged per epoch."""
+    from training.losses import info_nce
+
+    head = create_head("waver", {**TINY_WAVER, "distill": "kd", "kd_beta": 0.5, "teacher_k": 2}, dim=64).eval()
+    assert head.loss_fields == ("text", "tags", "tag_mask")
+    terms = []
+    for seed in (0, 1):
+        batch = _batch(seed=seed)
+        with torch.no_grad():
+            t_repr, v_repr = head.encode_text(batch), head.encode_video(batch)
+            sim = head.similarity(t_repr, v_repr)
+            loss = head.loss(sim, batch, t_repr, v_repr)
+        g, has = teacher_embedding(batch["tags"], batch["tag_mask"], 2)
+        assert has.tolist() == [True, True, False, True]
+        teacher = 100.0 * torch.nn.functional.normalize(batch["text"], dim=-1) @ g.t()
+        kd = kd_loss(sim, teacher, has, TINY_WAVER["kd_temperature"])
+        assert float(kd) > 0
+        torch.testing.assert_close(loss, info_nce(sim) + 0.5 * kd)
+        terms.append(float(kd))
+    assert head.extra_metrics() == pytest.approx({"kd_loss": sum(terms) / 2})
+    assert head.extra_metrics() == {}  # a new epoch starts from nothing
+
+
 def test_kd_student_is_scored_without_the_teacher():
     kd = create_head("waver", {"distill": "kd"}, dim=64)
     assert "tags" not in kd.video_fields + kd.text_fields and "tags" in kd.loss_fields
