@@ -192,3 +192,27 @@ def test_a_bad_line_or_row_in_the_middle_skips_only_itself(sample_copy):
         after = get_dataset(name).read(root)
         assert len(after.warnings) == 1, (name, after.warnings)
         assert (after.video_ids, after.caption_text) == (before.video_ids, before.caption_text), name
+
+
+def test_helpers_word_for_word(tmp_path):
+    """The shared warning names five items and counts the rest; ActivityNet's key and
+    paragraph files are refused naming the earlier listing and the top level."""
+    import numpy as np
+
+    from extractors.datasets import activitynet
+    from extractors.datasets._common import count_warning
+    from extractors.datasets._sample import youtube_like_ids
+
+    six = [f"v{i}" for i in range(6)]
+    assert count_warning(six, "ids have no file", "f.csv") == ["f.csv: 6 ids have no file: v0, v1, v2, v3, v4 (+1 more)"]
+    assert count_warning(six[:5], "ids have no file", "f.csv") == ["f.csv: 5 ids have no file: v0, v1, v2, v3, v4"]
+    keys = tmp_path / "ids.json"
+    keys.write_text(json.dumps(["v_abc", "v_def", "v_abc"]))
+    with pytest.raises(AnnotationError, match=re.escape(f"{keys}: item [2] 'v_abc' already listed as item [0]")):
+        activitynet._read_keys(keys)
+    paragraphs = tmp_path / "train.json"
+    paragraphs.write_text("[]")
+    with pytest.raises(AnnotationError, match=f"^{re.escape(str(paragraphs))}: top level is not an object keyed by video$"):
+        activitynet._read_paragraphs(paragraphs, ["v_abc"])
+    ids = youtube_like_ids(3, np.random.default_rng(0))
+    assert ids[0].startswith("-") and "_" in ids[1] and all(len(i) == 11 for i in ids)
