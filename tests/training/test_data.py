@@ -294,12 +294,14 @@ def test_loader_options_and_store_identity(tmp_path):
     import torch
 
     from storage import read_attrs
+    from storage.store import set_annotation_record
     from training.data import TrainLoader, load_arrays, store_identity
 
     path = str(tmp_path / "s.zarr")
     write_planted_store(path, 12, 2, splits=(8, 2, 2))
+    set_annotation_record(path, 2, [])
     ident = store_identity(path)
-    assert ident["n_val"] == read_attrs(path).get("n_val") and ident["n_videos"] == 12 and ident["n_captions"] == 24
+    assert ident["n_val"] == read_attrs(path)["n_val"] == 2 and ident["n_videos"] == 12 and ident["n_captions"] == 24
     assert AudioTokens.parse("pool-tokens-1").n == 1  # one window is a valid choice
     data = select_split(path, "train")
     arrays = load_arrays(path, data, ("text", "frames", "frame_mask"), None)
