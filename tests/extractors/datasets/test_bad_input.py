@@ -216,3 +216,15 @@ def test_helpers_word_for_word(tmp_path):
         activitynet._read_paragraphs(paragraphs, ["v_abc"])
     ids = youtube_like_ids(3, np.random.default_rng(0))
     assert ids[0].startswith("-") and "_" in ids[1] and all(len(i) == 11 for i in ids)
+
+
+def test_sample_clips_name_their_scene_in_nested_folders(tmp_path):
+    import numpy as np
+
+    from extractors.datasets._sample import SCENES, make_clip, sample_folder
+
+    out, rng = sample_folder(tmp_path / "a" / "b", 0)  # parents are created
+    assert out.is_dir()
+    clip = make_clip(out / "c.mp4", rng, audio=True, seconds=0.5)
+    assert clip.scene in {scene for _, scene in SCENES} and clip.scene in clip.captions(1)[0]
+    assert (out / "c.mp4").stat().st_size > 0
