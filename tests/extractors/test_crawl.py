@@ -229,6 +229,8 @@ def test_an_attempt_cuts_its_window_from_the_start_on_every_path(long_sources, t
     with SampleServer(long_sources.dir) as s:
         wav = run(f"{s.url}/long.wav", 21.0, 23.0, "range")
     assert probe(wav).duration == pytest.approx(2.0, abs=0.02) and _pitches(wav, 2) == [2400, 2500]
+    wav = run(f"{long_sources.url}/long.wav", 0.0, 2.0, "from0")  # a window from 0 is a window
+    assert probe(wav).duration == pytest.approx(2.0, abs=0.02) and _pitches(wav, 2) == [300, 400]
     for start, end, name in ((None, None, "whole"), (4.0, 4.0, "empty"), (-1.0, 3.0, "negative")):
         wav = run(f"{long_sources.url}/long.wav", start, end, name)
         assert probe(wav).duration == pytest.approx(30.0, abs=0.05) and _pitches(wav, 2) == [300, 400]
@@ -287,3 +289,77 @@ def test_a_section_is_asked_only_of_servers_that_answer_ranges():
         ydl = _YDL(200)
         assert _section_if_ranges((1.0, 2.0), info, ydl) == [{"start_time": 1.0, "end_time": 2.0}]
         assert ydl.requests == []
+
+
+class _Downloader:
+    """yt-dlp's YoutubeDL as ``_download`` drives it: the options it was given, and what the
+    download leaves in the work folder (``writes``) or raises."""
+    seen: list[dict] = []
+
+    def __init__(self, opts):
+        self.opts = opts
+        _Downloader.seen.append(opts)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def download(self, urls):
+        self.opts["logger"].error("ERROR: [generic] gone for good")
+        behaviour = self.opts["outtmpl"]
+        if _Downloader.writes:
+            open(behaviour.replace("%(ext)s", "wav"), "wb").close()
+        elif _Downloader.raises is not None:
+            raise _Downloader.raises
+
+
+def test_download_asks_yt_dlp_for_one_quiet_wav(monkeypatch, tmp_path):
+    import functools
+
+    import yt_dlp
+
+    from extractors import crawl
+
+    monkeypatch.setattr(yt_dlp, "YoutubeDL", _Downloader)
+    _Downloader.seen, _Downloader.writes, _Downloader.raises = [], True, None
+    status, path = crawl._download("https://h/x.m4a", str(tmp_path), ["-t", "2.000"], (1.0, 3.0), False, 7.0)
+    assert (status, path) == ("ok", str(tmp_path / "dl.wav"))
+    opts = dict(_Downloader.seen[-1])
+    logger, ranges = opts.pop("logger"), opts.pop("download_ranges")
+    assert isinstance(logger, crawl._Quiet)
+    assert isinstance(ranges, functools.partial) and ranges.func is crawl._section_if_ranges and ranges.args == ((1.0, 3.0),)
+    assert opts == {
+        "format": "bestaudio/best", "outtmpl": str(tmp_path / "dl.%(ext)s"),
+        "postprocessors": [{"key": "FFmpegExtractAudio", "preferredcodec": "wav"}],
+        "postprocessor_args": {"extractaudio": ["-t", "2.000", "-ar", "16000", "-ac", "1"]},
+        "socket_timeout": 7.0, "retries": 0, "fragment_retries": 0, "extractor_retries": 0,
+        "noplaylist": True, "quiet": True, "no_warnings": True, "noprogress": True,
+        "enable_file_urls": False, "cachedir": False}
+    # no section: yt-dlp downloads the whole file; a run that leaves no WAV is an error
+    (tmp_path / "dl.wav").unlink()
+    _Downloader.writes = False
+    assert crawl._download("https://h/x.m4a", str(tmp_path), [], None, True, 7.0) == ("err", "yt-dlp produced no WAV")
+    assert "download_ranges" not in _Downloader.seen[-1] and _Downloader.seen[-1]["enable_file_urls"] is True
+    # an exception without a message: yt-dlp's last logged error, without its "ERROR: "
+    _Downloader.raises = yt_dlp.utils.DownloadError("")
+    assert crawl._download("https://h/x.m4a", str(tmp_path), [], None, False, 7.0) == ("err", "[generic] gone for good")
+
+
+def test_crawl_results_whole(served, tmp_path):
+    from extractors.crawl import CrawlResult
+    for url, why in (("", "no URL"), ("ftp://127.0.0.1/x.mp4", "URL scheme 'ftp' is not crawled (http/https only)"),
+                     ("clip.mp4", "URL scheme '(none)' is not crawled (http/https only)")):
+        assert crawl_audio(url, 0, 1, tmp_path / "y.wav") == CrawlResult(url, "failed", error=why,
+                                                                         error_class="permanent")
+    url, out = f"{served.url}/clip.mp4", tmp_path / "out" / "v.wav"
+    out.parent.mkdir()
+    out.write_text("not audio")  # a broken earlier result is crawled again
+    assert crawl_audio(url, 0.0, 1.0, out, **FAST) == CrawlResult(url, "crawled", path=str(out), attempts=1)
+    assert crawl_audio(url, 0.0, 1.0, out, **FAST) == CrawlResult(url, "crawled", path=str(out))  # kept
+    assert probe(out).duration == pytest.approx(1.0, abs=0.05)  # a window from 0 is a window
+    r = crawl_audio(f"{served.url}/status/503/clip.mp4", 0, 2, tmp_path / "out" / "x.wav", retries=0,
+                    backoff_s=0.05, socket_timeout_s=1.0, timeout_s=20.0)
+    assert r.attempts == 1 and r.error_class == "transient"  # retries=0: one attempt
+    assert sorted(p.name for p in out.parent.iterdir()) == ["v.wav"]  # no work folder left
