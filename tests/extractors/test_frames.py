@@ -395,6 +395,7 @@ def test_resize_center_crop_edges_and_refusals():
     for shape in ((1, 1, 4, 3), (1, 4, 1, 3), (1, 6, 6, 3)):  # one frame, one pixel high or wide
         out = resize_center_crop(np.full(shape, 200, np.uint8), 16)
         assert out.dtype == np.uint8 and (out == 200).all(), shape
+    assert resize_center_crop(np.zeros((1, 6, 6, 3), np.uint8)).shape == (1, 224, 224, 3)  # CLIP's size
 
 
 def test_normalize_for_clip_refuses_floats():
