@@ -228,3 +228,14 @@ def test_sample_clips_name_their_scene_in_nested_folders(tmp_path):
     clip = make_clip(out / "c.mp4", rng, audio=True, seconds=0.5)
     assert clip.scene in {scene for _, scene in SCENES} and clip.scene in clip.captions(1)[0]
     assert (out / "c.mp4").stat().st_size > 0
+
+
+def test_msvd_reads_a_python2_pickle_of_utf8_bytes(tmp_path):
+    """A pickle written by Python 2 holds byte strings; they are read as UTF-8."""
+    from extractors.datasets import msvd
+
+    path = tmp_path / "raw-captions.pkl"
+    # protocol 2: {'vid': [['café']]} with SHORT_BINSTRING (Python 2's str)
+    path.write_bytes(b"\x80\x02}U\x03vid]]U\x05caf\xc3\xa9aas.")
+    captions, warnings = msvd._read_captions(path)
+    assert captions == {"vid": ["café"]} and warnings == []
