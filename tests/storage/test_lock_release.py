@@ -115,3 +115,34 @@ def test_a_store_path_with_a_trailing_slash_has_the_same_lock(tmp_path):
     with StoreLock(store + "/", "run-a"):
         assert (tmp_path / "s.zarr.lock").exists()
         assert lock_holder(store + "/").run_id == lock_holder(store).run_id == "run-a"
+
+
+def test_the_holder_record_and_the_refusal_word_for_word(tmp_path):
+    import os
+    import re
+    import socket
+    import threading
+
+    import pytest
+
+    from storage import StoreError
+    from storage.lock import _iso, _proc_start
+
+    store = str(tmp_path / "s.zarr")
+    StoreLock(store, "never-held").release()  # a lock never acquired releases quietly
+    a = StoreLock(store, "run-a").acquire()
+    try:
+        h = lock_holder(store)
+        assert (h.host, h.pid, h.pid_start) == (socket.gethostname(), os.getpid(), _proc_start(os.getpid()))
+        beat = [t for t in threading.enumerate() if t.name == "store-lock-heartbeat"]
+        assert len(beat) == 1 and beat[0].daemon  # a run that dies without releasing still exits
+        t = time.monotonic()
+        with pytest.raises(StoreError) as e:
+            StoreLock(store, "run-b").acquire()
+        assert time.monotonic() - t < 0.8  # no wait unless asked
+        assert str(e.value) == (f"{store}: in use by run run-a (host {h.host}, pid {h.pid}, started "
+                                f"{_iso(h.started)}); wait for it to finish (or let this run wait: --lock-wait-s)")
+        assert re.search(r"started \d{4}-\d\d-\d\d", str(e.value))
+    finally:
+        a.release()
+    assert lock_holder(store) is None
