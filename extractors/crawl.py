@@ -210,9 +210,16 @@ def window_problem(start: float | None, end: float | None) -> str | None:
     return None
 
 
+# The crawl's defaults, here once: ExtractConfig and `vtr media crawl-audio` take them from here.
+RETRIES = 3
+BACKOFF_S = 2.0
+TIMEOUT_S = 120.0
+SOCKET_TIMEOUT_S = 20.0
+
+
 def crawl_audio(url: str, start: float | None, end: float | None, out_wav: str | os.PathLike, *,
-                allow_file_urls: bool = False, retries: int = 3, backoff_s: float = 2.0,
-                timeout_s: float = 120.0, socket_timeout_s: float = 20.0) -> CrawlResult:
+                allow_file_urls: bool = False, retries: int = RETRIES, backoff_s: float = BACKOFF_S,
+                timeout_s: float = TIMEOUT_S, socket_timeout_s: float = SOCKET_TIMEOUT_S) -> CrawlResult:
     """Up to ``1 + retries`` attempts while failures are transient, sleeping ``backoff_s *
     2**k`` between them; a permanent or local failure ends the tries. Each attempt is killed
     after ``timeout_s``. The WAV is moved to ``out_wav`` only when it probes as audio; an

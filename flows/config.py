@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from extractors import crawl
 from extractors.fbank import SHIFTS, FbankConfig
 from storage.schema import STEPS, StoreLayout
 
@@ -52,9 +53,9 @@ class ExtractConfig(BaseModel):
     media_dir: str | None = Field(None, description="where compressed videos and crawled audio go "
                                                      "(default STORE.media; needed for a remote store)")
     allow_file_urls: bool = Field(False, description="let the crawl read file:// URLs")
-    crawl_retries: int = Field(3, ge=0, description="extra attempts per URL, with back-off")
-    crawl_timeout_s: float = Field(120.0, gt=0, description="wall-clock limit per crawl attempt, seconds")
-    crawl_backoff_s: float = Field(2.0, ge=0, description="wait before the first retry of a transient crawl failure, "
+    crawl_retries: int = Field(crawl.RETRIES, ge=0, description="extra attempts per URL, with back-off")
+    crawl_timeout_s: float = Field(crawl.TIMEOUT_S, gt=0, description="wall-clock limit per crawl attempt, seconds")
+    crawl_backoff_s: float = Field(crawl.BACKOFF_S, ge=0, description="wait before the first retry of a transient crawl failure, "
                                                           "seconds (doubled for each further retry)")
     keep_audio: bool = Field(False, description="keep the audio track in the compressed copies")
     workers: int | None = Field(None, ge=1, description="decode/fbank/compress worker processes per task "

@@ -363,3 +363,8 @@ def test_crawl_results_whole(served, tmp_path):
                     backoff_s=0.05, socket_timeout_s=1.0, timeout_s=20.0)
     assert r.attempts == 1 and r.error_class == "transient"  # retries=0: one attempt
     assert sorted(p.name for p in out.parent.iterdir()) == ["v.wav"]  # no work folder left
+
+
+def test_a_crawler_child_that_dies_is_named_with_its_exit_code():
+    from extractors.crawl import _run_attempt
+    assert _run_attempt({}, 60) == ("err", "crawler process failed (exit code 1)")  # a job without a url

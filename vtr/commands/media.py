@@ -11,6 +11,7 @@ from pathlib import Path
 
 import typer
 
+from extractors.crawl import SOCKET_TIMEOUT_S
 from extractors.fbank import SHIFTS, FbankConfig
 from flows.config import ExtractConfig
 from storage.schema import StoreLayout
@@ -118,9 +119,9 @@ def crawl_audio_cmd(
         out_dir: str = typer.Option("audio_crawled", help="Folder for the WAVs, relative to the data root."),
         allow_file_urls: bool = typer.Option(False, help="Also crawl file:// URLs (tests)."),
         retries: int = typer.Option(ExtractConfig().crawl_retries, help="Retries after a failed attempt (permanent errors are not retried)."),
-        backoff: float = typer.Option(2.0, help="First back-off in seconds (doubles each retry)."),
+        backoff: float = typer.Option(ExtractConfig().crawl_backoff_s, help="First back-off in seconds (doubles each retry)."),
         timeout: float = typer.Option(ExtractConfig().crawl_timeout_s, help="Wall-clock limit per attempt, seconds."),
-        socket_timeout: float = typer.Option(20.0, help="Network read timeout, seconds.")) -> None:
+        socket_timeout: float = typer.Option(SOCKET_TIMEOUT_S, help="Network read timeout, seconds.")) -> None:
     """For each video without an audio stream, fetch the audio of its URL between its start
     and end time as 16 kHz mono WAV. Prints one JSON line per video and a summary."""
     from extractors.annotations import read_manifest_file, read_msrvtt
