@@ -1,4 +1,5 @@
 import dataclasses
+import re
 
 import pytest
 import torch
@@ -207,3 +208,119 @@ def test_a_video_or_caption_without_any_valid_slot_is_its_first_slot():
     fixed["text_mask"][1, 0] = True
     assert torch.isfinite(s).all()
     torch.testing.assert_close(s, scores(waver, fixed))
+
+
+def test_config_and_encoding_refusals_word_for_word():
+    cases = [("waver", {"distill": "bogus"}, 64, "^distill must be one of injection, kd, none, not 'bogus'$"),
+             ("waver", {"n_heads": 7}, 64, "^dim 64 is not divisible by n_heads 7$"),
+             ("waver", {"tag_k": 0}, 64, r"^tag_k and teacher_k must be >= 1 \(got 0, 4\)$"),
+             ("waver", {"kd_temperature": 0.0}, 64, "^kd_temperature must be > 0, got 0.0$"),
+             ("avigate", {"loss": "bogus"}, 64, "^loss must be 'margin' or 'infonce', not 'bogus'$")]
+    for name, ov, dim, msg in cases:
+        with pytest.raises(ValueError, match=msg):
+            head_config(name, ov, dim=dim)
+    with pytest.raises(KeyError, match=re.escape(f"unknown head 'nope' (known: {', '.join(sorted(HEADS))})")):
+        create_head("nope", {}, dim=64)
+    b = batch(n=16)
+    for name in ("avigate", "waver"):
+        head = create_head(name, {**TINY_AVIGATE} if name == "avigate" else {}, dim=64, audio_dim=32, max_frames=12)
+        with pytest.raises(ValueError, match="^16 frames per video, the head was built for 12$"):
+            head.encode_video(b)
+
+
+def test_avigate_losses_by_name():
+    from training.losses import adaptive_margin_loss, adaptive_margins, info_nce
+    b = batch()
+    for loss in ("infonce", "margin"):
+        head = create_head("avigate", {**TINY_AVIGATE, "loss": loss, "margin_delta": 0.05}, dim=64, audio_dim=32).eval()
+        t, v = head.encode_text(b), head.encode_video(b)
+        sim = head.similarity(t, v)
+        want = info_nce(sim) if loss == "infonce" else adaptive_margin_loss(
+            sim, adaptive_margins(b["text"], v["frozen"], head.config.margin_lambda, 0.05), float(head.log_scale.exp()))
+        torch.testing.assert_close(head.loss(sim, b, t, v), want)
+
+
+def test_initial_parameters_as_the_releases():
+    """Shapes and scales the releases initialise with: positions and queries at 0.01, the
+    audio projection at 1/sqrt(audio width), no biases in the fusion FFN or the text adapter."""
+    head = create_head("avigate", TINY_AVIGATE, dim=64, audio_dim=256)
+    c = head.fusion_config
+    assert head.query_embedding.shape == (c.queries, 64)
+    std = {n: float(p.detach().std()) for n, p in head.named_parameters()}
+    assert std["query_embedding"] < 0.02 and std["frame_embedding"] < 0.02
+    assert std["audio_proj.weight"] == pytest.approx(256 ** -0.5, rel=0.1)
+    assert sorted(n for n, _ in head.fusion[0].ffn.named_parameters()) == ["0.weight", "2.weight"]
+    waver = create_head("waver", {"temporal_layers": 1}, dim=64)
+    assert float(waver.temporal_embedding.detach().std()) < 0.02
+    assert sorted(n for n, _ in waver.text_adapter.named_parameters()) == ["weight"]
+
+
+def test_gate_metrics_and_single_batch_means():
+    head = create_head("avigate", TINY_AVIGATE, dim=64, audio_dim=32)
+    head.encode_video(batch())
+    assert set(head.extra_metrics()) == {"gate_mha_abs", "gate_ffn_abs"}
+    from .test_waver import TINY_WAVER, _batch
+    waver = create_head("waver", {**TINY_WAVER, "distill": "kd"}, dim=64)
+    wb = _batch()
+    t, v = waver.encode_text(wb), waver.encode_video(wb)
+    waver.loss(waver.similarity(t, v), wb, t, v)
+    (kd,) = waver.extra_metrics().values()
+    assert kd > 0 and waver._sums == {}  # one batch: its own value, not halved
+
+
+def test_meanpool_without_adapter_is_the_features_at_the_fixed_scale():
+    head = create_head("meanpool", {"adapter": False, "learn_scale": True}, dim=64).eval()
+    b = batch()
+    s = scores(head, b)
+    f = F.normalize(b["frames"], dim=-1) * b["frame_mask"][..., None]
+    v = F.normalize(f.sum(1) / b["frame_mask"].sum(1, keepdim=True), dim=-1)
+    torch.testing.assert_close(s, 100.0 * F.normalize(b["text"], dim=-1) @ v.t(), rtol=1e-4, atol=1e-4)
+    assert [n for n, _ in head.named_parameters()] == ["log_scale"]
+    groups = {g["group"]: g for g in create_head("meanpool", {"learn_scale": True}, dim=64).param_groups(0.5, 0.25)}
+    assert (groups["decay"]["lr"], groups["decay"]["weight_decay"]) == (0.5, 0.25)  # the two adapters
+    assert (groups["no_decay"]["lr"], groups["no_decay"]["weight_decay"]) == (0.5, 0.0)  # the scale
+
+
+def test_tag_injection_matches_its_equations():
+    """H = LN1(F + attn(F, T, T)); F' = LN2(H + FFN(H)); out = F + has * W_r F', with W_r
+    opened so the injection shows; tags past a video's mask never count."""
+    from training.heads.waver import TagInjection
+    torch.manual_seed(0)
+    inj = TagInjection(16, 4, 0.0).eval()
+    torch.nn.init.normal_(inj.residual.weight)
+    f, tags = torch.randn(3, 5, 16), torch.randn(3, 4, 16)
+    mask = torch.tensor([[True, True, False, False], [True, False, False, False], [False] * 4])
+    with torch.no_grad():
+        out = inj(f, tags, mask)
+        want = []
+        for i in range(3):
+            if not mask[i].any():
+                want.append(f[i])
+                continue
+            k = tags[i][mask[i]][None]
+            g = inj.attn(f[i][None], k, k, need_weights=False)[0][0]
+            h = inj.ln1(f[i] + g)
+            h = inj.ln2(h + inj.ffn(h))
+            want.append(f[i] + inj.residual(h))
+    torch.testing.assert_close(out, torch.stack(want), rtol=1e-5, atol=1e-5)
+
+
+def test_waver_video_side_edges():
+    from .test_waver import TINY_WAVER, _batch
+    from training.heads.waver import kd_loss
+    head = create_head("waver", {**TINY_WAVER, "distill": "injection", "tag_k": 2, "temporal_layers": 0},
+                       dim=64).eval()
+    wb = _batch()
+    cut = {**wb, "tags": wb["tags"][:, :2], "tag_mask": wb["tag_mask"][:, :2]}
+    torch.testing.assert_close(scores(head, wb), scores(head, cut))  # only the first tag_k tags
+    empty = {**wb, "frame_mask": wb["frame_mask"].clone()}
+    empty["frame_mask"][1] = False
+    first = {**empty, "frame_mask": empty["frame_mask"].clone()}
+    first["frame_mask"][1, 0] = True
+    torch.testing.assert_close(scores(head, empty), scores(head, first))
+    with torch.no_grad():
+        v = head.encode_video(wb)
+    assert v["pooled"].shape == (4, 64) and torch.allclose(v["pooled"].norm(dim=-1), torch.ones(4))
+    assert torch.equal(head.index_vectors(v), v["pooled"])
+    two = torch.tensor([True, True, False, False, False])
+    assert float(kd_loss(torch.randn(3, 5), torch.randn(3, 5), two, 1.0)) > 0  # two videos are enough
