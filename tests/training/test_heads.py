@@ -33,6 +33,8 @@ def test_registry_and_config_errors():
         head_config("avigate", {"nope": 1})
     with pytest.raises(KeyError, match="no option"):
         head_config("avigate", {"audio.nope": 1})
+    with pytest.raises(KeyError, match="no option"):  # a plain option has no sub-options
+        head_config("avigate", {"n_heads.x": 1})
 
 
 def test_nested_audio_options_dotted_flat_and_saved():
