@@ -124,16 +124,21 @@ def counts(work: Path, module: str) -> tuple[Counter, list[str]]:
     return c, survivors
 
 
+def tested(c: Counter) -> int:
+    """The mutants a test ran against (not those no test reaches, nor those left unchecked)."""
+    return c["killed"] + c["survived"] + c["timeout"] + c["suspicious"]
+
+
 def score(c: Counter) -> float:
-    tested = c["killed"] + c["survived"] + c["timeout"] + c["suspicious"]
-    return 100.0 * (c["killed"] + c["timeout"]) / tested if tested else 0.0
+    n = tested(c)
+    return 100.0 * (c["killed"] + c["timeout"]) / n if n else 0.0
 
 
 def interval(c: Counter) -> float:
     """Half-width of the score's 95 % interval when the mutants were a sample (normal approximation)."""
-    tested = c["killed"] + c["survived"] + c["timeout"] + c["suspicious"]
+    n = tested(c)
     p = score(c) / 100
-    return 196.0 * math.sqrt(p * (1 - p) / tested) if tested else 0.0
+    return 196.0 * math.sqrt(p * (1 - p) / n) if n else 0.0
 
 
 def write_row(module: str, c: Counter, minutes: float, note: str = "") -> None:

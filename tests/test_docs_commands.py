@@ -27,7 +27,7 @@ TESTS_TEXT = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "tests").r
 
 # programs that are not ours -> the files that run them (a documented subcommand must appear there)
 EXTERNAL = {
-    "prefect": ["tests/flows/test_work_pool.py", "tests/flows/test_deployment.py", "tests/conftest.py"],
+    "prefect": ["tests/flows/test_work_pool.py", "tests/flows/test_dask_cluster.py", "tests/conftest.py"],
     "dask": ["tests/flows/test_dask_cluster.py"],  # as python -m distributed.cli.dask_{scheduler,worker}
     "docker": ["tests/flows/test_docker.py"],  # no Docker here: the files are checked against the project
     "jupyter": ["tests/vtr/test_notebook.py"],

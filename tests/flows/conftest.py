@@ -50,6 +50,31 @@ def tiny_data(tmp_path_factory, served_sample) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_store(tiny_data, tmp_path_factory) -> tuple[str, dict]:
+    """``(store, the flow's result)``: ``tiny_data`` extracted once in process, every step
+    (random-init encoders, tiny AST), video2 failed. Tests that change it work on a copy
+    (``copy_store``)."""
+    from flows.config import ExtractConfig
+    from flows.extract import extract_msrvtt
+
+    store = str(tmp_path_factory.mktemp("local") / "s.zarr")
+    result = extract_msrvtt(data_root=str(tiny_data), store=store, config=ExtractConfig(
+        random_init=True, ast_size="tiny", crawl_retries=0, workers=1, tag_min_count=2))
+    return store, result
+
+
+def copy_store(store: str, dest: Path) -> Path:
+    """The store and its media folder (compressed videos, crawled audio) copied under ``dest``."""
+    import shutil
+
+    out = dest / Path(store).name
+    shutil.copytree(store, out)
+    if Path(store + ".media").exists():
+        shutil.copytree(store + ".media", str(out) + ".media")
+    return out
+
+
+@pytest.fixture(scope="session")
 def prefect_server(prefect_api) -> str:
     """The session's Prefect server (tests/conftest.py), for tests that talk to it by URL."""
     return prefect_api

@@ -80,39 +80,65 @@ def _prefect(args, env, timeout=300):
                           timeout=timeout, stdin=subprocess.DEVNULL)
 
 
-def test_deployment_runs_on_both_workers(prefect_server, tiny_data, tmp_path):
-    env = vtr_env(PREFECT_API_URL=prefect_server, PREFECT_HOME=str(tmp_path / "home"))
-    with dask_cluster(tmp_path, env) as (address, workers):
+@pytest.fixture(scope="module")
+def gpu_cluster(prefect_server, tmp_path_factory):
+    """``(address, env)``: two workers of two threads and one GPU each (``--resources GPU=1``),
+    shared by the tests that kill no worker; each reads the task stream from its own start."""
+    tmp = tmp_path_factory.mktemp("cluster")
+    env = vtr_env(PREFECT_API_URL=prefect_server, PREFECT_HOME=str(tmp / "home"))
+    with dask_cluster(tmp, env, nthreads=2, resources="GPU=1") as (address, _):
         start_task_stream(address)
-        log = open(tmp_path / "serve.log", "w")
-        serve = subprocess.Popen([sys.executable, "-m", "flows.serve", "--name", "dask"], env=env, stdout=log,
-                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        try:
-            deadline = time.time() + 120
-            while "extract-msrvtt/dask" not in _prefect(["deployment", "ls"], env, 60).stdout.replace(" ", ""):
-                assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-                assert time.time() < deadline, "deployment never registered"
-                time.sleep(1)
-            store = tmp_path / "dep.zarr"
-            r = _prefect(["deployment", "run", "extract-msrvtt/dask", "--param", f"data_root={tiny_data}",
-                          "--param", f"store={store}", "--param", f"dask_address={address}",
-                          "--param", 'config={"random_init": true, "ast_size": "tiny", "crawl_retries": 0, '
-                          '"workers": 1, "video_chunk": 3, "steps": ["probe", "crawl", "frames", "text"]}',
-                          "--watch"], env)
-            assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:] + (tmp_path / "serve.log").read_text()[-3000:]
-        finally:
-            stop(serve)
-            log.close()
-        spans = compute_spans(task_stream(address))
+        yield address, env
+
+
+def spans_since(address: str, t0: float) -> list[tuple[str, str, float, float]]:
+    return [s for s in compute_spans(task_stream(address)) if s[2] >= t0]
+
+
+def test_serve_and_run_a_deployment_on_the_cluster(gpu_cluster, tiny_data, tmp_path):
+    """A serve process, `prefect deployment run` as a user types it, every step of the run on
+    the cluster; the deployment's config asks for a GPU per model task. The plain deployment
+    (no cluster) runs on a process worker in test_work_pool.py."""
+    address, env = gpu_cluster
+    t0 = time.time()
+    log = open(tmp_path / "serve.log", "w")
+    serve = subprocess.Popen([sys.executable, "-m", "flows.serve", "--name", "dask"], env=env, stdout=log,
+                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while "extract-msrvtt/dask" not in _prefect(["deployment", "ls"], env, 60).stdout.replace(" ", ""):
+            assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            assert time.time() < deadline, "deployment never registered"
+            time.sleep(1)
+        store = tmp_path / "dep.zarr"
+        r = _prefect(["deployment", "run", "extract-msrvtt/dask", "--param", f"data_root={tiny_data}",
+                      "--param", f"store={store}", "--param", f"dask_address={address}",
+                      "--param", 'config={"random_init": true, "ast_size": "tiny", "crawl_retries": 0, '
+                      '"workers": 1, "video_chunk": 3, "tag_min_count": 2, "gpu_per_worker": true}',
+                      "--watch"], env)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:] + (tmp_path / "serve.log").read_text()[-3000:]
+        # a parameter of the wrong type is refused when the run is created, with its name
+        r = _prefect(["deployment", "run", "extract-msrvtt/dask", "--param", f"data_root={tiny_data}",
+                      "--param", f"store={tmp_path / 'x.zarr'}", "--param", 'config={"workers": "many"}'],
+                     env, timeout=60)
+        assert r.returncode != 0 and "workers" in (r.stdout + r.stderr)
+        assert not (tmp_path / "x.zarr").exists()
+    finally:
+        stop(serve)
+        log.close()
+    spans = spans_since(address, t0)
     # every step's blocks went to the cluster (three videos per block)
     ran = {}
     for key, worker, *_ in spans:
-        ran.setdefault(key.split("-")[0], set()).add(worker)
-    assert {"probe_block", "crawl_block", "frames_block", "text_block"} <= set(ran), ran
-    assert len(ran["frames_block"]) == 2, ran  # two blocks, two idle workers: one each
+        ran.setdefault(key.split("_block")[0], set()).add(worker)
+    assert {"probe", "crawl", "compress", *MODEL_STEPS} <= set(ran), ran
+    assert len(ran["frames"]) == 2, ran  # two blocks, two idle workers: one each
+    model = [s for s in spans if s[0].split("_block")[0] in MODEL_STEPS]
+    assert overlaps(model) == [], sorted(model, key=lambda s: (s[1], s[2]))
     ds = open_store(store)
     assert ds.frames_state.values[list(ds.video.values).index("video2")] == FAILED
-    assert (ds.frames_state.values == DONE).sum() == 5 and (ds.text_state.values == DONE).all()
+    assert all((ds[f"{step}_state"].values == DONE).sum() == 5 for step in ("frames", "audio", "tags"))
+    assert (ds.text_state.values == DONE).all() and (ds.style_state.values == DONE).all()
     assert check_store(store) == []
 
 
@@ -128,17 +154,16 @@ def overlaps(spans: list[tuple[str, str, float, float]], tol_s: float = 0.05) ->
     return out
 
 
-def test_gpu_per_worker_one_model_task_at_a_time(prefect_server, tiny_data, tmp_path):
+def test_gpu_per_worker_one_model_task_at_a_time(gpu_cluster, tiny_data, tmp_path):
     # two threads per worker, one GPU: media tasks may share a worker, model tasks may not
-    env = vtr_env(PREFECT_API_URL=prefect_server, PREFECT_HOME=str(tmp_path / "home"))
-    with dask_cluster(tmp_path, env, nthreads=2, resources="GPU=1") as (address, _):
-        start_task_stream(address)
-        store = tmp_path / "gpu.zarr"
-        r = subprocess.run(vtr_cmd("extract", "--data-root", tiny_data, "--store", store, *TINY,
-                                   "--video-chunk", "1", "--steps", STEPS, "--dask", address, "--gpu-per-worker"),
-                           env=env, capture_output=True, text=True, timeout=600)
-        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-        spans = compute_spans(task_stream(address))
+    address, env = gpu_cluster
+    t0 = time.time()
+    store = tmp_path / "gpu.zarr"
+    r = subprocess.run(vtr_cmd("extract", "--data-root", tiny_data, "--store", store, *TINY,
+                               "--video-chunk", "1", "--steps", STEPS, "--dask", address, "--gpu-per-worker"),
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    spans = spans_since(address, t0)
     result = json.loads(r.stdout[r.stdout.index("{"):])
     assert result["steps"]["frames"]["done"] == 5 and sum(result["steps"]["frames"]["workers"].values()) == 6
     model = [s for s in spans if s[0].split("_block")[0] in MODEL_STEPS]
@@ -149,7 +174,8 @@ def test_gpu_per_worker_one_model_task_at_a_time(prefect_server, tiny_data, tmp_
     assert overlaps(media), media
 
 
-def test_unreachable_scheduler_one_line_before_any_media(prefect_server, tiny_data, tmp_path):
+def test_unreachable_scheduler_one_line_before_any_media(prefect_server, tiny_data, tmp_path, monkeypatch):
+    import flows.cluster
     from flows.errors import ExtractError
     from flows.extract import extract_msrvtt
 
@@ -160,7 +186,9 @@ def test_unreachable_scheduler_one_line_before_any_media(prefect_server, tiny_da
     assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
     assert r.stderr.strip().splitlines()[-1].startswith("error: tcp://127.0.0.1:1: no Dask scheduler answers ("), r.stderr
     assert not store.exists() and not (tmp_path / "x.zarr.media").exists()
-    # the deployment's way: the flow itself raises it; a malformed local cluster size too
+    # the deployment's way: the flow itself raises it (sooner here: the refusal, not the wait,
+    # is what this shows); a malformed local cluster size too
+    monkeypatch.setattr(flows.cluster, "CONNECT_TIMEOUT_S", 1)
     with pytest.raises(ExtractError, match=r"^tcp://127\.0\.0\.1:1: no Dask scheduler answers \("):
         extract_msrvtt(str(tiny_data), str(store), config=ExtractConfig(random_init=True, ast_size="tiny"),
                        dask_address="tcp://127.0.0.1:1")

@@ -1,6 +1,5 @@
 """The flow in Prefect's ephemeral mode, in process: a complete store, failures recorded."""
 import numpy as np
-import pytest
 from typer.testing import CliRunner
 
 from flows.config import ExtractConfig
@@ -9,21 +8,14 @@ from storage import DONE, FAILED, check_store, open_store, store_info
 from storage.synthetic import create_synthetic_store
 from vtr.cli import app
 
-from .conftest import TINY
+from .conftest import TINY, copy_store
 
 runner = CliRunner()
 TINY_CONFIG = ExtractConfig(random_init=True, ast_size="tiny", crawl_retries=0, workers=1, tag_min_count=2)
 
 
-@pytest.fixture(scope="module")
-def extracted(tiny_data, tmp_path_factory):
-    store = str(tmp_path_factory.mktemp("local") / "s.zarr")
-    result = extract_msrvtt(data_root=str(tiny_data), store=store, config=TINY_CONFIG)
-    return store, result
-
-
-def test_flow_completes_and_records_the_corrupt_video(extracted):
-    store, result = extracted
+def test_flow_completes_and_records_the_corrupt_video(tiny_store):
+    store, result = tiny_store
     ds = open_store(store)
     ids = list(ds.video.values)
     bad = ids.index("video2")
@@ -56,8 +48,8 @@ def prov_model(ds, step):
     return p["model"], p["weights_sha256"]
 
 
-def test_rerun_redoes_nothing_finished(extracted, tiny_data):
-    store, _ = extracted
+def test_rerun_redoes_nothing_finished(tiny_store, tiny_data, tmp_path):
+    store = str(copy_store(tiny_store[0], tmp_path))  # a copy: the session's store stays as made
     before = open_store(store).frame_features.values.copy()
     result = extract_msrvtt(data_root=str(tiny_data), store=store, config=TINY_CONFIG.model_copy(
         update={"steps": ["probe", "compress", "frames", "audio", "text"]}))

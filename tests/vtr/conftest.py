@@ -1,5 +1,7 @@
 """A sample store (ffmpeg-made videos, random-init encoders, tiny AST) and two short
-training runs on it, made once per session for the search, notebook and report tests."""
+training runs on it, made once per session for the search, notebook and report tests; and a
+store `vtr extract` made from CLIP and AST weights files, for the CLIP initialisation and
+fine-tuning tests."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -44,3 +46,26 @@ def meanpool_run(sample_store, tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def avigate_run(sample_store, tmp_path_factory) -> str:
     return _train(sample_store, "avigate", tmp_path_factory.mktemp("runs") / "avigate", TINY_AVIGATE, 2, 1e-4)
+
+
+@pytest.fixture(scope="session")
+def weights_store(served_sample, prefect_api, tmp_path_factory) -> tuple[Path, dict[str, torch.Tensor]]:
+    """``(folder, CLIP state)``: `vtr extract` run in ``folder`` on four sample videos with a
+    random CLIP file and a random base AST file saved as the releases' are, named by relative
+    paths, caching the inputs of CLIP's last two blocks and a caption template; the store is
+    ``folder/msrvtt.zarr``, the weights are under ``folder/weights``."""
+    from tests.vtr.test_clip_init_extracted import vtr, write_ast, write_clip
+
+    tmp = tmp_path_factory.mktemp("weights-store")
+    served_sample(tmp / "data", n_videos=4, seed=0)
+    (tmp / "weights").mkdir()
+    state = write_clip(tmp / "weights" / "open_clip_model.safetensors")
+    write_ast(tmp / "weights" / "audioset_10_10_0.4593.pth")
+    r = vtr("extract", "--data-root", "data", "--store", "msrvtt.zarr", "--device", "cpu",
+            "--clip-weights", "weights/open_clip_model.safetensors",
+            "--ast-weights", "weights/audioset_10_10_0.4593.pth",
+            "--cache-clip-layers", "2", "--caption-template", "This is a video about {}.",
+            "--crawl-retries", "0", "--workers", "1", "--tag-min-count", "2", cwd=tmp)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "frame_hidden_2: " in r.stdout + r.stderr  # the extra disk, printed before writing
+    return tmp, state

@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from storage import open_store
 from tests.extractors.test_ast_encoder import _to_audioset_naming
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,26 +55,21 @@ def test_weights_paths_are_recorded_absolute(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_recipe_on_a_store_extracted_with_weights_files(served_sample, prefect_api, tmp_path):
-    served_sample(tmp_path / "data", n_videos=4, seed=0)
-    (tmp_path / "weights").mkdir()
-    clip = write_clip(tmp_path / "weights" / "open_clip_model.safetensors")
-    write_ast(tmp_path / "weights" / "audioset_10_10_0.4593.pth")
-
-    # relative paths, resolved where `vtr extract` runs: the store records them absolute
-    r = vtr("extract", "--data-root", "data", "--store", "msrvtt.zarr", "--device", "cpu",
-            "--clip-weights", "weights/open_clip_model.safetensors",
-            "--ast-weights", "weights/audioset_10_10_0.4593.pth",
-            "--crawl-retries", "0", "--workers", "1", "--tag-min-count", "2", cwd=tmp_path)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+def test_recipe_on_a_store_extracted_with_weights_files(weights_store, tmp_path):
+    folder, clip = weights_store
+    # the weights were named by relative paths, resolved where `vtr extract` ran: the store
+    # records them absolute
+    clip_file = folder / "weights" / "open_clip_model.safetensors"
+    prov = open_store(str(folder / "msrvtt.zarr")).attrs["provenance"]
+    assert prov["frames"]["weights"] == str(clip_file)
+    assert prov["audio"]["weights"] == str(folder / "weights" / "audioset_10_10_0.4593.pth")
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     lr = 1e-4
-    r = vtr("train", "--store", tmp_path / "msrvtt.zarr", "--recipe", "avigate-msrvtt", "--out", "run",
+    r = vtr("train", "--store", folder / "msrvtt.zarr", "--recipe", "avigate-msrvtt", "--out", "run",
             "--epochs", 1, "--device", "cpu", "--no-progress", "--set", f"lr={lr}", cwd=elsewhere)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    clip_file = tmp_path / "weights" / "open_clip_model.safetensors"
     # the recipe's 4 + 4 layers x 12 tensors, and the frame positions
     assert f"initialised 97 tensors from CLIP ({clip_file})" in r.stderr, r.stderr[-3000:]
     assert "start at random" not in r.stderr

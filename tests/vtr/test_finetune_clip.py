@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from tests.vtr.test_clip_init_extracted import vtr, write_clip
+from tests.vtr.test_clip_init_extracted import vtr
 
 
 def one_line(r) -> str:
@@ -20,29 +20,14 @@ def one_line(r) -> str:
     return lines[-1]
 
 
-@pytest.fixture(scope="module")
-def extracted(served_sample, prefect_api, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("finetune")
-    served_sample(tmp / "data", n_videos=4, seed=0)
-    (tmp / "weights").mkdir()
-    state = write_clip(tmp / "weights" / "open_clip_model.safetensors")
-    r = vtr("extract", "--data-root", "data", "--store", "s.zarr", "--device", "cpu", "--steps", "frames,text",
-            "--clip-weights", "weights/open_clip_model.safetensors",
-            "--cache-clip-layers", "2", "--caption-template", "This is a video about {}.",
-            "--workers", "1", cwd=tmp)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "frame_hidden_2: " in r.stdout + r.stderr  # the extra disk, printed before writing
-    return tmp, state
-
-
 @pytest.mark.slow
-def test_extract_then_finetune_two_blocks(extracted):
+def test_extract_then_finetune_two_blocks(weights_store):
     import xarray as xr
 
     from training.clip_finetune import ClipTail
 
-    tmp, state = extracted
-    store = tmp / "s.zarr"
+    tmp, state = weights_store
+    store = tmp / "msrvtt.zarr"
     ds = xr.open_zarr(store)
     prov = ds.attrs["provenance"]
     assert prov["frames"]["clip_hidden"]["layers"] == {"frame_hidden_1": 11, "frame_hidden_2": 10}
@@ -64,8 +49,7 @@ def test_extract_then_finetune_two_blocks(extracted):
     assert not np.allclose(ds["caption_template_embedding"].values, ds["caption_embedding"].values)
 
     r = vtr("train", "--store", store, "--recipe", "avigate-msrvtt", "--finetune-clip", 2, "--out", "run",
-            "--epochs", 1, "--device", "cpu", "--no-progress", "--clip-lr", 1e-3,
-            "--allow-silent", cwd=tmp)  # the sample's extraction here skips the audio step
+            "--epochs", 1, "--device", "cpu", "--no-progress", "--clip-lr", 1e-3, cwd=tmp)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "fine-tuning CLIP's last 2 block(s)" in r.stderr
     cfg = json.loads((tmp / "run" / "config.json").read_text())
@@ -82,9 +66,9 @@ def test_extract_then_finetune_two_blocks(extracted):
 
 
 @pytest.mark.slow
-def test_bad_inputs_are_one_line(extracted, tmp_path):
-    tmp, _ = extracted
-    store = tmp / "s.zarr"
+def test_bad_inputs_are_one_line(weights_store, tmp_path):
+    tmp, _ = weights_store
+    store = tmp / "msrvtt.zarr"
     r = vtr("train", "--store", store, "--recipe", "avigate-msrvtt", "--finetune-clip", 3, "--out", "r3",
             "--epochs", 1, "--device", "cpu", "--no-progress", cwd=tmp)
     line = one_line(r)
