@@ -9,6 +9,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--random-init", "--ast-size", "tiny", "--crawl-retries", "0", "--workers", "1"]
+# the session's tiny store (``tiny_store``): ExtractConfig(**TINY_STORE)
+TINY_STORE = dict(random_init=True, ast_size="tiny", crawl_retries=0, workers=1, tag_min_count=2)
 
 
 def free_port() -> int:
@@ -58,8 +60,7 @@ def tiny_store(tiny_data, tmp_path_factory) -> tuple[str, dict]:
     from flows.extract import extract_msrvtt
 
     store = str(tmp_path_factory.mktemp("local") / "s.zarr")
-    result = extract_msrvtt(data_root=str(tiny_data), store=store, config=ExtractConfig(
-        random_init=True, ast_size="tiny", crawl_retries=0, workers=1, tag_min_count=2))
+    result = extract_msrvtt(data_root=str(tiny_data), store=store, config=ExtractConfig(**TINY_STORE))
     return store, result
 
 

@@ -24,7 +24,7 @@ from flows.step_io import run_step_items
 from storage import DONE, FAILED, open_store, store_info
 from vtr.cli import app
 
-from .conftest import free_port
+from .conftest import TINY_STORE, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -123,14 +123,15 @@ def _normalized(ds, swaps: dict[str, str]) -> dict[str, np.ndarray]:
     return out
 
 
-def test_every_step_reads_and_writes_s3_as_on_local_disk(s3_options, s3_data, tiny_data, tmp_path, monkeypatch):
-    local_store, remote_store = str(tmp_path / "local.zarr"), "s3://vtr-test/every-step.zarr"
+def test_every_step_reads_and_writes_s3_as_on_local_disk(s3_options, s3_data, tiny_data, tiny_store, tmp_path,
+                                                        monkeypatch):
+    # on local disk: the session's tiny store, made with the same config
+    local_store, local = tiny_store
+    remote_store = "s3://vtr-test/every-step.zarr"
     scratch = tmp_path / "scratch"
     sizes = [p.stat().st_size for p in (tiny_data / "videos" / "all").iterdir()]
     assert sum(sizes) > 2.5 * max(sizes)
-    base = ExtractConfig(**TINY)
-    local = extract_msrvtt(data_root=str(tiny_data), store=local_store,
-                           config=base.model_copy(update={"media_dir": str(tmp_path / "media-local")}))
+    base = ExtractConfig(**TINY_STORE)
     # two videos' worth of scratch: each block copies its videos over in several turns
     remote = extract_msrvtt(data_root=s3_data, store=remote_store, config=base.model_copy(update={
         "media_dir": str(tmp_path / "media-s3"), "storage_options": s3_options,
@@ -146,7 +147,7 @@ def test_every_step_reads_and_writes_s3_as_on_local_disk(s3_options, s3_data, ti
     a = open_store(local_store)
     b = open_store(remote_store, storage_options=s3_options)
     assert b.attrs["data_root"] == s3_data
-    va = _normalized(a, {str(tiny_data): s3_data, str(tmp_path / "media-local"): "MEDIA"})
+    va = _normalized(a, {str(tiny_data): s3_data, local_store + ".media": "MEDIA"})
     vb = _normalized(b, {str(tmp_path / "media-s3"): "MEDIA"})
     assert sorted(va) == sorted(vb)
     for name in va:
